@@ -1,0 +1,262 @@
+"""Scaled dot-product attention, ``softmax(Q Kᵀ · scale + mask) · V``, in one place.
+
+Two paths compute the same thing (they agree to 1e-5 in float32):
+
+* **fused** (``need_weights=False``, the default) calls PyTorch's fused kernel
+  ``torch.nn.functional.scaled_dot_product_attention``; the ``L × S`` weights never exist in memory.
+* **explicit** (``need_weights=True``) writes the weights out because the caller asked for them.
+  It works block by block over the batch so that each block's scores are scaled, masked,
+  soft-maxed and multiplied by ``V`` while still in cache; only the weights leave it. Its backward
+  pass is written by hand (see :class:`_ExplicitAttention`).
+
+A query row whose every key is masked gets output 0 and weights 0, never NaN (in forward and
+backward).
+
+Legend: ``...`` batch dims (e.g. ``B, H``), ``L`` query length, ``S`` key length,
+``E`` query/key dim (``d_k``), ``Ev`` value dim (``d_v``), ``N`` all batch dims flattened.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+from attnlab.attention.masks import causal_mask, combine_masks
+
+__all__ = ["AttentionOutput", "attention_scores", "scaled_dot_product_attention"]
+
+# Score elements per block of the explicit path: 2**18 float32 = 1 MiB, a core's L2 cache.
+_BLOCK_ELEMENTS = 2**18
+
+
+class AttentionOutput(NamedTuple):
+    """What attention returns; unpacks as ``output, weights = ...`` like PyTorch."""
+
+    output: Tensor  # (..., L, Ev)
+    weights: Tensor | None  # (..., L, S), or None unless need_weights=True
+
+
+def scaled_dot_product_attention(
+    query: Tensor,
+    key: Tensor,
+    value: Tensor,
+    attn_mask: Tensor | None = None,
+    *,
+    dropout_p: float = 0.0,
+    is_causal: bool = False,
+    scale: float | None = None,
+    need_weights: bool = False,
+) -> AttentionOutput:
+    r"""Attention of each query over the keys: ``softmax(Q Kᵀ · scale + mask) V``.
+
+    Args:
+        query: ``(..., L, E)``.
+        key: ``(..., S, E)``; its last dim must equal the query's.
+        value: ``(..., S, Ev)``; as many rows as ``key``.
+        attn_mask: broadcastable to ``(..., L, S)``. Boolean: ``True`` = may attend (PyTorch's
+            convention). Floating: added to the scaled scores (``-inf`` blocks).
+        dropout_p: dropout on the weights, in ``[0, 1)``; pass 0 in evaluation.
+        is_causal: query ``i`` attends only to keys ``j <= i``; combined with ``attn_mask``
+            if both are given.
+        scale: multiplies the scores; default ``1 / sqrt(E)``. ``scale=1`` means no scaling.
+        need_weights: also return the ``(..., L, S)`` weights. This runs the explicit path,
+            which costs memory ``O(L·S)`` per head and is slower than the fused kernel.
+
+    Returns:
+        :class:`AttentionOutput` ``(output (..., L, Ev), weights (..., L, S) or None)``. The
+        weights are the softmax probabilities, before dropout; each row sums to 1, or to 0 when
+        every key of that row is masked.
+
+    Example::
+
+        >>> q, k, v = torch.randn(2, 4, 8), torch.randn(2, 6, 8), torch.randn(2, 6, 3)
+        >>> out, w = scaled_dot_product_attention(q, k, v, need_weights=True)
+        >>> out.shape, w.shape
+        (torch.Size([2, 4, 3]), torch.Size([2, 4, 6]))
+    """
+    _check_inputs(query, key, value, attn_mask, dropout_p)
+    if attn_mask is not None and attn_mask.is_floating_point():
+        attn_mask = attn_mask.to(query.dtype)
+    L, S = query.shape[-2], key.shape[-2]
+    scale = 1.0 / math.sqrt(query.shape[-1]) if scale is None else float(scale)
+    if is_causal and (attn_mask is not None or need_weights):
+        attn_mask = combine_masks(attn_mask, causal_mask(L, S, device=query.device))
+        is_causal = False
+
+    if not need_weights:
+        output = F.scaled_dot_product_attention(
+            query, key, value, attn_mask=attn_mask, dropout_p=dropout_p,
+            is_causal=is_causal, scale=scale,
+        )
+        return AttentionOutput(output, None)
+
+    batch = torch.broadcast_shapes(query.shape[:-2], key.shape[:-2], value.shape[:-2])
+    query = query.expand(*batch, *query.shape[-2:])
+    key = key.expand(*batch, *key.shape[-2:])
+    value = value.expand(*batch, *value.shape[-2:])
+    if dropout_p == 0.0:
+        output, weights = _ExplicitAttention.apply(query, key, value, attn_mask, scale)
+        return AttentionOutput(output, weights)
+    # Dropout is rare with weights (training while inspecting): plain autograd, no blocks.
+    weights = attention_scores(query, key, attn_mask, scale=scale)
+    weights = _safe_softmax(weights)
+    output = F.dropout(weights, p=dropout_p) @ value  # (..., L, S) x (..., S, Ev) -> (..., L, Ev)
+    return AttentionOutput(output, weights)
+
+
+def attention_scores(
+    query: Tensor, key: Tensor, attn_mask: Tensor | None = None, *, scale: float | None = None
+) -> Tensor:
+    """The pre-softmax scores ``Q Kᵀ · scale + mask`` ``(..., L, S)``, blocked keys at ``-inf``."""
+    scale = 1.0 / math.sqrt(query.shape[-1]) if scale is None else scale
+    scores = (query @ key.transpose(-2, -1)) * scale  # (..., L, E) x (..., E, S) -> (..., L, S)
+    if attn_mask is None:
+        return scores
+    if attn_mask.dtype == torch.bool:
+        return scores.masked_fill(~attn_mask, float("-inf"))
+    return scores + attn_mask
+
+
+def _safe_softmax(scores: Tensor) -> Tensor:
+    """Softmax over the keys where a row of only ``-inf`` gives zeros instead of NaN."""
+    weights = torch.softmax(scores, dim=-1)
+    dead = torch.isneginf(scores).all(dim=-1, keepdim=True)  # (..., L, 1)
+    return weights.masked_fill(dead, 0.0)
+
+
+class _ExplicitAttention(torch.autograd.Function):
+    """Attention that returns its weights, computed block by block, with a hand-written backward.
+
+    Forward, per block of the flattened batch: ``W = softmax(Q Kᵀ·scale + mask)``, written into
+    the weights tensor, then ``O = W V``. Backward uses the saved ``W``:
+    ``dV = Wᵀ dO``, ``dS = W ⊙ (dO Vᵀ − rowsum(dO ⊙ O))``, ``dQ = dS K·scale``, ``dK = dSᵀ Q·scale``.
+    """
+
+    @staticmethod
+    def forward(ctx, query, key, value, attn_mask, scale):
+        *batch, L, E = query.shape
+        S, Ev = key.shape[-2], value.shape[-1]
+        q = (query * scale).reshape(-1, L, E)  # (N, L, E), scaled here: L·E work, not L·S
+        k_t = key.reshape(-1, S, E).transpose(1, 2)  # (N, E, S)
+        v = value.reshape(-1, S, Ev)  # (N, S, Ev)
+        N = q.shape[0]
+        blocked, additive, dead = _prepare_mask(attn_mask, batch, N)
+
+        weights = query.new_empty(N, L, S)
+        output = query.new_empty(N, L, Ev)
+        rows = max(1, _BLOCK_ELEMENTS // max(1, L * S))
+        for n0 in range(0, N, rows):
+            n = slice(n0, min(N, n0 + rows))
+            w = weights[n]  # (n, L, S), contiguous
+            torch.bmm(q[n], k_t[n], out=w)  # (n, L, E) x (n, E, S) -> (n, L, S)
+            if blocked is not None:
+                w.masked_fill_(blocked[n] if blocked.dim() == 3 else blocked, float("-inf"))
+            if additive is not None:
+                w.add_(additive[n] if additive.dim() == 3 else additive)
+            torch.softmax(w, dim=-1, out=w)
+            if dead is not None:
+                w.masked_fill_(dead[n] if dead.dim() == 3 else dead, 0.0)
+            torch.bmm(w, v[n], out=output[n])  # (n, L, S) x (n, S, Ev) -> (n, L, Ev)
+
+        output = output.view(*batch, L, Ev)
+        weights = weights.view(*batch, L, S)
+        ctx.scale = scale
+        ctx.mask_shape = None if attn_mask is None else attn_mask.shape
+        ctx.save_for_backward(query, key, value, weights, output)
+        ctx.mark_non_differentiable(weights)
+        return output, weights
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_output, _grad_weights):
+        query, key, value, weights, output = ctx.saved_tensors
+        scale = ctx.scale
+        grad_value = weights.transpose(-2, -1) @ grad_output  # (..., S, L) x (..., L, Ev)
+        grad_scores = grad_output @ value.transpose(-2, -1)  # (..., L, Ev) x (..., Ev, S)
+        row_dot = (grad_output * output).sum(dim=-1, keepdim=True)  # (..., L, 1)
+        grad_scores.sub_(row_dot).mul_(weights)  # softmax backward, (..., L, S)
+        grad_query = (grad_scores @ key).mul_(scale)  # (..., L, S) x (..., S, E)
+        grad_key = (grad_scores.transpose(-2, -1) @ query).mul_(scale)  # (..., S, L) x (..., L, E)
+        grad_mask = None
+        if ctx.needs_input_grad[3]:  # a learned additive bias, e.g. ALiBi with trained slopes
+            grad_mask = grad_scores.sum_to_size(ctx.mask_shape)
+        return grad_query, grad_key, grad_value, grad_mask, None
+
+
+def _prepare_mask(attn_mask: Tensor | None, batch: list[int], N: int):
+    """Split a mask into (blocked bool, additive float, dead rows), each either ``(mL, mS)`` for
+    a mask shared by the whole batch or ``(N, mL, mS)``. Dims of size 1 stay 1 (no copy)."""
+    if attn_mask is None:
+        return None, None, None
+    m_rows, m_cols = attn_mask.shape[-2:] if attn_mask.dim() >= 2 else (1, attn_mask.shape[-1])
+    shared = attn_mask.dim() <= 2 or all(d == 1 for d in attn_mask.shape[:-2])
+    mask = attn_mask.reshape(m_rows, m_cols) if shared else (
+        attn_mask.expand(*batch, m_rows, m_cols).reshape(N, m_rows, m_cols)
+    )
+    if mask.dtype == torch.bool:
+        blocked = ~mask
+        dead = blocked.all(dim=-1, keepdim=True)
+        return blocked, None, (dead if dead.any() else None)
+    dead = torch.isneginf(mask).all(dim=-1, keepdim=True)
+    return None, mask, (dead if dead.any() else None)
+
+
+def _check_inputs(query, key, value, attn_mask, dropout_p) -> None:
+    """Fail early, naming the argument and both shapes, instead of deep inside torch."""
+    for name, t in (("query", query), ("key", key), ("value", value)):
+        if not isinstance(t, Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+        if t.dim() < 2:
+            raise ValueError(f"{name} must have at least 2 dims (..., len, dim), got shape "
+                             f"{tuple(t.shape)}")
+        if not t.is_floating_point():
+            raise TypeError(f"{name} must be floating point, got dtype {t.dtype}")
+    for name, t in (("key", key), ("value", value)):
+        if t.dtype != query.dtype:
+            raise TypeError(f"{name} dtype {t.dtype} does not match query dtype {query.dtype}")
+        if t.device != query.device:
+            raise ValueError(f"{name} is on {t.device} but query is on {query.device}")
+    if key.shape[-1] != query.shape[-1]:
+        hint = " (is key transposed?)" if key.shape[-2] == query.shape[-1] else ""
+        raise ValueError(
+            f"key's last dim must equal query's (E): query (..., L, E) = {tuple(query.shape)}, "
+            f"key (..., S, E) = {tuple(key.shape)}{hint}"
+        )
+    if value.shape[-2] != key.shape[-2]:
+        raise ValueError(
+            f"value must have as many rows as key (S): key (..., S, E) = {tuple(key.shape)}, "
+            f"value (..., S, Ev) = {tuple(value.shape)}"
+        )
+    try:
+        batch = torch.broadcast_shapes(query.shape[:-2], key.shape[:-2], value.shape[:-2])
+    except RuntimeError:
+        raise ValueError(
+            f"batch dims of query {tuple(query.shape)}, key {tuple(key.shape)} and value "
+            f"{tuple(value.shape)} do not broadcast"
+        ) from None
+    if not 0.0 <= dropout_p < 1.0:
+        raise ValueError(f"dropout_p must be in [0, 1), got {dropout_p}")
+    if attn_mask is None:
+        return
+    if not isinstance(attn_mask, Tensor):
+        raise TypeError(f"attn_mask must be a torch.Tensor or None, got {type(attn_mask).__name__}")
+    if not (attn_mask.dtype == torch.bool or attn_mask.is_floating_point()):
+        raise TypeError(f"attn_mask must be boolean (True = attend) or floating (added to the "
+                        f"scores), got dtype {attn_mask.dtype}")
+    if attn_mask.device != query.device:
+        raise ValueError(f"attn_mask is on {attn_mask.device} but query is on {query.device}")
+    target = (*batch, query.shape[-2], key.shape[-2])
+    try:
+        fits = torch.broadcast_shapes(attn_mask.shape, target) == torch.Size(target)
+    except RuntimeError:
+        fits = False
+    if not fits:
+        raise ValueError(
+            f"attn_mask of shape {tuple(attn_mask.shape)} does not broadcast to the scores' "
+            f"shape (..., L, S) = {target}"
+        )

@@ -1,0 +1,218 @@
+"""Multi-head attention: project, split into heads, attend per head, concatenate, project back.
+
+Legend: ``B`` batch, ``H`` heads, ``L`` query length, ``S`` key length, ``D`` ``d_model``,
+``d_k`` query/key dim per head, ``d_v`` value dim per head.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from attnlab.attention.functional import AttentionOutput, scaled_dot_product_attention
+from attnlab.attention.masks import combine_masks, padding_mask
+
+__all__ = ["MultiHeadAttention"]
+
+
+class MultiHeadAttention(nn.Module):
+    r"""Multi-head attention (Vaswani et al., 2017), batch first.
+
+    ``MultiHead(Q, K, V) = Concat(head_1, ..., head_H) W_o`` with
+    ``head_i = Attention(Q W_q^i, K W_k^i, V W_v^i)``.
+
+    Args:
+        d_model: size ``D`` of the query input and of the output.
+        n_heads: number of heads ``H``.
+        d_k: query/key size per head; default ``d_model // n_heads``.
+        d_v: value size per head; default ``d_k``'s default.
+        kdim: size of the key input; default ``d_model``.
+        vdim: size of the value input; default ``kdim``.
+        bias: add a bias to the four projections.
+        dropout: dropout on the attention weights (training only).
+        rotary: optional module applied to the split queries and keys,
+            ``rotary(q (B, H, L, d_k), k (B, H, S, d_k)) -> (q, k)`` (e.g. rotary embeddings).
+
+    Shape:
+        - query ``(B, L, D)``; key ``(B, S, kdim)``; value ``(B, S, vdim)``. 2-D inputs
+          ``(L, D)`` are treated as a batch of one.
+        - attention_mask ``(B, S)``: padding, ``1`` = attend, ``0`` = padding (Hugging Face).
+        - attn_mask: broadcastable to ``(B, H, L, S)``; boolean ``True`` = may attend (the
+          convention of ``scaled_dot_product_attention``, the **opposite** of
+          ``torch.nn.MultiheadAttention``'s boolean mask) or floating, added to the scores.
+        - head_mask ``(H,)`` or ``(B, H)``: multiplies each head's output (1 keeps, 0 removes).
+        - output ``(B, L, D)``; weights ``(B, H, L, S)``, or ``(B, L, S)`` with
+          ``average_weights=True``, or ``None`` unless ``need_weights=True``.
+
+    Without ``need_weights`` the fused kernel runs; with it, the explicit path of
+    :func:`scaled_dot_product_attention` runs, which writes ``B·H·L·S`` weights and is slower.
+
+    Example::
+
+        >>> mha = MultiHeadAttention(64, 8)
+        >>> out, w = mha(torch.randn(4, 10, 64), need_weights=True)
+        >>> out.shape, w.shape
+        (torch.Size([4, 10, 64]), torch.Size([4, 8, 10, 10]))
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        n_heads: int,
+        *,
+        d_k: int | None = None,
+        d_v: int | None = None,
+        kdim: int | None = None,
+        vdim: int | None = None,
+        bias: bool = True,
+        dropout: float = 0.0,
+        rotary: nn.Module | None = None,
+    ) -> None:
+        super().__init__()
+        if not isinstance(n_heads, int) or n_heads < 1:
+            raise ValueError(f"n_heads must be an integer >= 1, got {n_heads!r}")
+        if not isinstance(d_model, int) or d_model < 1:
+            raise ValueError(f"d_model must be an integer >= 1, got {d_model!r}")
+        if (d_k is None or d_v is None) and d_model % n_heads != 0:
+            raise ValueError(
+                f"d_model must be divisible by n_heads when d_k/d_v are not given: "
+                f"d_model={d_model}, n_heads={n_heads} (d_model % n_heads = {d_model % n_heads})"
+            )
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        self.d_model = d_model
+        self.n_heads = n_heads
+        self.d_k = d_model // n_heads if d_k is None else d_k
+        self.d_v = d_model // n_heads if d_v is None else d_v
+        self.kdim = d_model if kdim is None else kdim
+        self.vdim = self.kdim if vdim is None else vdim
+        for name in ("d_k", "d_v", "kdim", "vdim"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        self.dropout = dropout
+        self.q_proj = nn.Linear(d_model, n_heads * self.d_k, bias=bias)
+        self.k_proj = nn.Linear(self.kdim, n_heads * self.d_k, bias=bias)
+        self.v_proj = nn.Linear(self.vdim, n_heads * self.d_v, bias=bias)
+        self.out_proj = nn.Linear(n_heads * self.d_v, d_model, bias=bias)
+        self.rotary = rotary
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Xavier-uniform projections and zero biases, as ``torch.nn.MultiheadAttention``."""
+        for proj in (self.q_proj, self.k_proj, self.v_proj):
+            nn.init.xavier_uniform_(proj.weight)
+        for proj in (self.q_proj, self.k_proj, self.v_proj, self.out_proj):
+            if proj.bias is not None:
+                nn.init.zeros_(proj.bias)
+
+    def forward(
+        self,
+        query: Tensor,
+        key: Tensor | None = None,
+        value: Tensor | None = None,
+        *,
+        attention_mask: Tensor | None = None,
+        attn_mask: Tensor | None = None,
+        is_causal: bool = False,
+        need_weights: bool = False,
+        average_weights: bool = False,
+        head_mask: Tensor | None = None,
+    ) -> AttentionOutput:
+        """Self-attention when ``key``/``value`` are omitted, else cross-attention.
+
+        See the class docstring for shapes and mask conventions.
+        """
+        unbatched = query.dim() == 2
+        if unbatched:
+            query, key, value, attention_mask = (
+                None if t is None else t.unsqueeze(0) for t in (query, key, value, attention_mask)
+            )
+        key = query if key is None else key
+        value = key if value is None else value
+        self._check_inputs(query, key, value, attention_mask, head_mask)
+        B, L, _ = query.shape
+        S, H = key.shape[1], self.n_heads
+
+        # 1) project and split into heads
+        q = self.q_proj(query).view(B, L, H, self.d_k).transpose(1, 2)  # (B, H, L, d_k)
+        k = self.k_proj(key).view(B, S, H, self.d_k).transpose(1, 2)  # (B, H, S, d_k)
+        v = self.v_proj(value).view(B, S, H, self.d_v).transpose(1, 2)  # (B, H, S, d_v)
+        if self.rotary is not None:
+            q, k = self.rotary(q, k)
+
+        # 2) attend per head
+        mask = attn_mask
+        if attention_mask is not None:
+            mask = combine_masks(attn_mask, padding_mask(attention_mask))  # -> (B, 1|H, L|1, S)
+        heads, weights = scaled_dot_product_attention(
+            q, k, v, mask,
+            dropout_p=self.dropout if self.training else 0.0,
+            is_causal=is_causal,
+            need_weights=need_weights,
+        )  # (B, H, L, d_v), (B, H, L, S) | None
+        if head_mask is not None:
+            gate = head_mask.to(heads.dtype).view(-1, H, 1, 1)  # (B|1, H, 1, 1)
+            heads = heads * gate
+
+        # 3) concatenate the heads, 4) project back
+        concat = heads.transpose(1, 2).reshape(B, L, H * self.d_v)  # (B, L, H*d_v)
+        output = self.out_proj(concat)  # (B, L, D)
+        if weights is not None and average_weights:
+            weights = weights.mean(dim=1)  # (B, L, S)
+        if unbatched:
+            output = output.squeeze(0)
+            weights = None if weights is None else weights.squeeze(0)
+        return AttentionOutput(output, weights)
+
+    def _check_inputs(self, query, key, value, attention_mask, head_mask) -> None:
+        for name, t, dim in (("query", query, self.d_model), ("key", key, self.kdim),
+                             ("value", value, self.vdim)):
+            if t.dim() != 3 or t.shape[-1] != dim:
+                raise ValueError(f"{name} must have shape (B, len, {dim}), got {tuple(t.shape)}")
+        if key.shape[:2] != value.shape[:2]:
+            raise ValueError(f"key (B, S, kdim) = {tuple(key.shape)} and value (B, S, vdim) = "
+                             f"{tuple(value.shape)} must share batch size and length")
+        if key.shape[0] != query.shape[0]:
+            raise ValueError(f"query {tuple(query.shape)} and key {tuple(key.shape)} must have "
+                             f"the same batch size")
+        if attention_mask is not None and tuple(attention_mask.shape) != tuple(key.shape[:2]):
+            raise ValueError(
+                f"attention_mask must have shape (B, S) = {tuple(key.shape[:2])} "
+                f"(1 = attend, 0 = padding), got {tuple(attention_mask.shape)}"
+            )
+        if head_mask is not None and tuple(head_mask.shape) not in (
+            (self.n_heads,), (query.shape[0], self.n_heads)
+        ):
+            raise ValueError(f"head_mask must have shape (H,) = ({self.n_heads},) or (B, H) = "
+                             f"({query.shape[0]}, {self.n_heads}), got {tuple(head_mask.shape)}")
+
+    @classmethod
+    def from_torch(cls, module: nn.MultiheadAttention) -> MultiHeadAttention:
+        """A copy of a ``torch.nn.MultiheadAttention`` with the same weights.
+
+        Note that its boolean masks mean ``True`` = *blocked*; pass ``~mask`` here.
+        """
+        if module.bias_k is not None or module.add_zero_attn:
+            raise ValueError("from_torch: add_bias_kv and add_zero_attn are not supported")
+        E, H = module.embed_dim, module.num_heads
+        has_bias = module.in_proj_bias is not None
+        mha = cls(E, H, kdim=module.kdim, vdim=module.vdim, bias=has_bias, dropout=module.dropout)
+        with torch.no_grad():
+            if module._qkv_same_embed_dim:
+                w_q, w_k, w_v = module.in_proj_weight.chunk(3)
+            else:
+                w_q, w_k, w_v = module.q_proj_weight, module.k_proj_weight, module.v_proj_weight
+            for proj, w in ((mha.q_proj, w_q), (mha.k_proj, w_k), (mha.v_proj, w_v)):
+                proj.weight.copy_(w)
+            mha.out_proj.weight.copy_(module.out_proj.weight)
+            if has_bias:
+                for proj, b in zip((mha.q_proj, mha.k_proj, mha.v_proj),
+                                   module.in_proj_bias.chunk(3), strict=True):
+                    proj.bias.copy_(b)
+                mha.out_proj.bias.copy_(module.out_proj.bias)
+        return mha.to(module.out_proj.weight.device, module.out_proj.weight.dtype)
+
+    def extra_repr(self) -> str:
+        return (f"d_model={self.d_model}, n_heads={self.n_heads}, d_k={self.d_k}, d_v={self.d_v}, "
+                f"kdim={self.kdim}, vdim={self.vdim}, dropout={self.dropout}")
