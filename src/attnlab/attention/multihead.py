@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attnlab.attention.functional import AttentionOutput, scaled_dot_product_attention
+from attnlab.attention.hooks import HookPoint
 from attnlab.attention.masks import combine_masks, padding_mask
 
 __all__ = ["MultiHeadAttention"]
@@ -96,6 +97,7 @@ class MultiHeadAttention(nn.Module):
         self.v_proj = nn.Linear(self.vdim, n_heads * self.d_v, bias=bias)
         self.out_proj = nn.Linear(n_heads * self.d_v, d_model, bias=bias)
         self.rotary = rotary
+        self.hook_pattern = HookPoint()  # observes the weights (B, H|h, L, S) when hooked
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -145,12 +147,27 @@ class MultiHeadAttention(nn.Module):
         mask = attn_mask
         if attention_mask is not None:
             mask = combine_masks(attn_mask, padding_mask(attention_mask))  # -> (B, 1|H, L|1, S)
+        hook = self.hook_pattern
+        all_heads = need_weights or (hook.active and hook.heads is None)
         heads, weights = scaled_dot_product_attention(
             q, k, v, mask,
             dropout_p=self.dropout if self.training else 0.0,
             is_causal=is_causal,
-            need_weights=need_weights,
+            need_weights=all_heads,
         )  # (B, H, L, d_v), (B, H, L, S) | None
+        if hook.active:
+            if all_heads:
+                observed = weights if hook.heads is None else weights[:, list(hook.heads)]
+            else:  # only some heads observed: the rest stayed fused
+                idx = list(hook.heads)
+                per_head = mask is not None and mask.dim() == 4 and mask.shape[1] == H
+                observed = scaled_dot_product_attention(
+                    q[:, idx], k[:, idx], v[:, idx], mask[:, idx] if per_head else mask,
+                    is_causal=is_causal, need_weights=True,
+                ).weights  # (B, h, L, S)
+            hook(observed)
+        if not need_weights:
+            weights = None
         if head_mask is not None:
             gate = head_mask.to(heads.dtype).view(-1, H, 1, 1)  # (B|1, H, 1, 1)
             heads = heads * gate
