@@ -21,6 +21,7 @@ from attnlab.attention import (
     padding_mask,
     scaled_dot_product_attention,
 )
+from attnlab.inspect import capture
 
 __version__ = "0.1.0"
 
@@ -36,6 +37,7 @@ __all__ = [
     "alibi_bias",
     "alibi_slopes",
     "attention_scores",
+    "capture",
     "causal_mask",
     "combine_masks",
     "explain_attention",

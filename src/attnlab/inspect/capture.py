@@ -1,0 +1,202 @@
+"""Capture attention weights from any module built from :class:`MultiHeadAttention`.
+
+``with capture(model) as cap: model(x)`` registers a forward hook on every selected
+``attn.hook_pattern`` and stores the weights, detached, under the dotted name of their
+:class:`MultiHeadAttention` (from ``named_modules``). Only observed modules leave the fused
+kernel, and when only some heads are asked for, only those heads are computed explicitly. Every
+hook is removed in ``finally``; nested captures compose (each sees the heads it asked for).
+
+Legend: ``B`` batch, ``H`` heads of a module, ``h`` selected heads, ``L`` query length,
+``S`` key length.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from attnlab.attention import MultiHeadAttention
+from attnlab.attention.hooks import HookPoint
+
+__all__ = ["AttentionCapture", "attention_modules", "capture"]
+
+
+def attention_modules(model: nn.Module) -> dict[str, MultiHeadAttention]:
+    """Every :class:`MultiHeadAttention` in ``model`` by dotted name, in registration order."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    return {name: m for name, m in model.named_modules() if isinstance(m, MultiHeadAttention)}
+
+
+@dataclass
+class AttentionCapture:
+    """What a :func:`capture` block saw.
+
+    Attributes:
+        names: dotted names of the observed :class:`MultiHeadAttention` modules, in model order.
+        heads: the head indices captured per module (``None`` = all of them).
+        weights: name → detached weights ``(B, H, L, S)`` (or ``(B, h, L, S)`` for selected
+            heads) of the latest forward; a module called several times keeps its last call.
+        tokens: optional tokens per sequence, ``list[list[str]]``, as given to :func:`capture`.
+    """
+
+    names: list[str]
+    heads: Sequence[int] | None
+    weights: dict[str, Tensor] = field(default_factory=dict)
+    tokens: list[list[str]] | None = None
+
+    def __getitem__(self, key: int | str) -> Tensor:
+        """Weights by layer position among the observed modules, or by dotted name."""
+        name = self.names[key] if isinstance(key, int) else key
+        if name not in self.weights:
+            raise KeyError(f"no weights captured for {name!r}; captured: {list(self.weights)}")
+        return self.weights[name]
+
+    def __len__(self) -> int:
+        return len(self.weights)
+
+    def stack(self) -> Tensor:
+        """All captured layers as one tensor ``(n_layers, B, H, L, S)``; shapes must agree."""
+        missing = [n for n in self.names if n not in self.weights]
+        if missing:
+            raise ValueError(f"no weights captured for {missing}: did the forward pass run?")
+        shapes = {tuple(self.weights[n].shape) for n in self.names}
+        if len(shapes) != 1:
+            raise ValueError(f"layers have different weight shapes {sorted(shapes)}; index them")
+        return torch.stack([self.weights[n] for n in self.names])  # (n_layers, B, H, L, S)
+
+
+# Requests per hook point of the captures now open on it, so that nested captures compose: the
+# hook point computes the union of their heads, and each capture picks its own from it.
+_REQUESTS: weakref.WeakKeyDictionary[HookPoint, list] = weakref.WeakKeyDictionary()
+_ORIGINAL_HEADS: weakref.WeakKeyDictionary[HookPoint, Sequence[int] | None] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _update_heads(point: HookPoint) -> None:
+    requests = _REQUESTS.get(point, [])
+    if not requests:
+        point.heads = _ORIGINAL_HEADS.pop(point, None)
+        _REQUESTS.pop(point, None)
+    elif any(r is None for r in requests):
+        point.heads = None
+    else:
+        point.heads = sorted({h for r in requests for h in r})
+
+
+@contextmanager
+def capture(
+    model: nn.Module,
+    layers: Iterable[int | str] | None = None,
+    heads: Iterable[int] | None = None,
+    *,
+    tokens: object = None,
+) -> Iterator[AttentionCapture]:
+    """Record the attention weights of ``model``'s :class:`MultiHeadAttention` modules.
+
+    Args:
+        model: any module containing :class:`MultiHeadAttention` modules.
+        layers: which modules to observe: positions in model order (``0`` is the first
+            attention module; negative counts from the end) or dotted names. ``None`` = all.
+        heads: head indices to capture in each observed module; ``None`` = all heads. Heads not
+            listed stay on the fused kernel.
+        tokens: optional tokens carried on the result: a ``list[list[str]]``, a list of
+            ``tokenizers.Encoding``, or one ``Encoding``.
+
+    Returns:
+        A context manager yielding an :class:`AttentionCapture`, filled by forward passes run
+        inside the block.
+
+    Example::
+
+        >>> with capture(model, layers=[0], heads=[3]) as cap:
+        ...     model(x)
+        >>> cap[0].shape  # (B, 1, L, S)
+    """
+    modules = attention_modules(model)
+    if not modules:
+        raise ValueError(f"model {type(model).__name__} contains no MultiHeadAttention module")
+    names = _select_layers(list(modules), layers)
+    head_list = None if heads is None else _check_heads(heads, [modules[n] for n in names])
+    cap = AttentionCapture(names=names, heads=head_list, tokens=_tokens(tokens))
+    handles = []
+    opened: list[HookPoint] = []
+    try:
+        for name in names:
+            point = modules[name].hook_pattern
+            if point not in _REQUESTS:
+                _ORIGINAL_HEADS[point] = point.heads
+                _REQUESTS[point] = []
+            _REQUESTS[point].append(head_list)
+            opened.append(point)
+            _update_heads(point)
+            handles.append(point.register_forward_hook(_recorder(cap, name, head_list)))
+        yield cap
+    finally:
+        for handle in handles:
+            handle.remove()
+        for point in opened:
+            _REQUESTS[point].remove(head_list)
+            _update_heads(point)
+
+
+def _recorder(cap: AttentionCapture, name: str, wanted: list[int] | None):
+    def hook(point: HookPoint, inputs: tuple[Tensor, ...], _output) -> None:
+        observed = inputs[0].detach()  # (B, H|h', L, S), h' = union of the open requests
+        if wanted is not None and point.heads is not None:
+            index = [list(point.heads).index(h) for h in wanted]
+            observed = observed[:, index]  # (B, h, L, S)
+        elif wanted is not None:
+            observed = observed[:, wanted]  # (B, h, L, S)
+        cap.weights[name] = observed
+
+    return hook
+
+
+def _select_layers(names: list[str], layers: Iterable[int | str] | None) -> list[str]:
+    if layers is None:
+        return names
+    if isinstance(layers, (int, str)):
+        layers = [layers]
+    chosen = []
+    for layer in layers:
+        if isinstance(layer, str):
+            if layer not in names:
+                raise ValueError(f"layers: no MultiHeadAttention named {layer!r}; have {names}")
+            chosen.append(layer)
+        elif isinstance(layer, int) and not isinstance(layer, bool):
+            if not -len(names) <= layer < len(names):
+                raise ValueError(f"layers: index {layer} out of range for {len(names)} "
+                                 f"attention modules")
+            chosen.append(names[layer])
+        else:
+            raise TypeError(f"layers must hold ints or dotted names, got {type(layer).__name__}")
+    return list(dict.fromkeys(chosen))
+
+
+def _check_heads(heads: Iterable[int], modules: list[MultiHeadAttention]) -> list[int]:
+    heads = [heads] if isinstance(heads, int) else list(heads)
+    if not heads:
+        raise ValueError("heads must not be empty; pass None for all heads")
+    n = min(m.n_heads for m in modules)
+    for h in heads:
+        if not isinstance(h, int) or isinstance(h, bool) or not 0 <= h < n:
+            raise ValueError(f"heads must be integers in [0, {n}), got {heads}")
+    return list(dict.fromkeys(heads))
+
+
+def _tokens(tokens: object) -> list[list[str]] | None:
+    if tokens is None:
+        return None
+    if hasattr(tokens, "tokens") and not isinstance(tokens, (list, tuple)):
+        return [list(tokens.tokens)]  # one tokenizers.Encoding
+    rows = list(tokens)
+    if rows and all(isinstance(t, str) for t in rows):
+        return [rows]
+    return [list(r.tokens) if hasattr(r, "tokens") else [str(t) for t in r] for r in rows]
