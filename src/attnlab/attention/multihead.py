@@ -108,6 +108,46 @@ class MultiHeadAttention(nn.Module):
             if proj.bias is not None:
                 nn.init.zeros_(proj.bias)
 
+    def prune_heads(self, heads) -> None:
+        """Remove ``heads`` for good: the projections shrink to the remaining heads.
+
+        The output equals that of the unpruned module with ``head_mask`` 0 on those heads.
+
+        Args:
+            heads: indices in the current numbering, ``0 <= h < n_heads``; at least one head
+                must remain. The remaining heads keep their order and are renumbered from 0.
+        """
+        heads = sorted(set(heads))
+        if any(not isinstance(h, int) or not 0 <= h < self.n_heads for h in heads):
+            raise ValueError(f"heads must be integers in [0, {self.n_heads}), got {heads}")
+        if len(heads) == self.n_heads:
+            raise ValueError(f"cannot prune all {self.n_heads} heads; at least one must remain")
+        if not heads:
+            return
+        keep = [h for h in range(self.n_heads) if h not in heads]
+        rows_qk = torch.arange(self.n_heads * self.d_k).view(self.n_heads, self.d_k)[keep]
+        rows_v = torch.arange(self.n_heads * self.d_v).view(self.n_heads, self.d_v)[keep]
+        rows_qk, rows_v = rows_qk.flatten(), rows_v.flatten()  # (h*d_k,), (h*d_v,)
+
+        def shrink(proj: nn.Linear, index: Tensor, dim: int) -> nn.Linear:
+            index = index.to(proj.weight.device)
+            out_f, in_f = (len(index), proj.in_features) if dim == 0 else (proj.out_features,
+                                                                           len(index))
+            new = nn.Linear(in_f, out_f, bias=proj.bias is not None,
+                            device=proj.weight.device, dtype=proj.weight.dtype)
+            with torch.no_grad():
+                new.weight.copy_(proj.weight.index_select(dim, index))
+                if proj.bias is not None:
+                    new.bias.copy_(proj.bias if dim == 1 else proj.bias[index])
+            new.weight.requires_grad_(proj.weight.requires_grad)
+            return new
+
+        self.q_proj = shrink(self.q_proj, rows_qk, 0)  # (h*d_k, D)
+        self.k_proj = shrink(self.k_proj, rows_qk, 0)  # (h*d_k, kdim)
+        self.v_proj = shrink(self.v_proj, rows_v, 0)  # (h*d_v, vdim)
+        self.out_proj = shrink(self.out_proj, rows_v, 1)  # (D, h*d_v)
+        self.n_heads = len(keep)
+
     def forward(
         self,
         query: Tensor,
