@@ -29,8 +29,22 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+def _add_explain(sub) -> None:
+    from attnlab import cli_explain
+
+    parser = sub.add_parser(
+        "explain", help="attention on small matrices, step by step",
+        description="Show each step of softmax(Q Kᵀ · scale + mask) V on matrices given as JSON.",
+        epilog="example: attnlab explain --q '[[1,0,1]]' --k '[[1,0,1],[0,1,0],[1,1,0]]' "
+               "--v '[[1,2],[3,4],[5,6]]'",
+    )
+    cli_explain.add_arguments(parser)
+    parser.set_defaults(func=cli_explain.run)
+
+
 # Subcommand registrations, in the order `attnlab --help` lists them.
 _REGISTRY: list = []
+_REGISTRY.append(_add_explain)
 
 if __name__ == "__main__":
     sys.exit(main())
