@@ -5,6 +5,8 @@ import math
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from attnlab.attention import (
     ALiBi,
@@ -149,6 +151,20 @@ def test_rope_scores_depend_only_on_relative_position_and_norms_are_kept():
     # ...and a different distance gives a different score.
     q_rot, k_rot = rope(q, k, q_offset=7, k_offset=2)
     assert not torch.allclose((q_rot * k_rot).sum(-1), scores[0], atol=1e-3)
+
+
+@settings(max_examples=40, deadline=None)
+@given(m=st.integers(0, 200), n=st.integers(0, 200), shift=st.integers(0, 300),
+       seed=st.integers(0, 2**31 - 1))
+def test_rope_relative_position_property(m, n, shift, seed):
+    rope = RotaryEmbedding(8, max_len=512)
+    g = torch.Generator().manual_seed(seed)
+    q, k = torch.randn(2, 1, 8, generator=g, dtype=torch.float64)
+
+    def score(a, b):
+        return (rope.rotate(q, a) * rope.rotate(k, b)).sum()
+
+    torch.testing.assert_close(score(m + shift, n + shift), score(m, n), atol=1e-5, rtol=1e-5)
 
 
 def test_rope_in_multihead_attention_end_to_end():
