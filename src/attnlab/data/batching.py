@@ -1,0 +1,145 @@
+"""Batches of similar length, so that padding stays small.
+
+Each epoch, :class:`LengthGroupedBatches` shuffles the examples, cuts them into pools of
+``pool_batches`` batches, sorts each pool by length, cuts it into batches and shuffles the batches
+("bucket sort, then shuffle the buckets"). The order depends only on ``seed`` and the epoch set
+with :meth:`~LengthGroupedBatches.set_epoch`, so every rank of a distributed run computes the same
+batches and takes its share: batch ``rank``, ``rank + world_size``, ... (the list is first
+extended by repeating its first batches so that every rank gets the same number).
+
+Legend: ``B`` batch size, ``T`` longest sequence in the batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import torch
+from torch import Tensor
+
+__all__ = ["LengthGroupedBatches", "pad_sequences"]
+
+
+def pad_sequences(sequences: Sequence[Sequence[int]], pad_id: int = 0) -> tuple[Tensor, Tensor]:
+    """Right-pad id lists into ``(input_ids (B, T) long, attention_mask (B, T) long)``."""
+    if len(sequences) == 0:
+        raise ValueError("sequences is empty")
+    lengths = [len(s) for s in sequences]
+    if min(lengths) == 0:
+        raise ValueError(f"sequence {lengths.index(0)} is empty")
+    input_ids = torch.full((len(sequences), max(lengths)), pad_id, dtype=torch.long)  # (B, T)
+    for i, seq in enumerate(sequences):
+        input_ids[i, : len(seq)] = torch.as_tensor(seq, dtype=torch.long)
+    positions = torch.arange(input_ids.shape[1])  # (T,)
+    attention_mask = (positions < torch.tensor(lengths)[:, None]).long()  # (B, T)
+    return input_ids, attention_mask
+
+
+class LengthGroupedBatches:
+    """Iterable of padded batches grouped by length, deterministic given ``seed`` and epoch.
+
+    Args:
+        input_ids: token ids per example (unpadded).
+        labels: class per example, or ``None`` (no ``labels`` key in the batches).
+        batch_size: examples per batch (the last batch of an epoch may be smaller unless
+            ``drop_last``).
+        shuffle: shuffle within and across pools each epoch; ``False`` keeps a fixed order
+            sorted by length (for evaluation).
+        seed: base seed; the epoch's generator is seeded with ``seed + epoch``.
+        pool_batches: batches per sorting pool; larger pools pad less and shuffle less.
+        world_size, rank: shard batches across processes (``DistributedDataParallel``).
+        drop_last: drop the last incomplete batch.
+        pad_id: padding id (``[PAD]`` = 0).
+
+    Yields:
+        ``{"input_ids": (B, T) long, "attention_mask": (B, T) long (1 = token),
+        "labels": (B,) long}``.
+    """
+
+    def __init__(
+        self,
+        input_ids: Sequence[Sequence[int]],
+        labels: Sequence[int] | None,
+        batch_size: int,
+        *,
+        shuffle: bool = True,
+        seed: int = 0,
+        pool_batches: int = 50,
+        world_size: int = 1,
+        rank: int = 0,
+        drop_last: bool = False,
+        pad_id: int = 0,
+    ) -> None:
+        if labels is not None and len(labels) != len(input_ids):
+            raise ValueError(f"input_ids and labels differ in length: {len(input_ids)} vs "
+                             f"{len(labels)}")
+        if len(input_ids) == 0:
+            raise ValueError("input_ids is empty")
+        for name, value in (("batch_size", batch_size), ("pool_batches", pool_batches),
+                            ("world_size", world_size)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        if not isinstance(rank, int) or not 0 <= rank < world_size:
+            raise ValueError(f"rank must be in [0, world_size={world_size}), got {rank!r}")
+        if drop_last and len(input_ids) < batch_size:
+            raise ValueError(f"drop_last with {len(input_ids)} examples < batch_size "
+                             f"{batch_size} leaves no batch")
+        self.input_ids = [list(s) for s in input_ids]
+        self.labels = None if labels is None else list(labels)
+        self.lengths = torch.tensor([len(s) for s in self.input_ids])  # (N,)
+        if int(self.lengths.min()) == 0:
+            raise ValueError(f"example {int(self.lengths.argmin())} has no tokens")
+        self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
+        self.pool_batches, self.world_size, self.rank = pool_batches, world_size, rank
+        self.drop_last, self.pad_id = drop_last, pad_id
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Choose the epoch whose order the next iteration follows (call before each epoch)."""
+        self.epoch = int(epoch)
+
+    def batch_indices(self) -> list[list[int]]:
+        """This rank's batches for the current epoch, as lists of example indices."""
+        N, size = len(self.input_ids), self.batch_size
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed + self.epoch)
+            order = torch.randperm(N, generator=g)  # (N,)
+            pool = size * self.pool_batches
+            pools = [order[i:i + pool] for i in range(0, N, pool)]
+            # Stable sort of an already random order keeps equal lengths randomly ordered.
+            order = torch.cat([p[torch.sort(self.lengths[p], stable=True).indices] for p in pools])
+        else:
+            order = torch.sort(self.lengths, stable=True).indices  # (N,)
+        batches = [order[i:i + size].tolist() for i in range(0, N, size)]
+        if self.drop_last and len(batches[-1]) < size:
+            batches.pop()
+        if self.shuffle:
+            perm = torch.randperm(len(batches), generator=g).tolist()
+            batches = [batches[i] for i in perm]
+        remainder = len(batches) % self.world_size
+        if remainder:  # repeat the first batches so every rank gets as many
+            batches += batches[: self.world_size - remainder]
+        return batches[self.rank::self.world_size]
+
+    def __len__(self) -> int:
+        N, size = len(self.input_ids), self.batch_size
+        n = N // size if self.drop_last else -(-N // size)
+        return -(-n // self.world_size)
+
+    def __iter__(self) -> Iterator[dict[str, Tensor]]:
+        for indices in self.batch_indices():
+            input_ids, attention_mask = pad_sequences(
+                [self.input_ids[i] for i in indices], self.pad_id)
+            batch = {"input_ids": input_ids, "attention_mask": attention_mask}
+            if self.labels is not None:
+                batch["labels"] = torch.tensor([self.labels[i] for i in indices])  # (B,)
+            yield batch
+
+    def padding_fraction(self) -> float:
+        """Share of padding positions among all ``B·T`` positions of this epoch's batches."""
+        total = real = 0
+        for indices in self.batch_indices():
+            lengths = self.lengths[indices]
+            total += len(indices) * int(lengths.max())
+            real += int(lengths.sum())
+        return 1.0 - real / total

@@ -1,0 +1,47 @@
+"""Optional fallback: a split from the Hugging Face hub, when ``datasets`` is installed and online.
+
+Nothing here runs unless local files are missing; offline it reports unavailable quickly.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import socket
+
+__all__ = ["hub_available", "load_from_hub"]
+
+HUB_HOST = "huggingface.co"
+# Local names that live under another name on the hub: name -> (path, config).
+HUB_NAMES = {"sst2": ("glue", "sst2"), "sst-2": ("glue", "sst2")}
+
+
+def hub_available(timeout: float = 2.0) -> bool:
+    """``True`` when the ``datasets`` package is importable and the hub answers on port 443."""
+    if importlib.util.find_spec("datasets") is None:
+        return False
+    try:
+        with socket.create_connection((HUB_HOST, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def load_from_hub(name: str, split: str, *, text_column=None, label_column=None):
+    """Download ``split`` of ``name`` with ``datasets.load_dataset`` into a :class:`TextDataset`."""
+    import datasets  # optional dependency
+
+    from attnlab.data.reading import LABEL_COLUMNS, TEXT_COLUMNS, TextDataset
+
+    path, config = HUB_NAMES.get(name.lower(), (name, None))
+    hub_split = "validation" if split == "dev" else split
+    data = datasets.load_dataset(path, config, split=hub_split)
+    columns = data.column_names
+    text_col = text_column or next((c for c in TEXT_COLUMNS if c in columns), None)
+    label_col = label_column or next((c for c in LABEL_COLUMNS if c in columns), None)
+    if text_col is None or label_col is None:
+        raise ValueError(f"hub data set {name!r} has columns {columns}; pass text_column and "
+                         f"label_column")
+    labels = [int(x) for x in data[label_col]]
+    if any(x < 0 for x in labels):
+        raise ValueError(f"hub split {name}/{hub_split} has no labels (label -1); use a local copy")
+    return TextDataset(list(data[text_col]), labels, f"hf://{path}/{config or ''}/{hub_split}")

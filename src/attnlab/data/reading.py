@@ -1,0 +1,291 @@
+"""Reading labelled text from TSV, CSV or JSONL files with a header.
+
+A split is one file, ``<dir>/<split>.{tsv,csv,jsonl}``; the text and label columns are found by
+name (text: ``sentence``, ``text`` or ``content``; label: ``label``) so that files whose headers
+differ per split (SST-2: ``sentence`` in train, ``content`` in dev/test) read the same way.
+
+Bad rows raise :class:`DataFormatError` naming the file and line, unless ``on_error="skip"``,
+in which case they are counted and listed in :attr:`TextDataset.skipped`; nothing is dropped
+silently.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = [
+    "LABEL_COLUMNS",
+    "TEXT_COLUMNS",
+    "DataFormatError",
+    "TextDataset",
+    "load_split",
+    "read_labelled_file",
+    "read_table",
+    "resolve_source",
+]
+
+TEXT_COLUMNS = ("sentence", "text", "content")  # tried in this order
+LABEL_COLUMNS = ("label",)
+EXTENSIONS = (".tsv", ".csv", ".jsonl")
+SPLIT_ALIASES = {"validation": "dev", "valid": "dev", "dev": "validation"}
+
+
+class DataFormatError(ValueError):
+    """A data file that cannot be read as labelled text; the message names file and line."""
+
+
+@dataclass
+class TextDataset:
+    """Labelled texts of one split.
+
+    Attributes:
+        texts: one string per example.
+        labels: class index per example, in ``0 .. n_classes-1``.
+        source: the file read (or ``hf://<name>/<split>`` for the Hugging Face hub).
+        skipped: ``"file:line: reason"`` for each row left out with ``on_error="skip"``.
+    """
+
+    texts: list[str]
+    labels: list[int]
+    source: str
+    skipped: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if len(self.texts) != len(self.labels):
+            raise ValueError(f"texts and labels differ in length: {len(self.texts)} texts, "
+                             f"{len(self.labels)} labels")
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    @property
+    def label_counts(self) -> dict[int, int]:
+        """Examples per class, ``{label: count}`` sorted by label."""
+        return dict(sorted(Counter(self.labels).items()))
+
+    def summary(self) -> str:
+        """One line: source, size, per-class counts, skipped rows."""
+        counts = ", ".join(f"{k}: {v}" for k, v in self.label_counts.items())
+        return (f"{self.source}: {len(self)} examples ({counts}); "
+                f"{len(self.skipped)} rows skipped")
+
+
+def read_table(path: str | os.PathLike) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
+    """Read a TSV/CSV/JSONL file with a header.
+
+    Returns:
+        ``(columns, rows)`` where each row is ``(line_number, {column: value})``.
+
+    Raises:
+        DataFormatError: undecodable bytes, a row with the wrong number of fields, a JSONL line
+            that is not a JSON object.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in EXTENSIONS:
+        raise DataFormatError(f"{path}: unsupported file type {suffix!r}; expected one of "
+                              f"{', '.join(EXTENSIONS)}")
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = raw.count(b"\n", 0, err.start) + 1
+        raise DataFormatError(f"{path}:{line}: bytes that are not valid UTF-8 "
+                              f"({err.reason} at byte {err.start})") from None
+    if suffix == ".jsonl":
+        return _read_jsonl(path, text)
+    return _read_delimited(path, text, "\t" if suffix == ".tsv" else ",")
+
+
+def _read_delimited(path: Path, text: str, delimiter: str):
+    # TSV: no quoting (text may contain quote characters); CSV: standard quoting.
+    quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=quoting)
+    header = next(reader, None)
+    if not header:
+        raise DataFormatError(f"{path}:1: empty file; expected a header line")
+    columns = [c.strip() for c in header]
+    rows = []
+    start = reader.line_num + 1  # line of the next record
+    for values in reader:
+        if values:  # blank lines are not rows
+            if len(values) != len(columns):
+                raise DataFormatError(
+                    f"{path}:{start}: expected {len(columns)} fields ({', '.join(columns)}), "
+                    f"got {len(values)}")
+            rows.append((start, dict(zip(columns, values, strict=True))))
+        start = reader.line_num + 1
+    return columns, rows
+
+
+def _read_jsonl(path: Path, text: str):
+    rows, columns = [], []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataFormatError(f"{path}:{number}: invalid JSON ({err.msg})") from None
+        if not isinstance(obj, dict):
+            raise DataFormatError(f"{path}:{number}: expected a JSON object, got "
+                                  f"{type(obj).__name__}")
+        for key in obj:
+            if key not in columns:
+                columns.append(key)
+        rows.append((number, {k: "" if v is None else str(v) for k, v in obj.items()}))
+    if not rows:
+        raise DataFormatError(f"{path}: no records")
+    return columns, rows
+
+
+def _pick_column(path, columns, given, candidates, what) -> str:
+    if given is not None:
+        if given not in columns:
+            raise DataFormatError(f"{path}: no {what} column {given!r}; columns are {columns}")
+        return given
+    for name in candidates:
+        if name in columns:
+            return name
+    raise DataFormatError(f"{path}: no {what} column; looked for {list(candidates)} among "
+                          f"{columns}; pass the name explicitly")
+
+
+def _parse_label(value: str, label_names: Sequence[str] | None, n_classes: int) -> int:
+    value = value.strip()
+    if label_names is not None and value in label_names:
+        return list(label_names).index(value)
+    try:
+        label = int(value)
+    except ValueError:
+        label = -1
+    if not 0 <= label < n_classes:
+        known = list(range(n_classes)) if label_names is None else list(label_names)
+        raise ValueError(f"label {value!r} is not a known class {known}")
+    return label
+
+
+def read_labelled_file(
+    path: str | os.PathLike,
+    *,
+    text_column: str | None = None,
+    label_column: str | None = None,
+    label_names: Sequence[str] | None = None,
+    n_classes: int = 2,
+    on_error: str = "raise",
+) -> TextDataset:
+    """Read one labelled file; see :func:`load_split`."""
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    n_classes = len(label_names) if label_names is not None else n_classes
+    columns, rows = read_table(path)
+    text_col = _pick_column(path, columns, text_column, TEXT_COLUMNS, "text")
+    label_col = _pick_column(path, columns, label_column, LABEL_COLUMNS, "label")
+    texts, labels, skipped = [], [], []
+    for line, row in rows:
+        try:
+            if text_col not in row or label_col not in row:
+                missing = text_col if text_col not in row else label_col
+                raise ValueError(f"missing field {missing!r}")
+            text = row[text_col].strip()
+            if not text:
+                raise ValueError(f"empty text in column {text_col!r}")
+            label = _parse_label(row[label_col], label_names, n_classes)
+        except ValueError as err:
+            message = f"{path}:{line}: {err}"
+            if on_error == "raise":
+                raise DataFormatError(message) from None
+            skipped.append(message)
+            continue
+        texts.append(text)
+        labels.append(label)
+    if not texts:
+        raise DataFormatError(f"{path}: no usable rows ({len(skipped)} skipped)")
+    return TextDataset(texts, labels, str(path), skipped)
+
+
+def _split_file(directory: Path, split: str) -> Path | None:
+    for name in (split, SPLIT_ALIASES.get(split)):
+        for ext in EXTENSIONS:
+            if name and (directory / f"{name}{ext}").is_file():
+                return directory / f"{name}{ext}"
+    return None
+
+
+def _candidate_dirs(source: str | os.PathLike) -> list[Path]:
+    """Where a source is looked for: itself, then ``$ATTNLAB_DATA/<source>``,
+    then ``../shared/data/<source>`` relative to the current directory."""
+    source_path = Path(source).expanduser()
+    candidates = [source_path]
+    if not source_path.is_absolute():
+        env = os.environ.get("ATTNLAB_DATA")
+        if env:
+            candidates.append(Path(env).expanduser() / source_path)
+        candidates.append(Path.cwd().parent / "shared" / "data" / source_path)
+    return candidates
+
+
+def resolve_source(source: str | os.PathLike, split: str) -> Path | None:
+    """The file holding ``split`` of ``source``, or ``None`` if no local candidate has it."""
+    for directory in _candidate_dirs(source):
+        if directory.is_file():
+            return directory
+        if directory.is_dir():
+            found = _split_file(directory, split)
+            if found is not None:
+                return found
+    return None
+
+
+def load_split(
+    source: str | os.PathLike,
+    split: str,
+    *,
+    text_column: str | None = None,
+    label_column: str | None = None,
+    label_names: Sequence[str] | None = None,
+    n_classes: int = 2,
+    on_error: str = "raise",
+) -> TextDataset:
+    """Load one split (``train``, ``dev``/``validation``, ``test``) of a labelled text data set.
+
+    Args:
+        source: a directory holding ``<split>.{tsv,csv,jsonl}``, a file, or a name (``sst2``)
+            looked up under ``$ATTNLAB_DATA`` and then ``../shared/data``; if none has it and the
+            ``datasets`` package is installed and the network answers, the Hugging Face hub.
+        split: split name; ``validation`` and ``dev`` are aliases.
+        text_column: text column; default the first of ``sentence``, ``text``, ``content``.
+        label_column: label column; default ``label``.
+        label_names: class names, if labels are written as names (index = class id).
+        n_classes: number of classes when labels are integers; others are errors.
+        on_error: ``"raise"`` (default) a :class:`DataFormatError` at the first bad row, or
+            ``"skip"`` it and record it in :attr:`TextDataset.skipped`.
+
+    Raises:
+        FileNotFoundError: no local file and no hub access; the message lists where it looked.
+        DataFormatError: a bad file or row (file and line in the message).
+    """
+    path = resolve_source(source, split)
+    if path is not None:
+        return read_labelled_file(path, text_column=text_column, label_column=label_column,
+                                  label_names=label_names, n_classes=n_classes,
+                                  on_error=on_error)
+    from attnlab.data.hub import hub_available, load_from_hub
+
+    looked = [str(d) for d in _candidate_dirs(source)]
+    if hub_available():
+        return load_from_hub(str(source), split, text_column=text_column,
+                             label_column=label_column)
+    raise FileNotFoundError(
+        f"no {split!r} split of {str(source)!r}: looked for {split}.tsv/.csv/.jsonl in "
+        f"{', '.join(looked)} (and the Hugging Face hub is unavailable: the `datasets` package "
+        f"is not installed or the network does not answer). Pass --data DIR (a folder with "
+        f"train/dev/test files) or set ATTNLAB_DATA to the folder holding {str(source)!r}."
+    )

@@ -1,0 +1,259 @@
+"""Data: reading SST-2 and bad files, tokenizers, length-grouped batches."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+import torch
+
+from attnlab.data import (
+    DataFormatError,
+    LengthGroupedBatches,
+    encode,
+    encode_batch,
+    hub,
+    load_split,
+    load_tokenizer,
+    pad_sequences,
+    save_tokenizer,
+    train_tokenizer,
+)
+
+# ---------------------------------------------------------------- reading SST-2
+
+
+def test_sst2_splits_read_by_column_name(data_dir):
+    train = load_split(data_dir / "sst2", "train")
+    dev = load_split(data_dir / "sst2", "dev")
+    # Row counts from the data README; the text column differs per split (sentence / content).
+    assert len(train) == 67349 and len(dev) == 872
+    assert dev.label_counts == {0: 428, 1: 444}
+    assert train.texts[0] == "hide new secretions from the parental units"
+    assert dev.texts[0] == "one long string of cliches ."
+    assert train.skipped == [] and set(train.labels) == {0, 1}
+
+
+def test_validation_is_an_alias_of_dev(data_dir):
+    assert load_split(data_dir / "sst2", "validation").texts == \
+        load_split(data_dir / "sst2", "dev").texts
+
+
+def test_name_found_under_attnlab_data(data_dir, monkeypatch, tmp_path):
+    monkeypatch.setenv("ATTNLAB_DATA", str(data_dir))
+    monkeypatch.chdir(tmp_path)
+    ds = load_split("sst2", "test")
+    assert len(ds) == 1821 and ds.source.endswith("test.tsv")
+
+
+def test_name_found_under_parent_shared_data(monkeypatch, tmp_path):
+    folder = tmp_path / "shared" / "data" / "toy"
+    folder.mkdir(parents=True)
+    (folder / "train.csv").write_text("text,label\nfine,1\nbad,0\n")
+    (tmp_path / "project").mkdir()
+    monkeypatch.delenv("ATTNLAB_DATA", raising=False)
+    monkeypatch.chdir(tmp_path / "project")
+    assert load_split("toy", "train").texts == ["fine", "bad"]
+
+
+def test_missing_data_offline_says_what_to_pass(monkeypatch, tmp_path):
+    monkeypatch.setattr(hub, "hub_available", lambda timeout=2.0: False)
+    monkeypatch.setenv("ATTNLAB_DATA", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError) as err:
+        load_split("nonexistent", "train")
+    message = str(err.value)
+    assert "--data" in message and "ATTNLAB_DATA" in message
+    assert str(tmp_path / "nonexistent") in message
+
+
+def test_hub_unavailable_without_datasets_package(monkeypatch):
+    monkeypatch.setattr(hub.importlib.util, "find_spec", lambda name: None)
+    assert hub.hub_available() is False
+
+
+# ---------------------------------------------------------------- other formats
+
+
+def test_csv_quoting_and_explicit_columns(tmp_path):
+    (tmp_path / "train.csv").write_text('id,review,y\n1,"good, really ""good""",1\n2,meh,0\n')
+    ds = load_split(tmp_path, "train", text_column="review", label_column="y")
+    assert ds.texts == ['good, really "good"', "meh"] and ds.labels == [1, 0]
+
+
+def test_jsonl_and_label_names(tmp_path):
+    rows = [{"text": "great", "label": "pos"}, {"text": "awful", "label": "neg"}]
+    (tmp_path / "dev.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    ds = load_split(tmp_path, "validation", label_names=["neg", "pos"])
+    assert ds.texts == ["great", "awful"] and ds.labels == [1, 0]
+
+
+# ---------------------------------------------------------------- bad data
+
+
+@pytest.mark.parametrize(
+    "content, line, words",
+    [
+        ("label\tsentence\n1\tok\n2\tbad label\n", 3, "not a known class"),
+        ("label\tsentence\n1\tok\n0\t   \n", 3, "empty text"),
+        ("label\tsentence\n1\tok\n0\ttoo\tmany\n", 3, "expected 2 fields"),
+        ("label\tsentence\nx\tok\n", 2, "not a known class"),
+    ],
+)
+def test_bad_rows_name_file_and_line(tmp_path, content, line, words):
+    path = tmp_path / "train.tsv"
+    path.write_text(content)
+    with pytest.raises(DataFormatError, match=words) as err:
+        load_split(tmp_path, "train")
+    assert f"{path}:{line}:" in str(err.value)
+
+
+def test_missing_column(tmp_path):
+    (tmp_path / "train.tsv").write_text("label\tbody\n1\tok\n")
+    with pytest.raises(DataFormatError, match="no text column"):
+        load_split(tmp_path, "train")
+    with pytest.raises(DataFormatError, match="no label column 'y'"):
+        load_split(tmp_path, "train", text_column="body", label_column="y")
+
+
+def test_undecodable_bytes_line_number(tmp_path):
+    (tmp_path / "train.tsv").write_bytes(b"label\tsentence\n1\tok\n0\tbad \xff byte\n")
+    with pytest.raises(DataFormatError, match=r"train.tsv:3: .*not valid UTF-8"):
+        load_split(tmp_path, "train")
+
+
+def test_skip_counts_every_bad_row(tmp_path):
+    (tmp_path / "train.tsv").write_text("label\tsentence\n1\tok\n7\tbad\n0\t\n0\tfine\n")
+    ds = load_split(tmp_path, "train", on_error="skip")
+    assert ds.texts == ["ok", "fine"]
+    assert len(ds.skipped) == 2 and ds.skipped[0].endswith("train.tsv:3: label '7' is not a "
+                                                           "known class [0, 1]")
+    assert "2 rows skipped" in ds.summary()
+
+
+# ---------------------------------------------------------------- tokenizers
+
+
+@pytest.fixture(scope="module")
+def sst2_texts(data_dir):
+    return load_split(data_dir / "sst2", "train").texts[:3000]
+
+
+@pytest.mark.parametrize("kind", ["word", "wordpiece"])
+def test_tokenizer_specials_lowercase_and_round_trip(sst2_texts, tmp_path, kind):
+    tok = train_tokenizer(sst2_texts, vocab_size=2000, kind=kind)
+    assert [tok.token_to_id(t) for t in ("[PAD]", "[UNK]", "[CLS]", "[SEP]")] == [0, 1, 2, 3]
+    assert tok.get_vocab_size() <= 2000
+    ids = encode(tok, ["The FILM is Good .", "the film is good ."])
+    assert ids[0] == ids[1] and ids[0][0] == 2 and ids[0][-1] == 3
+    path = save_tokenizer(tok, tmp_path)
+    assert path.name == "tokenizer.json"
+    assert encode(load_tokenizer(tmp_path), sst2_texts[:50]) == encode(tok, sst2_texts[:50])
+
+
+def test_wordpiece_splits_unseen_words_word_level_maps_to_unk(sst2_texts):
+    text = ["filmmakingness"]
+    word = encode(train_tokenizer(sst2_texts, 2000, kind="word"), text, add_special_tokens=False)
+    piece = encode(train_tokenizer(sst2_texts, 2000, kind="wordpiece"), text,
+                   add_special_tokens=False)
+    assert word == [[1]]
+    assert 1 not in piece[0] and len(piece[0]) > 1
+
+
+def test_encode_truncates_keeping_sep_and_pads(sst2_texts):
+    tok = train_tokenizer(sst2_texts, 2000, kind="word")
+    ids = encode(tok, ["a b c d e f g h"], max_length=5)[0]
+    assert len(ids) == 5 and ids[0] == 2 and ids[-1] == 3
+    batch = encode_batch(tok, ["good", "a very good film"])
+    assert batch["input_ids"].shape == batch["attention_mask"].shape == (2, 6)
+    assert batch["attention_mask"].sum(1).tolist() == [3, 6]
+    assert (batch["input_ids"][batch["attention_mask"] == 0] == 0).all()
+
+
+def test_tokenizer_errors(sst2_texts):
+    with pytest.raises(ValueError, match="kind"):
+        train_tokenizer(sst2_texts, kind="bpe")
+    with pytest.raises(ValueError, match="vocab_size"):
+        train_tokenizer(sst2_texts, vocab_size=3)
+    tok = train_tokenizer(sst2_texts, 500)
+    with pytest.raises(TypeError, match="single str"):
+        encode(tok, "a text")
+    with pytest.raises(ValueError, match="no tokens"):
+        encode(tok, ["   "])
+
+
+# ---------------------------------------------------------------- batching
+
+
+def _random_lengths(n, seed=0):
+    rng = random.Random(seed)
+    return [[rng.randrange(4, 100) for _ in range(rng.randrange(1, 40))] for _ in range(n)]
+
+
+def test_batches_cover_every_example_once_with_correct_tensors():
+    ids = _random_lengths(1000)
+    batches = LengthGroupedBatches(ids, list(range(1000)), 64, seed=3)
+    seen = []
+    for batch in batches:
+        x, m, y = batch["input_ids"], batch["attention_mask"], batch["labels"]
+        assert x.dtype == m.dtype == y.dtype == torch.long and x.shape == m.shape
+        for row, mask, label in zip(x, m, y, strict=True):
+            n = int(mask.sum())
+            assert row[:n].tolist() == ids[label] and (row[n:] == 0).all()
+            assert mask[:n].all() and not mask[n:].any()
+        seen += y.tolist()
+    assert sorted(seen) == list(range(1000)) and len(batches) == 16
+
+
+def test_order_is_deterministic_per_epoch():
+    ids = _random_lengths(500)
+    a = LengthGroupedBatches(ids, None, 32, seed=1)
+    b = LengthGroupedBatches(ids, None, 32, seed=1)
+    assert a.batch_indices() == b.batch_indices()
+    a.set_epoch(1)
+    assert a.batch_indices() != b.batch_indices()
+    b.set_epoch(1)
+    assert a.batch_indices() == b.batch_indices()
+
+
+@pytest.mark.parametrize("world_size, drop_last", [(2, False), (3, False), (3, True)])
+def test_sharding_gives_every_rank_the_same_number_of_batches(world_size, drop_last):
+    ids = _random_lengths(1003)
+    shards = [LengthGroupedBatches(ids, None, 50, seed=0, world_size=world_size, rank=r,
+                                   drop_last=drop_last) for r in range(world_size)]
+    counts = {len(s.batch_indices()) for s in shards}
+    assert counts == {len(shards[0])}
+    covered = {i for s in shards for b in s.batch_indices() for i in b}
+    expected = 1003 - (1003 % 50 if drop_last else 0)
+    assert len(covered) == expected
+
+
+def test_grouping_pads_much_less_than_random_batches(data_dir):
+    texts = load_split(data_dir / "sst2", "train").texts[:5000]
+    ids = [[1] * len(t.split()) for t in texts]
+    grouped = LengthGroupedBatches(ids, None, 64).padding_fraction()
+    random_batches = LengthGroupedBatches(ids, None, 64, pool_batches=1)
+    # pool_batches=1 sorts only within a batch: the padding of random batching.
+    random_fraction = random_batches.padding_fraction()
+    assert grouped < 0.1 < random_fraction and grouped < random_fraction / 4
+
+
+def test_unshuffled_batches_are_sorted_by_length():
+    ids = _random_lengths(300)
+    lengths = [len(ids[i]) for b in LengthGroupedBatches(ids, None, 16, shuffle=False)
+               .batch_indices() for i in b]
+    assert lengths == sorted(lengths)
+
+
+def test_batching_errors():
+    with pytest.raises(ValueError, match="rank"):
+        LengthGroupedBatches([[1]], None, 1, world_size=2, rank=2)
+    with pytest.raises(ValueError, match="batch_size"):
+        LengthGroupedBatches([[1]], None, 0)
+    with pytest.raises(ValueError, match="differ in length"):
+        LengthGroupedBatches([[1], [2]], [0], 1)
+    with pytest.raises(ValueError, match="no tokens"):
+        LengthGroupedBatches([[1], []], None, 1)
+    with pytest.raises(ValueError, match="empty"):
+        pad_sequences([])
