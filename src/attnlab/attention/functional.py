@@ -80,8 +80,11 @@ def scaled_dot_product_attention(
         (torch.Size([2, 4, 3]), torch.Size([2, 4, 6]))
     """
     _check_inputs(query, key, value, attn_mask, dropout_p)
-    if attn_mask is not None and attn_mask.is_floating_point():
-        attn_mask = attn_mask.to(query.dtype)
+    if attn_mask is not None:
+        if attn_mask.dim() == 1:  # (S,): the same keys for every query
+            attn_mask = attn_mask.unsqueeze(0)  # (1, S)
+        if attn_mask.is_floating_point():
+            attn_mask = attn_mask.to(query.dtype)
     L, S = query.shape[-2], key.shape[-2]
     scale = 1.0 / math.sqrt(query.shape[-1]) if scale is None else float(scale)
     if is_causal and (attn_mask is not None or need_weights):
@@ -105,7 +108,8 @@ def scaled_dot_product_attention(
     # Dropout is rare with weights (training while inspecting): plain autograd, no blocks.
     weights = attention_scores(query, key, attn_mask, scale=scale)
     weights = _safe_softmax(weights)
-    output = F.dropout(weights, p=dropout_p) @ value  # (..., L, S) x (..., S, Ev) -> (..., L, Ev)
+    dropped = F.dropout(weights, p=dropout_p)
+    output = dropped @ value  # (..., L, S) x (..., S, Ev) -> (..., L, Ev)
     return AttentionOutput(output, weights)
 
 
@@ -124,8 +128,9 @@ def attention_scores(
 
 def _safe_softmax(scores: Tensor) -> Tensor:
     """Softmax over the keys where a row of only ``-inf`` gives zeros instead of NaN."""
-    weights = torch.softmax(scores, dim=-1)
     dead = torch.isneginf(scores).all(dim=-1, keepdim=True)  # (..., L, 1)
+    # Give dead rows finite scores first: softmax of a row of -inf has a NaN gradient.
+    weights = torch.softmax(scores.masked_fill(dead, 0.0), dim=-1)
     return weights.masked_fill(dead, 0.0)
 
 
@@ -134,7 +139,8 @@ class _ExplicitAttention(torch.autograd.Function):
 
     Forward, per block of the flattened batch: ``W = softmax(Q Kᵀ·scale + mask)``, written into
     the weights tensor, then ``O = W V``. Backward uses the saved ``W``:
-    ``dV = Wᵀ dO``, ``dS = W ⊙ (dO Vᵀ − rowsum(dO ⊙ O))``, ``dQ = dS K·scale``, ``dK = dSᵀ Q·scale``.
+    ``dV = Wᵀ dO``, ``dS = W ⊙ (dO Vᵀ − rowsum(dO ⊙ O))``,
+    ``dQ = dS K·scale``, ``dK = dSᵀ Q·scale``.
     """
 
     @staticmethod
@@ -193,8 +199,8 @@ def _prepare_mask(attn_mask: Tensor | None, batch: list[int], N: int):
     a mask shared by the whole batch or ``(N, mL, mS)``. Dims of size 1 stay 1 (no copy)."""
     if attn_mask is None:
         return None, None, None
-    m_rows, m_cols = attn_mask.shape[-2:] if attn_mask.dim() >= 2 else (1, attn_mask.shape[-1])
-    shared = attn_mask.dim() <= 2 or all(d == 1 for d in attn_mask.shape[:-2])
+    m_rows, m_cols = attn_mask.shape[-2:]
+    shared = attn_mask.dim() == 2 or all(d == 1 for d in attn_mask.shape[:-2])
     mask = attn_mask.reshape(m_rows, m_cols) if shared else (
         attn_mask.expand(*batch, m_rows, m_cols).reshape(N, m_rows, m_cols)
     )

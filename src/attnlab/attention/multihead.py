@@ -7,7 +7,6 @@ Legend: ``B`` batch, ``H`` heads, ``L`` query length, ``S`` key length, ``D`` ``
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attnlab.attention.functional import AttentionOutput, scaled_dot_product_attention
