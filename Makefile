@@ -1,0 +1,34 @@
+# Two commands do all the set-up on a fresh machine:  make demo  (the main job),  make test.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+export ATTNLAB_DATA ?= $(abspath $(CURDIR)/../shared/data)
+
+.PHONY: install demo test test-fast bench lint clean
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# constraints.txt pins torch==2.13.0, whose CPU wheel is on disk (no CUDA download)
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev,pretrained,serve]'
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install  ## the main job: the single-head vs multi-head experiment on SST-2, one seed
+	$(VENV)/bin/attnlab experiment heads --data sst2 --seeds 1 --out runs/demo
+
+test: install  ## everything, slow tests (full training, browser) included
+	$(PY) -m pytest -q
+
+test-fast: install
+	$(PY) -m pytest -q -m "not slow"
+
+bench: install
+	$(PY) benchmarks/attention.py
+
+lint: install
+	$(VENV)/bin/ruff check src tests benchmarks
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache
