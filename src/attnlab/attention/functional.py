@@ -5,15 +5,15 @@ Two paths compute the same thing (they agree to 1e-5 in float32):
 * **fused** (``need_weights=False``, the default) calls PyTorch's fused kernel
   ``torch.nn.functional.scaled_dot_product_attention``; the ``L × S`` weights never exist in memory.
 * **explicit** (``need_weights=True``) writes the weights out because the caller asked for them.
-  It works block by block over the batch so that each block's scores are scaled, masked,
-  soft-maxed and multiplied by ``V`` while still in cache; only the weights leave it. Its backward
-  pass is written by hand (see :class:`_ExplicitAttention`).
+  The scores are computed into the buffer that becomes the weights and soft-maxed in place, so
+  no other ``L × S`` tensor is made; its backward pass is written by hand
+  (see :class:`_ExplicitAttention`).
 
 A query row whose every key is masked gets output 0 and weights 0, never NaN (in forward and
 backward).
 
 Legend: ``...`` batch dims (e.g. ``B, H``), ``L`` query length, ``S`` key length,
-``E`` query/key dim (``d_k``), ``Ev`` value dim (``d_v``), ``N`` all batch dims flattened.
+``E`` query/key dim (``d_k``), ``Ev`` value dim (``d_v``).
 """
 
 from __future__ import annotations
@@ -29,10 +29,6 @@ from torch.autograd.function import once_differentiable
 from attnlab.attention.masks import causal_mask, combine_masks
 
 __all__ = ["AttentionOutput", "attention_scores", "scaled_dot_product_attention"]
-
-# Score elements per block of the explicit path: 2**18 float32 = 1 MiB, a core's L2 cache.
-_BLOCK_ELEMENTS = 2**18
-
 
 class AttentionOutput(NamedTuple):
     """What attention returns; unpacks as ``output, weights = ...`` like PyTorch."""
@@ -135,42 +131,32 @@ def _safe_softmax(scores: Tensor) -> Tensor:
 
 
 class _ExplicitAttention(torch.autograd.Function):
-    """Attention that returns its weights, computed block by block, with a hand-written backward.
+    """Attention that returns its weights, with a hand-written backward.
 
-    Forward, per block of the flattened batch: ``W = softmax(Q Kᵀ·scale + mask)``, written into
-    the weights tensor, then ``O = W V``. Backward uses the saved ``W``:
-    ``dV = Wᵀ dO``, ``dS = W ⊙ (dO Vᵀ − rowsum(dO ⊙ O))``,
-    ``dQ = dS K·scale``, ``dK = dSᵀ Q·scale``.
+    Forward: ``W = softmax(Q Kᵀ·scale + mask)`` in three passes over one ``L × S`` buffer (the
+    matmul writes it, mask and softmax work in place), then ``O = W V``; no other ``L × S``
+    temporaries are made. Backward uses the saved ``W``: ``dV = Wᵀ dO``,
+    ``dS = W ⊙ (dO Vᵀ − rowsum(dO ⊙ O))``, ``dQ = dS K·scale``, ``dK = dSᵀ Q·scale``.
     """
 
     @staticmethod
     def forward(ctx, query, key, value, attn_mask, scale):
-        *batch, L, E = query.shape
-        S, Ev = key.shape[-2], value.shape[-1]
-        q = (query * scale).reshape(-1, L, E)  # (N, L, E), scaled here: L·E work, not L·S
-        k_t = key.reshape(-1, S, E).transpose(1, 2)  # (N, E, S)
-        v = value.reshape(-1, S, Ev)  # (N, S, Ev)
-        N = q.shape[0]
-        blocked, additive, dead = _prepare_mask(attn_mask, batch, N)
+        # scale the queries (L·E work) rather than the scores (L·S work)
+        weights = (query * scale) @ key.transpose(-2, -1)  # (..., L, E) x (..., E, S) -> (..., L, S)
+        dead = None
+        if attn_mask is not None:
+            if attn_mask.dtype == torch.bool:
+                blocked = ~attn_mask
+                weights.masked_fill_(blocked, float("-inf"))
+                dead = blocked.all(dim=-1, keepdim=True)  # rows that see no key
+            else:
+                weights.add_(attn_mask)
+                dead = torch.isneginf(attn_mask).all(dim=-1, keepdim=True)
+        torch.softmax(weights, dim=-1, out=weights)
+        if dead is not None and dead.any():
+            weights.masked_fill_(dead, 0.0)  # softmax gave NaN there; no key means no attention
+        output = weights @ value  # (..., L, S) x (..., S, Ev) -> (..., L, Ev)
 
-        weights = query.new_empty(N, L, S)
-        output = query.new_empty(N, L, Ev)
-        rows = max(1, _BLOCK_ELEMENTS // max(1, L * S))
-        for n0 in range(0, N, rows):
-            n = slice(n0, min(N, n0 + rows))
-            w = weights[n]  # (n, L, S), contiguous
-            torch.bmm(q[n], k_t[n], out=w)  # (n, L, E) x (n, E, S) -> (n, L, S)
-            if blocked is not None:
-                w.masked_fill_(blocked[n] if blocked.dim() == 3 else blocked, float("-inf"))
-            if additive is not None:
-                w.add_(additive[n] if additive.dim() == 3 else additive)
-            torch.softmax(w, dim=-1, out=w)
-            if dead is not None:
-                w.masked_fill_(dead[n] if dead.dim() == 3 else dead, 0.0)
-            torch.bmm(w, v[n], out=output[n])  # (n, L, S) x (n, S, Ev) -> (n, L, Ev)
-
-        output = output.view(*batch, L, Ev)
-        weights = weights.view(*batch, L, S)
         ctx.scale = scale
         ctx.mask_shape = None if attn_mask is None else attn_mask.shape
         ctx.save_for_backward(query, key, value, weights, output)
@@ -192,24 +178,6 @@ class _ExplicitAttention(torch.autograd.Function):
         if ctx.needs_input_grad[3]:  # a learned additive bias, e.g. ALiBi with trained slopes
             grad_mask = grad_scores.sum_to_size(ctx.mask_shape)
         return grad_query, grad_key, grad_value, grad_mask, None
-
-
-def _prepare_mask(attn_mask: Tensor | None, batch: list[int], N: int):
-    """Split a mask into (blocked bool, additive float, dead rows), each either ``(mL, mS)`` for
-    a mask shared by the whole batch or ``(N, mL, mS)``. Dims of size 1 stay 1 (no copy)."""
-    if attn_mask is None:
-        return None, None, None
-    m_rows, m_cols = attn_mask.shape[-2:]
-    shared = attn_mask.dim() == 2 or all(d == 1 for d in attn_mask.shape[:-2])
-    mask = attn_mask.reshape(m_rows, m_cols) if shared else (
-        attn_mask.expand(*batch, m_rows, m_cols).reshape(N, m_rows, m_cols)
-    )
-    if mask.dtype == torch.bool:
-        blocked = ~mask
-        dead = blocked.all(dim=-1, keepdim=True)
-        return blocked, None, (dead if dead.any() else None)
-    dead = torch.isneginf(mask).all(dim=-1, keepdim=True)
-    return None, mask, (dead if dead.any() else None)
 
 
 def _check_inputs(query, key, value, attn_mask, dropout_p) -> None:
