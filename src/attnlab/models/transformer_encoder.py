@@ -1,0 +1,115 @@
+"""A Transformer encoder layer and stack built on :class:`~attnlab.attention.MultiHeadAttention`.
+
+Each layer is self-attention then a position-wise feed-forward network, each wrapped in
+dropout, a residual connection and layer normalisation — before the sub-layer (pre-norm,
+``norm_first=True``, stable without warm-up tricks) or after it (post-norm, the original
+Transformer and BERT).
+
+Legend: ``B`` batch, ``T`` sequence length, ``D`` ``d_model``, ``F`` ``d_ff``.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from attnlab.attention.multihead import MultiHeadAttention
+
+__all__ = ["EncoderLayer", "FeedForward", "TransformerEncoder"]
+
+
+class FeedForward(nn.Module):
+    """``Linear(D, F) -> GELU -> Dropout -> Linear(F, D)``, applied to each position."""
+
+    def __init__(self, d_model: int, d_ff: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.up = nn.Linear(d_model, d_ff)
+        self.down = nn.Linear(d_ff, d_model)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.down(self.dropout(nn.functional.gelu(self.up(x))))  # (B, T, F) -> (B, T, D)
+
+
+class EncoderLayer(nn.Module):
+    """Self-attention and feed-forward sub-layers with residuals and layer norms.
+
+    Args:
+        d_model: model size ``D``.
+        n_heads: attention heads ``H``.
+        d_ff: hidden size ``F`` of the feed-forward network.
+        dropout: dropout on each sub-layer's output and inside the feed-forward network.
+        attn_dropout: dropout on the attention weights.
+        norm_first: pre-norm (``x + f(norm(x))``) if ``True``, else post-norm
+            (``norm(x + f(x))``).
+        rotary: optional rotary embedding passed to the attention (``RotaryEmbedding(d_k)``).
+
+    Shape:
+        x ``(B, T, D)``, attention_mask ``(B, T)`` (1 = token, 0 = padding) -> ``(B, T, D)``.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        n_heads: int,
+        d_ff: int,
+        *,
+        dropout: float = 0.0,
+        attn_dropout: float = 0.0,
+        norm_first: bool = True,
+        rotary: nn.Module | None = None,
+    ) -> None:
+        super().__init__()
+        self.attn = MultiHeadAttention(d_model, n_heads, dropout=attn_dropout, rotary=rotary)
+        self.ff = FeedForward(d_model, d_ff, dropout)
+        self.attn_norm = nn.LayerNorm(d_model)
+        self.ff_norm = nn.LayerNorm(d_model)
+        self.dropout = nn.Dropout(dropout)
+        self.norm_first = norm_first
+
+    def forward(self, x: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+        if self.norm_first:
+            x = x + self._attend(self.attn_norm(x), attention_mask)  # (B, T, D)
+            return x + self.dropout(self.ff(self.ff_norm(x)))  # (B, T, D)
+        x = self.attn_norm(x + self._attend(x, attention_mask))  # (B, T, D)
+        return self.ff_norm(x + self.dropout(self.ff(x)))  # (B, T, D)
+
+    def _attend(self, x: Tensor, attention_mask: Tensor | None) -> Tensor:
+        return self.dropout(self.attn(x, attention_mask=attention_mask).output)  # (B, T, D)
+
+
+class TransformerEncoder(nn.Module):
+    """``n_layers`` :class:`EncoderLayer` s, with a final layer norm when pre-norm.
+
+    Args:
+        n_layers: number of layers; the other arguments are :class:`EncoderLayer`'s. One
+            ``rotary`` module is shared by all layers (it holds no parameters).
+
+    Shape:
+        x ``(B, T, D)``, attention_mask ``(B, T)`` -> ``(B, T, D)``.
+    """
+
+    def __init__(
+        self,
+        n_layers: int,
+        d_model: int,
+        n_heads: int,
+        d_ff: int,
+        *,
+        dropout: float = 0.0,
+        attn_dropout: float = 0.0,
+        norm_first: bool = True,
+        rotary: nn.Module | None = None,
+    ) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(
+            EncoderLayer(d_model, n_heads, d_ff, dropout=dropout, attn_dropout=attn_dropout,
+                         norm_first=norm_first, rotary=rotary)
+            for _ in range(n_layers)
+        )
+        # Pre-norm leaves the residual stream un-normalised; post-norm layers end normalised.
+        self.final_norm = nn.LayerNorm(d_model) if norm_first else nn.Identity()
+
+    def forward(self, x: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+        for layer in self.layers:
+            x = layer(x, attention_mask)  # (B, T, D)
+        return self.final_norm(x)
