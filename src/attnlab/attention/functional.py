@@ -28,7 +28,12 @@ from torch.autograd.function import once_differentiable
 
 from attnlab.attention.masks import causal_mask, combine_masks
 
-__all__ = ["AttentionOutput", "attention_scores", "scaled_dot_product_attention"]
+__all__ = [
+    "AttentionOutput",
+    "attention_scores",
+    "check_attention_inputs",
+    "scaled_dot_product_attention",
+]
 
 class AttentionOutput(NamedTuple):
     """What attention returns; unpacks as ``output, weights = ...`` like PyTorch."""
@@ -75,7 +80,7 @@ def scaled_dot_product_attention(
         >>> out.shape, w.shape
         (torch.Size([2, 4, 3]), torch.Size([2, 4, 6]))
     """
-    _check_inputs(query, key, value, attn_mask, dropout_p)
+    check_attention_inputs(query, key, value, attn_mask, dropout_p)
     if attn_mask is not None:
         if attn_mask.dim() == 1:  # (S,): the same keys for every query
             attn_mask = attn_mask.unsqueeze(0)  # (1, S)
@@ -142,7 +147,7 @@ class _ExplicitAttention(torch.autograd.Function):
     @staticmethod
     def forward(ctx, query, key, value, attn_mask, scale):
         # scale the queries (L·E work) rather than the scores (L·S work)
-        weights = (query * scale) @ key.transpose(-2, -1)  # (..., L, E) x (..., E, S) -> (..., L, S)
+        weights = (query * scale) @ key.transpose(-2, -1)  # (..., L, E) x (..., E, S)
         dead = None
         if attn_mask is not None:
             if attn_mask.dtype == torch.bool:
@@ -180,7 +185,7 @@ class _ExplicitAttention(torch.autograd.Function):
         return grad_query, grad_key, grad_value, grad_mask, None
 
 
-def _check_inputs(query, key, value, attn_mask, dropout_p) -> None:
+def check_attention_inputs(query, key, value, attn_mask=None, dropout_p=0.0) -> None:
     """Fail early, naming the argument and both shapes, instead of deep inside torch."""
     for name, t in (("query", query), ("key", key), ("value", value)):
         if not isinstance(t, Tensor):
