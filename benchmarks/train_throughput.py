@@ -1,0 +1,125 @@
+"""Training throughput of :class:`TextClassifier` against an equal ``torch.nn.TransformerEncoder``
+model, and of bf16 autocast against float32, all measured in one run.
+
+One training step = forward, cross-entropy, backward, gradient clipping and an AdamW step, on a
+batch of ``B`` sequences of ``T`` positions (a quarter of them half padding). Throughput counts
+``B·T`` positions per second. Both models have the same embeddings, learned positions, pre-norm
+layers (GELU feed-forward), final norm, masked mean pooling and head — and the same parameter
+count, which is checked. Rows (``ratio = reference time / our time``; > 1 means we are faster):
+
+* ours float32 vs the torch model float32 (goal ``>= 1.0x``);
+* ours with ``torch.autocast("cpu", bfloat16)`` vs ours float32 (goal ``>= 2x``);
+* the torch model with bf16 autocast vs its float32, for comparison.
+
+Run: ``python benchmarks/train_throughput.py [--quick] [--threads N]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _timing import time_pair  # noqa: E402
+
+from attnlab.attention.positional import LearnedPositionalEmbedding  # noqa: E402
+from attnlab.models.classifier import ClassifierConfig, TextClassifier  # noqa: E402
+
+
+class TorchClassifier(nn.Module):
+    """The same architecture as :class:`TextClassifier`, from ``torch.nn.TransformerEncoder``."""
+
+    def __init__(self, c: ClassifierConfig) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(c.vocab_size, c.d_model, padding_idx=c.pad_token_id)
+        self.positions = LearnedPositionalEmbedding(c.max_len, c.d_model)
+        layer = nn.TransformerEncoderLayer(
+            c.d_model, c.n_heads, c.d_ff, c.dropout, activation="gelu", batch_first=True,
+            norm_first=c.norm_first)
+        self.encoder = nn.TransformerEncoder(
+            layer, c.n_layers, norm=nn.LayerNorm(c.d_model) if c.norm_first else None,
+            enable_nested_tensor=False)
+        self.dropout = nn.Dropout(c.dropout)
+        self.head = nn.Linear(c.d_model, c.n_classes)
+
+    def forward(self, input_ids, attention_mask, labels):
+        x = self.dropout(self.positions(self.embedding(input_ids)))  # (B, T, D)
+        x = self.encoder(x, src_key_padding_mask=attention_mask == 0)  # True = padding
+        w = attention_mask.to(x.dtype).unsqueeze(-1)  # (B, T, 1)
+        logits = self.head((x * w).sum(1) / w.sum(1))  # (B, D) -> (B, C)
+        return F.cross_entropy(logits.float(), labels)
+
+
+def make_step(model: nn.Module, batch: dict, bf16: bool, ours: bool):
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    model.train()
+
+    def step():
+        ctx = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+        with ctx:
+            out = model(batch["input_ids"], batch["attention_mask"], batch["labels"])
+        loss = out.loss if ours else out
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+
+    return step
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer rounds")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads")
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--length", type=int, default=32)
+    parser.add_argument("--vocab", type=int, default=16000)
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    B, T = args.batch, args.length
+    config = ClassifierConfig(vocab_size=args.vocab, max_len=max(T, 128))
+    ids = torch.randint(4, args.vocab, (B, T))
+    mask = torch.ones(B, T, dtype=torch.long)
+    mask[: B // 4, T // 2:] = 0  # a quarter of the batch is half padding
+    batch = {"input_ids": ids.masked_fill(mask == 0, 0), "attention_mask": mask,
+             "labels": torch.randint(0, 2, (B,))}
+
+    ours, ref = TextClassifier(config), TorchClassifier(config)
+    n_ours = sum(p.numel() for p in ours.parameters())
+    n_ref = sum(p.numel() for p in ref.parameters())
+    if n_ours != n_ref:
+        raise SystemExit(f"parameter counts differ: ours {n_ours}, torch {n_ref}")
+    steps = {
+        "ours fp32": make_step(ours, batch, False, True),
+        "ours bf16": make_step(TextClassifier(config), batch, True, True),
+        "torch fp32": make_step(ref, batch, False, False),
+        "torch bf16": make_step(TorchClassifier(config), batch, True, False),
+    }
+    rounds = 3 if args.quick else 7
+    pairs = [
+        ("ours fp32 vs torch.nn.TransformerEncoder fp32", "ours fp32", "torch fp32", ">= 1.0x"),
+        ("ours bf16 autocast vs ours fp32", "ours bf16", "ours fp32", ">= 2x"),
+        ("torch bf16 autocast vs torch fp32 (reference)", "torch bf16", "torch fp32", "-"),
+    ]
+    print(f"Training step (fwd + bwd + clip + AdamW), B={B}, T={T}, d_model={config.d_model}, "
+          f"H={config.n_heads}, layers={config.n_layers}, d_ff={config.d_ff}, "
+          f"V={config.vocab_size}, {n_ours:,} parameters, {torch.get_num_threads()} threads")
+    header = f"{'comparison':<48} {'ours tok/s':>11} {'ref tok/s':>11} {'ratio':>7}  goal"
+    print(header)
+    print("-" * len(header))
+    for label, a, b, goal in pairs:
+        t_a, t_b = time_pair(steps[a], steps[b], rounds=rounds, min_time=0.2)
+        print(f"{label:<48} {B * T / t_a:>11,.0f} {B * T / t_b:>11,.0f} {t_b / t_a:>6.2f}x  {goal}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
