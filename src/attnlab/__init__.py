@@ -22,6 +22,7 @@ from attnlab.attention import (
     scaled_dot_product_attention,
 )
 from attnlab.inspect import capture
+from attnlab.models import BertConfig, BertModel, SentenceEncoder, load_pretrained
 
 __version__ = "0.1.0"
 
@@ -29,10 +30,13 @@ __all__ = [
     "ALiBi",
     "AttentionOutput",
     "AttentionSteps",
+    "BertConfig",
+    "BertModel",
     "GumbelAttention",
     "LearnedPositionalEmbedding",
     "MultiHeadAttention",
     "RotaryEmbedding",
+    "SentenceEncoder",
     "SinusoidalPositionalEncoding",
     "alibi_bias",
     "alibi_slopes",
@@ -44,6 +48,7 @@ __all__ = [
     "gumbel_softmax_attention",
     "hard_attention",
     "lengths_to_mask",
+    "load_pretrained",
     "padding_mask",
     "scaled_dot_product_attention",
 ]
