@@ -1,0 +1,135 @@
+"""A self-contained HTML attention explorer: one file, scripts and styles inline, no network.
+
+The page (``view.html`` + ``view.js`` + ``view.css`` beside this module) shows, for each
+sentence: the prediction, the attention rollout over the sentence, a head view (query tokens
+and key tokens in two columns joined by lines whose opacity and width follow the weight, one
+colour per head, several heads overlaid) and a model view (a small map for every layer × head).
+Lines and maps are drawn on ``<canvas>``, so sentences of up to 512 tokens stay responsive.
+
+Safety: the data are embedded as JSON in a ``<script type="application/json">`` block with
+``<``, ``>``, ``&`` and the JavaScript line separators escaped, so no text can close the block
+or open a comment; the page inserts every token with ``textContent``; and its
+Content-Security-Policy allows no network access at all.
+
+Attention weights travel as one base64 string of ``L·L`` bytes per head (``round(w·255)``): a
+quarter of float32, and plenty for opacity.
+"""
+
+from __future__ import annotations
+
+import base64
+import html as html_lib
+import json
+import os
+import re
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+
+import torch
+
+from attnlab.inspect._io import write_text_atomic
+from attnlab.inspect.subject import Attended, Subject
+
+__all__ = ["AttentionView", "attention_payload", "attention_view", "embed_json", "render_page"]
+
+_MARKER = re.compile(r"/\*@ATTNLAB_(CSS|JS|DATA)@\*/")
+_JSON_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028",
+                 "\u2029": "\\u2029"}
+
+
+def embed_json(obj: object) -> str:
+    """JSON text that is safe inside an HTML ``<script>`` element.
+
+    ``</script>``, ``<!--`` and ``]]>`` cannot occur in the result, and it parses back to
+    ``obj`` with ``JSON.parse`` (or ``json.loads``).
+    """
+    text = json.dumps(obj, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    return re.sub("[<>&\u2028\u2029]", lambda m: _JSON_ESCAPES[m.group()], text)
+
+
+def _asset(name: str) -> str:
+    return resources.files("attnlab.inspect").joinpath(name).read_text(encoding="utf-8")
+
+
+def render_page(template: str, data: object) -> str:
+    """Fill ``template`` (``view.html`` or ``app.html``) with the inline style, script and data.
+
+    The markers are replaced in one pass, so nothing inside the inserted parts is replaced.
+    """
+    parts = {"CSS": _asset("view.css"), "JS": _asset("view.js"), "DATA": embed_json(data)}
+    for name in ("CSS", "JS"):
+        if re.search(r"</(script|style)", parts[name], re.IGNORECASE):
+            raise ValueError(f"view.{name.lower()} must not contain a closing </script> or "
+                             f"</style> tag")
+    return _MARKER.sub(lambda m: parts[m.group(1)], _asset(template))
+
+
+def _quantize(weights: torch.Tensor) -> str:
+    """One head's ``(L, L)`` weights as base64 of ``round(w·255)`` bytes, row-major."""
+    q = (weights.detach().float().clamp(0, 1) * 255).round().to(torch.uint8)  # (L, L)
+    return base64.b64encode(q.contiguous().cpu().numpy().tobytes()).decode("ascii")
+
+
+def attention_payload(model_name: str, attended: Sequence[Attended],
+                      labels: Sequence[str] | None = None) -> dict:
+    """The JSON-ready data the page draws (see ``view.js`` for its layout)."""
+    sentences = []
+    for a in attended:
+        prediction = None
+        if a.prediction is not None:
+            names = list(labels) if labels is not None else [str(i) for i in
+                                                             range(len(a.prediction.probs))]
+            prediction = {"label": a.prediction.label, "index": a.prediction.index,
+                          "labels": names, "probs": [round(p, 6) for p in a.prediction.probs]}
+        sentences.append({
+            "text": a.text,
+            "tokens": a.tokens,
+            "special": a.special,
+            "layer_names": a.layer_names,
+            "heads": [int(w.shape[0]) for w in a.weights],
+            "attention": [[_quantize(w[h]) for h in range(w.shape[0])] for w in a.weights],
+            "rollout": [round(float(r), 6) for r in a.relevance],
+            "prediction": prediction,
+            "truncated": a.truncated,
+        })
+    return {"model": model_name, "sentences": sentences}
+
+
+class AttentionView:
+    """A rendered attention explorer page.
+
+    ``save(path)`` writes the single HTML file; in Jupyter the object displays itself inline
+    (an ``<iframe srcdoc>``, so the page's script runs isolated from the notebook).
+    """
+
+    def __init__(self, html: str, height: int = 900) -> None:
+        self.html = html
+        self.height = height
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the page to ``path`` (atomically) and return the path."""
+        return write_text_atomic(path, self.html)
+
+    def _repr_html_(self) -> str:
+        return (f'<iframe srcdoc="{html_lib.escape(self.html, quote=True)}" '
+                f'style="width: 100%; height: {self.height}px; border: 0" '
+                f'sandbox="allow-scripts"></iframe>')
+
+
+def attention_view(subject: Subject, texts: Sequence[str] | str, *, batch_size: int = 16
+                   ) -> AttentionView:
+    """Run ``texts`` through the model and build the explorer page for all of them.
+
+    Args:
+        subject: the model (see :func:`~attnlab.inspect.subject.load_subject`).
+        texts: one sentence or several; the page has a selector for them.
+        batch_size: texts per forward pass.
+    """
+    texts = [texts] if isinstance(texts, str) else list(texts)
+    if not texts:
+        raise ValueError("texts must hold at least one sentence")
+    attended = [a for i in range(0, len(texts), batch_size)
+                for a in subject.attend(texts[i:i + batch_size])]
+    return AttentionView(render_page("view.html",
+                                     attention_payload(subject.name, attended, subject.labels)))

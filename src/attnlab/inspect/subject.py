@@ -1,0 +1,226 @@
+"""A model under inspection: the module, its tokenizer, its class names, and how it pools.
+
+:func:`load_subject` opens a training run folder (``config.json`` + ``model.safetensors`` +
+``tokenizer.json``, or a run folder holding ``best/`` or ``last/``) or a pretrained name
+(``all-MiniLM-L6-v2``). :meth:`Subject.attend` runs texts through the model under
+:func:`~attnlab.inspect.capture` and returns, per text, its tokens, the attention of every head
+of every layer, the rollout relevance and the prediction: what pictures, the HTML view and the
+live app draw.
+
+Legend: ``B`` batch, ``H`` heads, ``L`` tokens, ``C`` classes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer
+from torch import Tensor, nn
+
+from attnlab.inspect.capture import capture
+from attnlab.inspect.pruning import KEPT_HEADS_KEY, restore_pruning
+from attnlab.inspect.rollout import attention_rollout
+
+__all__ = ["Attended", "Encoded", "Prediction", "Subject", "load_subject"]
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """Texts as padded model inputs, with their tokens."""
+
+    input_ids: Tensor  # (B, L) long
+    attention_mask: Tensor  # (B, L) long, 1 = token, 0 = padding
+    special_mask: Tensor  # (B, L) long, 1 = special token ([CLS], [SEP], ...)
+    tokens: list[list[str]]  # per text, its real tokens
+    truncated: list[bool]  # per text, whether it was cut to max_length
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """A classifier's answer for one text."""
+
+    label: str  # the most probable class
+    index: int  # its index
+    probs: list[float]  # softmax over the C classes
+
+
+@dataclass(frozen=True)
+class Attended:
+    """One text seen through the model (padding removed)."""
+
+    text: str
+    tokens: list[str]  # L tokens
+    special: list[int]  # (L,) 1 = special token
+    layer_names: list[str]  # dotted names of the attention modules, in model order
+    weights: list[Tensor]  # per layer (H_l, L, L); H_l differs only after pruning
+    relevance: Tensor  # (L,) attention rollout toward the prediction
+    prediction: Prediction | None  # None for an encoder without a classification head
+    truncated: bool  # the text was longer than max_length tokens
+
+
+@dataclass
+class Subject:
+    """A model to inspect and what turns text into its inputs.
+
+    Attributes:
+        model: a module built from MultiHeadAttention; ``model(input_ids, attention_mask)``
+            returns logits ``(B, C)``, an object with ``.logits``, or hidden states (encoder).
+        tokenizer: a ``tokenizers.Tokenizer`` that adds the special tokens itself.
+        labels: class names, or ``None`` when the model has no classification head.
+        pooling: ``"cls"`` or ``"mean"``: which rows the prediction reads (for rollout).
+        max_length: longest input in tokens; longer texts are truncated.
+        name: shown in pictures and pages.
+    """
+
+    model: nn.Module
+    tokenizer: Tokenizer
+    labels: list[str] | None
+    pooling: str
+    max_length: int
+    name: str
+
+    def __post_init__(self) -> None:
+        if self.pooling not in ("cls", "mean"):
+            raise ValueError(f"pooling must be 'cls' or 'mean', got {self.pooling!r}")
+        if not isinstance(self.max_length, int) or self.max_length < 1:
+            raise ValueError(f"max_length must be an integer >= 1, got {self.max_length!r}")
+        self.tokenizer.no_padding()
+        self.tokenizer.enable_truncation(max_length=self.max_length)
+
+    def encode(self, texts: Sequence[str]) -> Encoded:
+        """Tokenize and pad ``texts``."""
+        if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
+            raise TypeError("texts must be a sequence of strings")
+        if not texts:
+            raise ValueError("texts must not be empty")
+        encodings = self.tokenizer.encode_batch(list(texts))
+        L = max(len(e.ids) for e in encodings)
+        pad = self.tokenizer.token_to_id("[PAD]") or 0
+
+        def padded(rows: list[list[int]], fill: int) -> Tensor:
+            return torch.tensor([r + [fill] * (L - len(r)) for r in rows], dtype=torch.long)
+
+        return Encoded(
+            input_ids=padded([e.ids for e in encodings], pad),  # (B, L)
+            attention_mask=padded([[1] * len(e.ids) for e in encodings], 0),  # (B, L)
+            special_mask=padded([e.special_tokens_mask for e in encodings], 0),  # (B, L)
+            tokens=[list(e.tokens) for e in encodings],
+            truncated=[bool(e.overflowing) for e in encodings],
+        )
+
+    def logits(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor | None:
+        """The model's class scores ``(B, C)``, or ``None`` if it has no classification head."""
+        out = self.model(input_ids, attention_mask)
+        logits = getattr(out, "logits", out)
+        if self.labels is None or not isinstance(logits, Tensor) or logits.dim() != 2:
+            return None
+        return logits
+
+    @torch.no_grad()
+    def attend(self, texts: Sequence[str]) -> list[Attended]:
+        """Run ``texts`` (one batch) and return what every head did on each of them."""
+        enc = self.encode(texts)
+        self.model.eval()
+        with capture(self.model, tokens=enc.tokens) as cap:
+            logits = self.logits(enc.input_ids, enc.attention_mask)
+        layers = [cap.weights[n] for n in cap.names if n in cap.weights]  # (B, H_l, L, L)
+        if not layers:
+            raise ValueError(f"{self.name}: the forward pass ran no attention module")
+        heads = {w.shape[1] for w in layers}
+        mean = [w.mean(1, keepdim=True) for w in layers] if len(heads) > 1 else layers
+        relevance = attention_rollout(mean, enc.attention_mask, pooling=self.pooling).relevance
+        probs = None if logits is None else torch.softmax(logits.float(), dim=-1)  # (B, C)
+        out = []
+        for b, text in enumerate(texts):
+            n = len(enc.tokens[b])
+            prediction = None
+            if probs is not None:
+                index = int(probs[b].argmax())
+                prediction = Prediction(self.labels[index], index, probs[b].tolist())
+            out.append(Attended(
+                text=text, tokens=enc.tokens[b], special=enc.special_mask[b, :n].tolist(),
+                layer_names=[n_ for n_ in cap.names if n_ in cap.weights],
+                weights=[w[b, :, :n, :n].clone() for w in layers],  # (H_l, L, L)
+                relevance=relevance[b, :n].clone(), prediction=prediction,
+                truncated=enc.truncated[b]))
+        return out
+
+
+def load_subject(spec: str | os.PathLike, *, device: str = "cpu") -> Subject:
+    """Open a model to inspect: a run/checkpoint folder or a pretrained model name.
+
+    Args:
+        spec: a checkpoint folder (``config.json``, ``model.safetensors``, ``tokenizer.json``),
+            a run folder holding ``best/`` or ``last/``, or a pretrained name such as
+            ``all-MiniLM-L6-v2`` (a sentence encoder: no prediction, mean pooling).
+        device: where the weights go.
+
+    Raises:
+        FileNotFoundError: the folder lacks a checkpoint (the message says what it looked for).
+        ValueError: an unknown model type or pretrained name.
+    """
+    path = Path(spec)
+    if (path.is_dir() and not _is_pretrained_dir(path)) or (
+            not path.is_dir() and path.parent != Path(".")):
+        return _load_run(path, device)
+    from attnlab.models import load_pretrained
+
+    encoder = load_pretrained(str(spec), device=device)
+    return Subject(encoder, Tokenizer.from_file(str(encoder.tokenizer.path)), labels=None,
+                   pooling="mean", max_length=encoder.tokenizer.max_length, name=str(spec))
+
+
+def _is_pretrained_dir(path: Path) -> bool:
+    """A Hugging Face model folder (its config.json is not an attnlab checkpoint's)."""
+    from attnlab.training.checkpoint import FORMAT
+
+    config = path / "config.json"
+    if not config.is_file():
+        return False
+    try:
+        return json.loads(config.read_text(encoding="utf-8")).get("format") != FORMAT
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        return False
+
+
+def checkpoint_dir(path: Path) -> Path:
+    """The checkpoint folder for ``path``: itself, or its ``best/``, else ``last/``."""
+    if not path.is_dir():
+        raise FileNotFoundError(f"model folder not found: {path}")
+    for folder in (path, path / "best", path / "last"):
+        if (folder / "config.json").is_file():
+            return folder
+    raise FileNotFoundError(f"{path} holds no checkpoint: looked for config.json in it and in "
+                            f"its best/ and last/ folders")
+
+
+def build_model(model_type: str, model_config: dict) -> nn.Module:
+    """A fresh, full-size model of ``model_type`` from its config dict."""
+    if model_type == "classifier":
+        from attnlab.models.classifier import ClassifierConfig, TextClassifier
+
+        return TextClassifier(ClassifierConfig.from_dict(model_config))
+    raise ValueError(f"unknown model_type {model_type!r} in config.json; known: ['classifier']")
+
+
+def _load_run(path: Path, device: str) -> Subject:
+    from attnlab.training.checkpoint import load_checkpoint, load_weights
+
+    ckpt = load_checkpoint(checkpoint_dir(path))
+    config = ckpt.config
+    model = build_model(config.get("model_type", "classifier"), config["model"])
+    restore_pruning(model, config.get(KEPT_HEADS_KEY))
+    load_weights(model, ckpt)
+    if ckpt.tokenizer_path is None:
+        raise FileNotFoundError(f"{ckpt.path} has no tokenizer.json; cannot turn text into ids")
+    n_classes = config["model"].get("n_classes")
+    labels = config.get("labels") or ([str(i) for i in range(n_classes)] if n_classes else None)
+    return Subject(model.to(device).eval(), Tokenizer.from_file(str(ckpt.tokenizer_path)),
+                   labels=[str(x) for x in labels] if labels else None,
+                   pooling=config["model"].get("pooling", "cls"),
+                   max_length=int(config["model"].get("max_len", 512)), name=str(path))

