@@ -42,9 +42,52 @@ def _add_explain(sub) -> None:
     parser.set_defaults(func=cli_explain.run)
 
 
+def _add_show(sub) -> None:
+    from attnlab import cli_inspect
+
+    parser = sub.add_parser(
+        "show", help="draw a model's attention on sentences (PNG, HTML explorer)",
+        description="Print the prediction and rollout relevance of each sentence; draw a heat "
+                    "map (--layer and --head), a grid of a layer's heads (--layer), or the "
+                    "rollout (neither) to --out; write an HTML explorer with --html.",
+        epilog='example: attnlab show all-MiniLM-L6-v2 "a gripping film" --layer 2 '
+               "--out fig.png --html view.html",
+    )
+    cli_inspect.add_show_arguments(parser)
+    parser.set_defaults(func=cli_inspect.run_show)
+
+
+def _add_heads(sub) -> None:
+    from attnlab import cli_inspect
+
+    parser = sub.add_parser(
+        "heads", help="importance, statistics and pruning curve of every head",
+        description="Per layer and head: importance (Michel et al. 2019), entropy, attention "
+                    "distance, accuracy with that head masked; accuracy against the share of "
+                    "heads pruned. Writes report.md, pruning_curve.png and heads.json.",
+        epilog="example: attnlab heads runs/sst2 --data sst2",
+    )
+    cli_inspect.add_heads_arguments(parser)
+    parser.set_defaults(func=cli_inspect.run_heads)
+
+
+def _add_serve(sub) -> None:
+    from attnlab import cli_inspect
+
+    parser = sub.add_parser(
+        "serve", help="live attention explorer in the browser",
+        description="Serve a page to type a sentence and see the prediction, the rollout and "
+                    "every head; JSON API at POST /api/attend.",
+        epilog="example: attnlab serve runs/sst2 --port 8000",
+    )
+    cli_inspect.add_serve_arguments(parser)
+    parser.set_defaults(func=cli_inspect.run_serve)
+
+
 # Subcommand registrations, in the order `attnlab --help` lists them.
 _REGISTRY: list = []
 _REGISTRY.append(_add_explain)
+_REGISTRY += [_add_show, _add_heads, _add_serve]
 
 if __name__ == "__main__":
     sys.exit(main())

