@@ -14,15 +14,17 @@ from attnlab.training import save_checkpoint
 TEXTS = ["a good film", "a bad film", "great acting and a fine story", "dull , boring and long",
          "the best movie of the year", "the worst plot", "i loved it", "i hated it"]
 LABELS = [1, 0, 1, 0, 1, 0, 1, 0]  # 1 = positive
+# in the vocabulary too, so that markup characters come out as tokens, not [UNK]
+XSS = "<img src=x onerror=alert(1)> </script><script>alert(2)</script>"
 
 
 def make_tiny_run(folder: Path, *, pooling: str = "cls", n_layers: int = 2, n_heads: int = 4,
-                  seed: int = 0, train_steps: int = 30) -> Path:
+                  seed: int = 0, train_steps: int = 30, max_len: int = 64) -> Path:
     """Write the checkpoint, after ``train_steps`` full-batch Adam steps on :data:`TEXTS`."""
     torch.manual_seed(seed)
-    tokenizer = train_tokenizer(TEXTS, vocab_size=64, kind="word")
+    tokenizer = train_tokenizer([*TEXTS, XSS], vocab_size=64, kind="word")
     config = ClassifierConfig(vocab_size=tokenizer.get_vocab_size(), d_model=16,
-                              n_heads=n_heads, n_layers=n_layers, d_ff=32, max_len=64,
+                              n_heads=n_heads, n_layers=n_layers, d_ff=32, max_len=max_len,
                               pooling=pooling, dropout=0.0)
     model = TextClassifier(config)
     if train_steps:

@@ -56,6 +56,9 @@
     this.sentenceBar.appendChild(sl);
     r.appendChild(this.sentenceBar);
 
+    this.text = el("div", "text");
+    r.appendChild(this.text);
+
     r.appendChild(el("h2", "", "Prediction"));
     this.prediction = el("div", "prediction");
     r.appendChild(this.prediction);
@@ -147,6 +150,7 @@
     var s = this.current();
     this.root.dataset.ready = "0";
     if (!s) {
+      this.text.textContent = "";
       this.prediction.replaceChildren();
       this.sentence.replaceChildren();
       this.left.replaceChildren();
@@ -167,6 +171,7 @@
       ls.appendChild(o);
     });
     ls.value = String(this.state.layer);
+    this.text.textContent = s.text;
     this.root.dataset.sentence = String(this.state.sentence);
     this.root.dataset.tokens = String(s.tokens.length);
     this.renderPrediction(s);
