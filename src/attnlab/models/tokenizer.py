@@ -13,6 +13,8 @@ import torch
 from tokenizers import Tokenizer
 from torch import Tensor
 
+from attnlab.data.batching import pad_sequences
+
 __all__ = ["BertTokenizer", "TokenizedBatch"]
 
 
@@ -70,13 +72,8 @@ class BertTokenizer:
         return self.pad(self.encode_unpadded(texts))
 
     def pad(self, ids: Sequence[Sequence[int]]) -> TokenizedBatch:
-        """Pad token id lists to the longest of them."""
-        B, L = len(ids), max((len(x) for x in ids), default=0)
-        pad = self.pad_token_id
-        input_ids = torch.tensor([[*x, *[pad] * (L - len(x))] for x in ids],
-                                 dtype=torch.long).view(B, L)  # (B, L)
-        attention_mask = torch.tensor([[1] * len(x) + [0] * (L - len(x)) for x in ids],
-                                      dtype=torch.long).view(B, L)  # (B, L)
+        """Right-pad non-empty token id lists to the longest of them."""
+        input_ids, attention_mask = pad_sequences(ids, self.pad_token_id)  # (B, L) each
         return TokenizedBatch(input_ids, attention_mask, torch.zeros_like(input_ids))
 
     def encode_unpadded(self, texts: Sequence[str] | str) -> list[list[int]]:

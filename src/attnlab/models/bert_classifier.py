@@ -1,0 +1,139 @@
+"""A sequence classifier on a (pretrained) BERT encoder: pool, dropout, linear.
+
+``forward(input_ids, attention_mask, labels)`` returns ``.logits`` and ``.loss``, the interface
+of :class:`attnlab.training.Trainer`. Saved as an attnlab checkpoint folder (safetensors + JSON).
+
+Legend: ``B`` batch, ``L`` sequence length, ``D`` hidden size, ``C`` classes.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from attnlab.models.bert import BertConfig, BertModel, mean_pool
+from attnlab.models.classifier import ClassifierOutput
+from attnlab.models.pretrained import load_pretrained
+from attnlab.models.tokenizer import BertTokenizer
+
+__all__ = ["BertClassifierConfig", "BertForSequenceClassification"]
+
+MODEL_TYPE = "bert-sequence-classifier"
+POOLINGS = ("mean", "pooler")
+
+
+@dataclass
+class BertClassifierConfig:
+    """The head on top of the encoder."""
+
+    num_labels: int = 2  # C, number of classes
+    pooling: str = "mean"  # "mean" over real tokens, or "pooler" (BERT's tanh(W h_[CLS]))
+    dropout: float = 0.1  # on the pooled vector, before the linear layer
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.num_labels, int) or self.num_labels < 2:
+            raise ValueError(f"num_labels must be an integer >= 2, got {self.num_labels!r}")
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+
+class BertForSequenceClassification(nn.Module):
+    """BERT encoder, pooled (mean over real tokens, or the [CLS] pooler), dropout, linear.
+
+    Args:
+        bert: the encoder (e.g. ``load_pretrained(...).bert``).
+        head: the head's configuration.
+        tokenizer: kept with the model and saved beside it, optional.
+
+    Shape:
+        input_ids, attention_mask, token_type_ids ``(B, L)``; labels ``(B,)`` class ids in
+        ``[0, C)``. Returns :class:`~attnlab.models.classifier.ClassifierOutput` with logits
+        ``(B, C)`` and ``loss`` (mean cross-entropy) when labels are given, else ``None``.
+
+    Example::
+
+        >>> model = BertForSequenceClassification.from_pretrained("all-MiniLM-L6-v2", num_labels=2)
+        >>> batch = model.tokenizer(["a fine film", "dull"])
+        >>> model(batch.input_ids, batch.attention_mask).logits.shape
+        torch.Size([2, 2])
+    """
+
+    def __init__(self, bert: BertModel, head: BertClassifierConfig,
+                 tokenizer: BertTokenizer | None = None) -> None:
+        super().__init__()
+        if head.pooling == "pooler" and bert.pooler is None:
+            raise ValueError("pooling='pooler' needs an encoder with a pooler; use 'mean'")
+        self.bert = bert
+        self.head = head
+        self.tokenizer = tokenizer
+        self.dropout = nn.Dropout(head.dropout)
+        self.classifier = nn.Linear(bert.config.hidden_size, head.num_labels)
+        nn.init.normal_(self.classifier.weight, std=bert.config.initializer_range)
+        nn.init.zeros_(self.classifier.bias)
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | os.PathLike, num_labels: int = 2, *,
+                        pooling: str = "mean", dropout: float = 0.1,
+                        max_length: int | None = None) -> BertForSequenceClassification:
+        """A fresh head on a pretrained encoder (see :func:`attnlab.load_pretrained`), in
+        training mode."""
+        encoder = load_pretrained(name_or_path, max_length=max_length)
+        head = BertClassifierConfig(num_labels=num_labels, pooling=pooling, dropout=dropout)
+        return cls(encoder.bert, head, encoder.tokenizer).train()
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
+                labels: Tensor | None = None, token_type_ids: Tensor | None = None
+                ) -> ClassifierOutput:
+        out = self.bert(input_ids, attention_mask, token_type_ids)
+        if self.head.pooling == "pooler":
+            pooled = out.pooler_output  # (B, D)
+        else:
+            pooled = mean_pool(out.last_hidden_state, attention_mask)  # (B, D)
+        logits = self.classifier(self.dropout(pooled))  # (B, C)
+        loss = None
+        if labels is not None:
+            if labels.shape != logits.shape[:1] or labels.dtype.is_floating_point:
+                raise ValueError(f"labels must be integer class ids of shape (B,) = "
+                                 f"{tuple(logits.shape[:1])}, got {tuple(labels.shape)} "
+                                 f"{labels.dtype}")
+            if labels.numel() and not (0 <= int(labels.min()) and
+                                       int(labels.max()) < self.head.num_labels):
+                raise ValueError(f"labels must be in [0, num_labels={self.head.num_labels}), "
+                                 f"got values in [{int(labels.min())}, {int(labels.max())}]")
+            loss = F.cross_entropy(logits.float(), labels)
+        return ClassifierOutput(logits, loss)
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the weights, both configs and the tokenizer (if any) to the folder ``path``,
+        atomically."""
+        from attnlab.training.checkpoint import save_checkpoint  # not at import: models first
+
+        config = {"model_type": MODEL_TYPE, "bert": self.bert.config.to_dict(),
+                  "head": asdict(self.head), "with_pooler": self.bert.pooler is not None,
+                  "max_length": None if self.tokenizer is None else self.tokenizer.max_length}
+        tokenizer = None if self.tokenizer is None else self.tokenizer.path
+        return save_checkpoint(path, self, config, tokenizer=tokenizer)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> BertForSequenceClassification:
+        """Read a folder written by :meth:`save`, in evaluation mode."""
+        from attnlab.training.checkpoint import CheckpointError, load_checkpoint, load_weights
+
+        checkpoint = load_checkpoint(path)
+        config = checkpoint.config
+        if config.get("model_type") != MODEL_TYPE:
+            raise CheckpointError(f"{checkpoint.path}: not a {MODEL_TYPE} checkpoint "
+                                  f"(model_type={config.get('model_type')!r})")
+        bert = BertModel(BertConfig.from_dict(config["bert"]), add_pooler=config["with_pooler"])
+        tokenizer = None
+        if checkpoint.tokenizer_path is not None and config.get("max_length"):
+            tokenizer = BertTokenizer(checkpoint.tokenizer_path, max_length=config["max_length"])
+        model = cls(bert, BertClassifierConfig(**config["head"]), tokenizer)
+        load_weights(model, checkpoint)
+        return model.eval()
