@@ -145,3 +145,26 @@ def test_forward_errors():
         model(ids, mask, torch.tensor([0, 1, 2]))
     with pytest.raises(TypeError, match="ClassifierConfig"):
         TextClassifier({"vocab_size": 10})
+
+
+def test_memorises_a_slice_of_sst2(data_dir):
+    from attnlab.data import LengthGroupedBatches, encode, load_split, train_tokenizer
+
+    train = load_split(data_dir / "sst2", "train")
+    texts, labels = train.texts[:128], train.labels[:128]
+    tok = train_tokenizer(texts, vocab_size=2000)
+    batches = LengthGroupedBatches(encode(tok, texts), labels, 32, seed=0)
+    model = TextClassifier(_config(vocab_size=tok.get_vocab_size(), max_len=64, dropout=0.0))
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    first = None
+    for epoch in range(12):
+        batches.set_epoch(epoch)
+        total = 0.0
+        for batch in batches:
+            loss = model(**batch).loss
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += loss.item() / len(batches)
+        first = total if first is None else first
+    assert first > 0.6 and total < 0.1, (first, total)
