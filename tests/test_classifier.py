@@ -104,8 +104,22 @@ def test_pad_embedding_is_zero_and_position_order_matters():
     torch.testing.assert_close(bag(ids).logits, bag(ids.flip(1)).logits, atol=1e-5, rtol=0)
 
 
+def test_word_dropout_replaces_only_words_and_only_in_training():
+    model = TextClassifier(_config(word_dropout=0.5))
+    ids = torch.tensor([[2] + list(range(4, 50)) * 20 + [3]])  # (1, T): [CLS] words [SEP]
+    dropped = model.drop_words(ids)
+    words = ids >= 4
+    share = (dropped[words] == 1).float().mean().item()
+    assert 0.45 < share < 0.55, share
+    assert (dropped[~words] == ids[~words]).all()
+    assert ((dropped == ids) | (dropped == 1)).all()
+    model.eval()
+    few = torch.tensor([[2, 5, 6, 7, 3]])
+    torch.testing.assert_close(model(few).logits, model(few).logits)
+
+
 def test_config_round_trip_through_json():
-    c = _config(positional="rotary", pooling="cls", norm_first=False, label_smoothing=0.1)
+    c = _config(positional="rotary", pooling="cls", norm_first=False, word_dropout=0.1)
     again = ClassifierConfig.from_dict(json.loads(json.dumps(c.to_dict())))
     assert again == c
     with pytest.raises(ValueError, match="unknown ClassifierConfig fields"):
@@ -123,6 +137,8 @@ def test_config_round_trip_through_json():
         ({"n_classes": 1}, "n_classes"),
         ({"d_model": 12, "n_heads": 4, "positional": "rotary"}, "even head size"),
         ({"pad_token_id": 50}, "pad_token_id"),
+        ({"word_dropout": -0.1}, "word_dropout"),
+        ({"n_special_tokens": 51}, "n_special_tokens"),
     ],
 )
 def test_config_errors(kw, words):

@@ -46,8 +46,10 @@ class ClassifierConfig:
     max_len: int = 128  # longest input accepted (positions 0 .. max_len-1)
     norm_first: bool = True  # pre-norm (True) or post-norm (False) layers
     pooling: str = "mean"  # "mean" over real tokens, or "cls" (the first token)
+    word_dropout: float = 0.0  # training only: share of word tokens replaced by [UNK]
     pad_token_id: int = 0  # id of [PAD]; its embedding stays zero
-    label_smoothing: float = 0.0  # smoothing of the training targets in the loss
+    unk_token_id: int = 1  # id of [UNK], what word dropout substitutes
+    n_special_tokens: int = 4  # ids below this ([PAD], [UNK], [CLS], [SEP]) are never dropped
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "n_classes", "d_model", "n_heads", "n_layers", "d_ff",
@@ -63,7 +65,7 @@ class ClassifierConfig:
         if self.positional == "rotary" and (self.d_model // self.n_heads) % 2 != 0:
             raise ValueError(f"rotary positions need an even head size d_model/n_heads, got "
                              f"{self.d_model}/{self.n_heads} = {self.d_model // self.n_heads}")
-        for name in ("dropout", "attn_dropout", "label_smoothing"):
+        for name in ("dropout", "attn_dropout", "word_dropout"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {value!r}")
@@ -73,9 +75,13 @@ class ClassifierConfig:
             raise ValueError(f"pooling must be one of {POOLING}, got {self.pooling!r}")
         if not isinstance(self.norm_first, bool):
             raise ValueError(f"norm_first must be a bool, got {self.norm_first!r}")
-        if not 0 <= self.pad_token_id < self.vocab_size:
-            raise ValueError(f"pad_token_id must be in [0, vocab_size={self.vocab_size}), got "
-                             f"{self.pad_token_id}")
+        for name in ("pad_token_id", "unk_token_id"):
+            if not 0 <= getattr(self, name) < self.vocab_size:
+                raise ValueError(f"{name} must be in [0, vocab_size={self.vocab_size}), got "
+                                 f"{getattr(self, name)}")
+        if not 0 <= self.n_special_tokens <= self.vocab_size:
+            raise ValueError(f"n_special_tokens must be in [0, vocab_size={self.vocab_size}], "
+                             f"got {self.n_special_tokens}")
 
     @property
     def d_k(self) -> int:
@@ -149,6 +155,8 @@ class TextClassifier(nn.Module):
         labels: Tensor | None = None,
     ) -> ClassifierOutput:
         self._check_inputs(input_ids, attention_mask, labels)
+        if self.training and self.config.word_dropout > 0:
+            input_ids = self.drop_words(input_ids)
         x = self.embedding(input_ids)  # (B, T, D)
         if self.positions is not None:
             x = self.positions(x)  # (B, T, D)
@@ -156,9 +164,15 @@ class TextClassifier(nn.Module):
         logits = self.head(self.pool(x, attention_mask))  # (B, D) -> (B, C)
         loss = None
         if labels is not None:
-            loss = F.cross_entropy(logits.float(), labels,
-                                   label_smoothing=self.config.label_smoothing)
+            loss = F.cross_entropy(logits.float(), labels)
         return ClassifierOutput(logits, loss)
+
+    def drop_words(self, input_ids: Tensor) -> Tensor:
+        """Replace each word token (id >= ``n_special_tokens``) by ``[UNK]`` with probability
+        ``word_dropout``: the model cannot lean on any single word, and learns ``[UNK]``."""
+        c = self.config
+        hit = torch.rand(input_ids.shape, device=input_ids.device) < c.word_dropout  # (B, T)
+        return input_ids.masked_fill(hit & (input_ids >= c.n_special_tokens), c.unk_token_id)
 
     def pool(self, hidden: Tensor, attention_mask: Tensor | None) -> Tensor:
         """``(B, T, D) -> (B, D)``: masked mean over real tokens, or the first ([CLS]) token."""
