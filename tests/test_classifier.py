@@ -93,7 +93,7 @@ def test_uses_attnlab_attention_only():
 
 
 def test_pad_embedding_is_zero_and_position_order_matters():
-    model = TextClassifier(_config(positional="learned", dropout=0.0))
+    model = TextClassifier(_config(positional="learned", dropout=0.0)).eval()
     assert (model.embedding.weight[0] == 0).all()
     with torch.no_grad():
         model.positions.embedding.weight.normal_()
@@ -170,7 +170,8 @@ def test_memorises_a_slice_of_sst2(data_dir):
     texts, labels = train.texts[:128], train.labels[:128]
     tok = train_tokenizer(texts, vocab_size=2000)
     batches = LengthGroupedBatches(encode(tok, texts), labels, 32, seed=0)
-    model = TextClassifier(_config(vocab_size=tok.get_vocab_size(), max_len=64, dropout=0.0))
+    model = TextClassifier(_config(vocab_size=tok.get_vocab_size(), max_len=64, dropout=0.0,
+                                   word_dropout=0.0))
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     first = None
     for epoch in range(12):
