@@ -85,7 +85,9 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     B, T = args.batch, args.length
-    config = ClassifierConfig(vocab_size=args.vocab, max_len=max(T, 128))
+    # As the torch model: learned positions, no word dropout, one dropout rate everywhere.
+    config = ClassifierConfig(vocab_size=args.vocab, max_len=max(T, 128), positional="learned",
+                              word_dropout=0.0, dropout=0.1, attn_dropout=0.1)
     ids = torch.randint(4, args.vocab, (B, T))
     mask = torch.ones(B, T, dtype=torch.long)
     mask[: B // 4, T // 2:] = 0  # a quarter of the batch is half padding
