@@ -2,6 +2,7 @@
 and a Transformer text classifier trained from scratch."""
 
 from attnlab.models.bert import BertConfig, BertModel, BertOutput, mean_pool
+from attnlab.models.bert_classifier import BertClassifierConfig, BertForSequenceClassification
 from attnlab.models.classifier import ClassifierConfig, ClassifierOutput, TextClassifier
 from attnlab.models.pretrained import KNOWN_MODELS, load_pretrained
 from attnlab.models.sentence_encoder import SentenceEncoder
@@ -9,7 +10,9 @@ from attnlab.models.tokenizer import BertTokenizer, TokenizedBatch
 
 __all__ = [
     "KNOWN_MODELS",
+    "BertClassifierConfig",
     "BertConfig",
+    "BertForSequenceClassification",
     "BertModel",
     "BertOutput",
     "BertTokenizer",
