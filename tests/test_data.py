@@ -217,7 +217,7 @@ def test_order_is_deterministic_per_epoch():
     assert a.batch_indices() == b.batch_indices()
 
 
-@pytest.mark.parametrize("world_size, drop_last", [(2, False), (3, False), (3, True)])
+@pytest.mark.parametrize("world_size, drop_last", [(2, False), (3, False), (3, True), (50, False)])
 def test_sharding_gives_every_rank_the_same_number_of_batches(world_size, drop_last):
     ids = _random_lengths(1003)
     shards = [LengthGroupedBatches(ids, None, 50, seed=0, world_size=world_size, rank=r,
@@ -227,6 +227,7 @@ def test_sharding_gives_every_rank_the_same_number_of_batches(world_size, drop_l
     covered = {i for s in shards for b in s.batch_indices() for i in b}
     expected = 1003 - (1003 % 50 if drop_last else 0)
     assert len(covered) == expected
+    assert sum(len(b) for s in shards for b in s.batch_indices()) >= expected
 
 
 def test_grouping_pads_much_less_than_random_batches(data_dir):

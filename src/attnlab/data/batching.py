@@ -116,9 +116,8 @@ class LengthGroupedBatches:
         if self.shuffle:
             perm = torch.randperm(len(batches), generator=g).tolist()
             batches = [batches[i] for i in perm]
-        remainder = len(batches) % self.world_size
-        if remainder:  # repeat the first batches so every rank gets as many
-            batches += batches[: self.world_size - remainder]
+        n = len(batches)  # repeat the first batches so every rank gets as many:
+        batches += [batches[i % n] for i in range(-n % self.world_size)]
         return batches[self.rank::self.world_size]
 
     def __len__(self) -> int:
