@@ -1,0 +1,109 @@
+"""Training hyper-parameters: one dataclass, the single place where their defaults live."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["SCHEDULES", "TrainConfig"]
+
+SCHEDULES = ("linear", "cosine", "constant")
+
+
+@dataclass
+class TrainConfig:
+    """How to train: optimizer, schedule, regularisation, evaluation, checkpointing.
+
+    ``batch_size`` is the *global* batch: under ``torchrun`` each of the ``W`` processes takes
+    ``batch_size // W`` examples per step, so one process and ``W`` processes make the same
+    optimizer steps.
+    """
+
+    lr: float = 1e-3  # peak learning rate of AdamW, reached at the end of warm-up
+    weight_decay: float = 0.01  # decoupled weight decay; never on biases, norms, embeddings
+    batch_size: int = 64  # global examples per optimizer step (split across processes)
+    epochs: int = 3  # passes over the training split
+    warmup_ratio: float = 0.1  # fraction of all steps spent warming up linearly from 0
+    warmup_steps: int | None = None  # absolute warm-up steps; overrides warmup_ratio when set
+    schedule: str = "linear"  # decay after warm-up: "linear" | "cosine" (to 0) | "constant"
+    grad_clip: float | None = 1.0  # max global gradient L2 norm; None or 0 disables clipping
+    label_smoothing: float = 0.0  # > 0: the trainer computes smoothed cross-entropy from logits
+    patience: int | None = 2  # stop after this many evaluations without a lower val loss
+    min_delta: float = 0.0  # a val loss must drop by more than this to count as better
+    seed: int = 0  # seeds weights, dropout and the per-epoch data order
+    bf16: bool = False  # forward under torch.autocast(dtype=torch.bfloat16)
+    eval_every: int = 1  # evaluate on the dev split every this many epochs
+    log_every: int = 50  # write a step line to metrics.jsonl every this many steps
+    save_every: int = 0  # also save last/ every this many steps (0: at each epoch end only)
+    max_steps: int | None = None  # stop after this many optimizer steps (None: all epochs)
+    device: str = "auto"  # "auto" (cuda if available), "cpu", "cuda", "cuda:1", ...
+
+    def __post_init__(self) -> None:
+        _positive("lr", self.lr, float)
+        _at_least("weight_decay", self.weight_decay, 0.0)
+        _positive("batch_size", self.batch_size, int)
+        _positive("epochs", self.epochs, int)
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if self.warmup_steps is not None:
+            _at_least("warmup_steps", self.warmup_steps, 0, int)
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if self.grad_clip is not None:
+            _at_least("grad_clip", self.grad_clip, 0.0)
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.patience is not None:
+            _positive("patience", self.patience, int)
+        _at_least("min_delta", self.min_delta, 0.0)
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
+            raise TypeError(f"seed must be an int, got {self.seed!r}")
+        if not isinstance(self.bf16, bool):
+            raise TypeError(f"bf16 must be a bool, got {self.bf16!r}")
+        _positive("eval_every", self.eval_every, int)
+        _positive("log_every", self.log_every, int)
+        _at_least("save_every", self.save_every, 0, int)
+        if self.max_steps is not None:
+            _positive("max_steps", self.max_steps, int)
+        if not isinstance(self.device, str) or not (
+            self.device in ("auto", "cpu") or self.device.startswith("cuda")
+        ):
+            raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {self.device!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready dict of every field."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """Inverse of :meth:`to_dict`; unknown keys are an error (a version mismatch)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(
+                f"unknown TrainConfig fields {unknown}; expected a subset of {sorted(names)}"
+            )
+        return cls(**data)
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        """A copy with some fields changed (checked again)."""
+        return dataclasses.replace(self, **changes)
+
+
+def _positive(name: str, value: Any, kind: type) -> None:
+    _check_type(name, value, kind)
+    if value <= 0:
+        raise ValueError(f"{name} must be > 0, got {value}")
+
+
+def _at_least(name: str, value: Any, low: float, kind: type = float) -> None:
+    _check_type(name, value, kind)
+    if value < low:
+        raise ValueError(f"{name} must be >= {low}, got {value}")
+
+
+def _check_type(name: str, value: Any, kind: type) -> None:
+    ok = isinstance(value, int) if kind is int else isinstance(value, (int, float))
+    if not ok or isinstance(value, bool):
+        raise TypeError(f"{name} must be {'an int' if kind is int else 'a number'}, got {value!r}")

@@ -1,0 +1,70 @@
+"""AdamW with sensible weight-decay groups, and the warm-up-then-decay learning-rate schedule.
+
+The schedule is a pure function of the step, so resuming needs only the step count.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+__all__ = ["build_optimizer", "lr_factor", "set_lr", "warmup_steps_for"]
+
+# Modules whose weights are scales or lookup tables, not projections: decaying them only hurts.
+_NO_DECAY_MODULES = (nn.LayerNorm, nn.Embedding, nn.GroupNorm, nn.BatchNorm1d, nn.RMSNorm)
+
+
+def build_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices only (not on biases, norms or embeddings).
+
+    Parameters are grouped in ``model.named_parameters()`` order, so the optimizer state lines
+    up with the same model built again (needed to resume).
+    """
+    no_decay_ids = set()
+    for module in model.modules():
+        if isinstance(module, _NO_DECAY_MODULES):
+            no_decay_ids.update(id(p) for p in module.parameters(recurse=False))
+    decay, no_decay = [], []
+    for _, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        (no_decay if param.ndim < 2 or id(param) in no_decay_ids else decay).append(param)
+    groups = [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr)
+
+
+def warmup_steps_for(total_steps: int, warmup_ratio: float, warmup_steps: int | None) -> int:
+    """Absolute warm-up length: ``warmup_steps`` if given, else ``ceil(ratio * total)``."""
+    if warmup_steps is not None:
+        return min(warmup_steps, total_steps)
+    return math.ceil(warmup_ratio * total_steps)
+
+
+def lr_factor(step: int, total_steps: int, warmup: int, schedule: str) -> float:
+    """Multiplier of the peak learning rate for optimizer step ``step`` (0-based).
+
+    Linear warm-up ``(step + 1) / warmup`` over the first ``warmup`` steps, then ``constant``
+    (1), ``linear`` decay to 0 at ``total_steps``, or ``cosine`` decay to 0 at ``total_steps``.
+    """
+    if step < warmup:
+        return (step + 1) / warmup
+    if schedule == "constant":
+        return 1.0
+    progress = (step - warmup) / max(1, total_steps - warmup)  # in [0, 1)
+    progress = min(progress, 1.0)
+    if schedule == "linear":
+        return 1.0 - progress
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+    raise ValueError(f"schedule must be 'linear', 'cosine' or 'constant', got {schedule!r}")
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Set every parameter group's learning rate to ``lr``."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr

@@ -1,0 +1,313 @@
+"""Trainer: schedule, optimizer groups, metrics, learning, seeds, exact resume, early stopping,
+bf16, and data parallelism under torchrun (on the toy task of tests/toy_training.py)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from attnlab.training import Callback, MetricsLog, TrainConfig, Trainer, load_checkpoint
+from attnlab.training.metrics import confusion_matrix, macro_f1, summarize
+from attnlab.training.optim import build_optimizer, lr_factor, warmup_steps_for
+from attnlab.training.progress import ProgressBar
+from attnlab.training.sharding import ShardedBatches
+from toy_training import ToyClassifier, toy_loaders, train_toy
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = dict(batch_size=32, lr=5e-3, log_every=4)
+
+
+def weights_of(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def assert_same_weights(a: dict, b: dict, atol: float = 0.0) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        if atol == 0.0:
+            assert torch.equal(a[k], b[k]), f"{k} differs by {(a[k] - b[k]).abs().max()}"
+        else:
+            torch.testing.assert_close(a[k], b[k], atol=atol, rtol=0, msg=k)
+
+
+# --- schedule, optimizer, metrics ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "schedule, step, expected",
+    [
+        ("linear", 0, 1 / 4), ("linear", 3, 1.0), ("linear", 4, 1.0), ("linear", 8, 0.5),
+        ("linear", 11, 1 / 8), ("cosine", 4, 1.0), ("cosine", 8, 0.5),
+        ("cosine", 10, 0.5 * (1 + math.cos(math.pi * 6 / 8))), ("constant", 11, 1.0),
+        ("constant", 1, 0.5),
+    ],
+)
+def test_lr_factor_hand_computed(schedule, step, expected):
+    # 12 steps, 4 of warm-up: factors 1/4, 2/4, 3/4, 4/4, then decay over the 8 remaining.
+    assert lr_factor(step, 12, 4, schedule) == pytest.approx(expected)
+
+
+def test_warmup_steps_ratio_and_override():
+    assert warmup_steps_for(100, 0.1, None) == 10
+    assert warmup_steps_for(101, 0.1, None) == 11  # ceil
+    assert warmup_steps_for(100, 0.1, 3) == 3
+    assert warmup_steps_for(5, 0.1, 30) == 5
+
+
+def test_optimizer_no_decay_on_bias_norm_embedding():
+    model = ToyClassifier()
+    opt = build_optimizer(model, lr=1e-3, weight_decay=0.1)
+    decayed = {id(p) for g in opt.param_groups if g["weight_decay"] > 0 for p in g["params"]}
+    names = {n for n, p in model.named_parameters() if id(p) in decayed}
+    assert names == {"head.weight"}
+    assert sum(len(g["params"]) for g in opt.param_groups) == len(list(model.parameters()))
+
+
+def test_confusion_matrix_and_macro_f1_hand_computed():
+    labels = torch.tensor([0, 0, 0, 1, 1, 2])
+    preds = torch.tensor([0, 1, 0, 1, 0, 2])
+    m = confusion_matrix(preds, labels, 3)
+    assert m.tolist() == [[2, 1, 0], [1, 1, 0], [0, 0, 1]]
+    # class 0: P 2/3, R 2/3 -> 2/3; class 1: P 1/2, R 1/2 -> 1/2; class 2: 1.
+    assert macro_f1(m) == pytest.approx((2 / 3 + 1 / 2 + 1) / 3)
+    result = summarize(3.0, m)
+    assert (result.n, result.loss, result.accuracy) == (6, 0.5, pytest.approx(4 / 6))
+
+
+def test_metrics_reject_bad_input():
+    with pytest.raises(ValueError, match="labels must lie in"):
+        confusion_matrix(torch.tensor([0]), torch.tensor([3]), 2)
+    with pytest.raises(ValueError, match="not finite"):
+        summarize(float("nan"), torch.eye(2, dtype=torch.long))
+
+
+def test_train_config_checks():
+    with pytest.raises(ValueError, match="lr must be > 0"):
+        TrainConfig(lr=0.0)
+    with pytest.raises(ValueError, match="schedule must be one of"):
+        TrainConfig(schedule="step")
+    with pytest.raises(TypeError, match="batch_size must be an int"):
+        TrainConfig(batch_size=3.5)
+    with pytest.raises(ValueError, match="unknown TrainConfig fields"):
+        TrainConfig.from_dict({"lr": 1e-3, "learning_rate": 1})
+    assert TrainConfig.from_dict(TrainConfig(lr=3e-4).to_dict()) == TrainConfig(lr=3e-4)
+
+
+# --- training -------------------------------------------------------------------------------
+
+
+def test_toy_training_learns_and_writes_run(tmp_path):
+    model, result = train_toy(TrainConfig(epochs=3, **FAST), tmp_path)
+    assert result.best_val.accuracy > 0.95
+    assert result.global_step == 3 * (512 // 32)
+    assert [r.epoch for r in result.history] == [1, 2, 3]
+    assert result.history[-1].train_loss < result.history[0].train_loss
+    records = MetricsLog.read(tmp_path / "metrics.jsonl")
+    steps = [r["step"] for r in records if r["type"] == "step"]
+    assert steps == list(range(4, 49, 4))
+    evals = [r for r in records if r["type"] == "eval"]
+    assert [r["epoch"] for r in evals] == [1, 2, 3]
+    assert {"loss", "accuracy", "f1", "n", "train_loss"} <= evals[0].keys()
+    best = load_checkpoint(tmp_path / "best")
+    assert best.metrics["epoch"] == result.best_epoch
+    assert best.config["labels"] == ["bad", "good"] and best.config["model_type"] == "toy"
+    last = load_checkpoint(tmp_path / "last", with_state=True)
+    assert last.trainer_state["progress"]["global_step"] == result.global_step
+    assert_same_weights(last.weights, weights_of(model))
+    assert json.loads((tmp_path / "result.json").read_text())["global_step"] == 48
+
+
+def test_lr_follows_schedule_in_log(tmp_path):
+    cfg = TrainConfig(epochs=1, warmup_steps=4, schedule="linear", **{**FAST, "log_every": 1})
+    train_toy(cfg, tmp_path)
+    lrs = [r["lr"] for r in MetricsLog.read(tmp_path / "metrics.jsonl") if r["type"] == "step"]
+    expected = [cfg.lr * lr_factor(s, 16, 4, "linear") for s in range(16)]
+    assert lrs == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+def test_same_seed_same_weights_other_seed_differs(dropout):
+    cfg = TrainConfig(epochs=1, **FAST)
+    a, ra = train_toy(cfg, dropout=dropout)
+    b, rb = train_toy(cfg, dropout=dropout)
+    c, _ = train_toy(cfg.replace(seed=1), dropout=dropout)
+    assert_same_weights(weights_of(a), weights_of(b))
+    assert ra.best_val == rb.best_val
+    assert not torch.equal(a.head.weight, c.head.weight)
+
+
+class Crash(Callback):
+    """Raises at a given step, like a process killed after that step."""
+
+    def __init__(self, at_step: int) -> None:
+        self.at_step = at_step
+
+    def on_step_end(self, trainer, info):
+        if info.step == self.at_step:
+            raise RuntimeError("simulated crash")
+
+
+@pytest.mark.parametrize("saved_at, crash_at", [(5, 7), (16, 18), (20, 20)])
+def test_resume_reaches_the_uninterrupted_weights(tmp_path, saved_at, crash_at):
+    # 16 steps per epoch, 2 epochs; dropout makes the RNG state matter.
+    cfg = TrainConfig(epochs=2, save_every=saved_at, **FAST)
+    full, full_result = train_toy(cfg, tmp_path / "full", dropout=0.2)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train_toy(cfg, tmp_path / "cut", dropout=0.2, callbacks=[Crash(crash_at)])
+    saved = load_checkpoint(tmp_path / "cut" / "last", with_state=True)
+    assert saved.trainer_state["progress"]["global_step"] == saved_at
+    resumed, result = train_toy(cfg, tmp_path / "cut", dropout=0.2, resume=True)
+    assert_same_weights(weights_of(resumed), weights_of(full))
+    assert result.global_step == full_result.global_step
+    assert [r.val for r in result.history] == [r.val for r in full_result.history]
+    assert [r.train_loss for r in result.history] == pytest.approx(
+        [r.train_loss for r in full_result.history], abs=1e-12)
+    steps = [r["step"] for r in MetricsLog.read(tmp_path / "cut" / "metrics.jsonl")
+             if r["type"] == "step"]
+    assert steps == sorted(set(steps))  # no step logged twice after the resume
+
+
+def test_keyboard_interrupt_saves_last_then_resume_matches(tmp_path):
+    class Interrupt(Callback):
+        def on_step_end(self, trainer, info):
+            if info.step == 11:
+                raise KeyboardInterrupt
+
+    cfg = TrainConfig(epochs=2, **FAST)
+    full, _ = train_toy(cfg, tmp_path / "full")
+    with pytest.raises(KeyboardInterrupt):
+        train_toy(cfg, tmp_path / "cut", callbacks=[Interrupt()])
+    state = load_checkpoint(tmp_path / "cut" / "last", with_state=True).trainer_state
+    assert state["progress"]["global_step"] == 11
+    resumed, _ = train_toy(cfg, tmp_path / "cut", resume=True)
+    assert_same_weights(weights_of(resumed), weights_of(full))
+
+
+def test_resume_refuses_changed_config_and_missing_run(tmp_path):
+    cfg = TrainConfig(epochs=1, **FAST)
+    train_toy(cfg, tmp_path)
+    with pytest.raises(ValueError, match=r"lr \(saved 0.005, now 0.001\)"):
+        train_toy(cfg.replace(lr=1e-3), tmp_path, resume=True)
+    with pytest.raises(FileNotFoundError, match="checkpoint folder not found"):
+        train_toy(cfg, tmp_path / "nothing", resume=True)
+
+
+def test_early_stopping_on_rising_val_loss(tmp_path):
+    # Dev labels flipped: the better the model learns, the worse the dev loss.
+    cfg = TrainConfig(epochs=5, patience=2, **FAST)
+    _, result = train_toy(cfg, tmp_path, flip_dev=True)
+    assert result.stopped_early
+    assert result.best_epoch == 1
+    assert len(result.history) == 3  # epochs 2 and 3 did not improve
+    assert load_checkpoint(tmp_path / "best").metrics["epoch"] == 1
+
+
+def test_max_steps_stops_and_evaluates():
+    _, result = train_toy(TrainConfig(epochs=3, max_steps=10, **FAST))
+    assert result.global_step == 10
+    assert len(result.history) == 1 and result.history[0].val is not None
+
+
+def test_bf16_autocast_runs_and_learns():
+    model, result = train_toy(TrainConfig(epochs=2, bf16=True, **FAST))
+    assert model.last_dtype == torch.bfloat16  # the forward ran under autocast
+    assert model.head.weight.dtype == torch.float32  # master weights stay float32
+    assert result.best_val.accuracy > 0.9
+
+
+def test_label_smoothing_changes_training_loss():
+    _, plain = train_toy(TrainConfig(epochs=1, **FAST))
+    _, smooth = train_toy(TrainConfig(epochs=1, label_smoothing=0.2, **FAST))
+    # Smoothed cross-entropy is bounded below by the entropy of the smoothed target (> 0.19).
+    target = torch.tensor([0.9, 0.1])
+    floor = float(-(target * target.log()).sum())
+    assert smooth.history[0].train_loss > floor > plain.history[-1].train_loss * 0.5
+
+
+def test_nan_loss_raises(tmp_path):
+    class Broken(ToyClassifier):
+        def forward(self, input_ids, attention_mask=None, labels=None):
+            out = super().forward(input_ids, attention_mask, labels)
+            return out._replace(loss=out.loss * float("nan"))
+
+    train, dev = toy_loaders(32)
+    trainer = Trainer(Broken(), TrainConfig(epochs=1, **FAST), train, dev, progress=False)
+    with pytest.raises(FloatingPointError, match="training loss is nan at step 1"):
+        trainer.fit()
+
+
+def test_trainer_rejects_bad_arguments():
+    train, dev = toy_loaders(32)
+    with pytest.raises(TypeError, match="config must be a TrainConfig"):
+        Trainer(ToyClassifier(), {"lr": 1e-3}, train, dev)
+    with pytest.raises(TypeError, match="train_data must have len"):
+        Trainer(ToyClassifier(), TrainConfig(), iter(train), dev)
+
+
+def test_progress_bar_plain_lines_when_not_a_tty(capsys):
+    import io
+
+    stream = io.StringIO()  # not a TTY: one line per `line_every` steps, no carriage returns
+    bar = ProgressBar(10, "epoch 1/1", stream=stream, line_every=4)
+    for _ in range(10):
+        bar.update(1, loss=0.5, **{"tok/s": "1.0k"})
+    bar.close()
+    lines = stream.getvalue().splitlines()
+    assert "\r" not in stream.getvalue()
+    assert [line.split()[2] for line in lines] == ["4/10", "8/10", "10/10"]
+    assert "loss 0.500" in lines[0] and "tok/s 1.0k" in lines[0]
+
+
+def test_sharded_batches_partition_rows_and_trim_padding():
+    batch = {"input_ids": torch.tensor([[5, 6, 7, 0], [5, 6, 0, 0], [5, 6, 7, 8], [5, 0, 0, 0]]),
+             "attention_mask": torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0], [1, 1, 1, 1],
+                                             [1, 0, 0, 0]]),
+             "labels": torch.tensor([0, 1, 1, 0])}
+    parts = [next(iter(ShardedBatches([batch], 2, r))) for r in range(2)]
+    assert parts[0]["input_ids"].tolist() == [[5, 6, 7], [5, 6, 0]]
+    assert parts[1]["input_ids"].tolist() == [[5, 6, 7, 8], [5, 0, 0, 0]]
+    assert torch.cat([p["labels"] for p in parts]).tolist() == [0, 1, 1, 0]
+    tiny = {k: v[:1] for k, v in batch.items()}
+    assert list(ShardedBatches([tiny], 2, 1)) == []  # an empty slice is skipped
+    with pytest.raises(ValueError, match="rank must be in"):
+        ShardedBatches([batch], 2, 2)
+
+
+def test_batch_size_must_split_over_processes():
+    from attnlab.training.distributed import DistInfo
+
+    train, dev = toy_loaders(32)
+    fake = DistInfo(rank=0, world_size=3, local_rank=0, device=torch.device("cpu"))
+    with pytest.raises(ValueError, match=r"batch_size \(32\) must be divisible by .* \(3\)"):
+        Trainer(ToyClassifier(), TrainConfig(**FAST), train, dev, dist_info=fake)
+
+
+@pytest.mark.slow
+def test_two_processes_match_one_process(tmp_path):
+    """torchrun with 2 gloo processes (global batch 32 split 16 + 16) vs 1 process (32)."""
+    script = ROOT / "tests" / "toy_training.py"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "src")}
+    results = {}
+    for n in (1, 2):
+        out = tmp_path / f"n{n}"
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(n),
+               "--master_port", str(29500 + os.getpid() % 1000 + n), str(script),
+               "--out", str(out)]
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=110)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        results[n] = json.loads((out / "weights.json").read_text())
+        assert (out / "run" / "last" / "model.safetensors").exists()
+    assert results[1]["steps"] == results[2]["steps"] == 2 * (512 // 32)
+    for name, w1 in results[1]["weights"].items():
+        torch.testing.assert_close(torch.tensor(results[2]["weights"][name]), torch.tensor(w1),
+                                   atol=1e-5, rtol=1e-4, msg=name)
+    assert results[2]["val"]["n"] == 128  # every dev example counted once over both ranks
+    assert results[1]["val"]["accuracy"] == pytest.approx(results[2]["val"]["accuracy"])

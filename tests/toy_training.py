@@ -1,0 +1,123 @@
+"""A tiny model and task for trainer tests; run as a script it trains once (for torchrun).
+
+Task: each sequence holds random filler tokens and one cue token, 6 ("good") or 7 ("bad");
+the label says which. A masked mean of embeddings solves it.
+
+Legend: ``B`` batch, ``T`` sequence length, ``D`` embedding size, ``C`` classes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from attnlab.data import LengthGroupedBatches
+from attnlab.training import RunArtifacts, TrainConfig, Trainer, seed_everything
+from attnlab.training.distributed import cleanup_distributed, setup_distributed
+from attnlab.training.sharding import ShardedBatches
+
+VOCAB = 24
+
+
+class ToyOutput(NamedTuple):
+    logits: Tensor  # (B, C)
+    loss: Tensor | None
+
+
+class ToyClassifier(nn.Module):
+    """Embedding -> dropout -> masked mean -> LayerNorm -> Linear."""
+
+    def __init__(self, vocab: int = VOCAB, d: int = 16, n_classes: int = 2, dropout: float = 0.0):
+        super().__init__()
+        self.config = {"vocab": vocab, "d": d, "n_classes": n_classes, "dropout": dropout}
+        self.emb = nn.Embedding(vocab, d)
+        self.drop = nn.Dropout(dropout)
+        self.norm = nn.LayerNorm(d)
+        self.head = nn.Linear(d, n_classes)
+        self.last_dtype: torch.dtype | None = None
+
+    def forward(self, input_ids, attention_mask=None, labels=None) -> ToyOutput:
+        x = self.drop(self.emb(input_ids))  # (B, T, D)
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        m = attention_mask.unsqueeze(-1).to(x.dtype)  # (B, T, 1)
+        pooled = (x * m).sum(1) / m.sum(1)  # (B, D)
+        logits = self.head(self.norm(pooled))  # (B, C)
+        self.last_dtype = logits.dtype
+        loss = None if labels is None else F.cross_entropy(logits.float(), labels)
+        return ToyOutput(logits, loss)
+
+
+def toy_examples(n: int, seed: int) -> tuple[list[list[int]], list[int]]:
+    """``n`` sequences of 3..12 ids with one cue token; labels 1 for cue 6, 0 for cue 7."""
+    g = torch.Generator().manual_seed(seed)
+    ids, labels = [], []
+    for _ in range(n):
+        length = int(torch.randint(3, 13, (1,), generator=g))
+        seq = torch.randint(8, VOCAB, (length,), generator=g).tolist()
+        label = int(torch.randint(0, 2, (1,), generator=g))
+        seq[int(torch.randint(0, length, (1,), generator=g))] = 6 if label else 7
+        ids.append(seq)
+        labels.append(label)
+    return ids, labels
+
+
+def toy_loaders(batch_size: int, seed: int = 0, n_train: int = 512, n_dev: int = 128,
+                world_size: int = 1, rank: int = 0, flip_dev: bool = False):
+    """(train, dev) batch iterables; with ``world_size > 1`` each global batch is split."""
+    train_ids, train_labels = toy_examples(n_train, seed=1234)
+    dev_ids, dev_labels = toy_examples(n_dev, seed=4321)
+    if flip_dev:
+        dev_labels = [1 - y for y in dev_labels]
+    train = LengthGroupedBatches(train_ids, train_labels, batch_size, seed=seed, drop_last=True,
+                                 pool_batches=4)
+    dev = LengthGroupedBatches(dev_ids, dev_labels, 32, shuffle=False)
+    if world_size > 1:
+        train = ShardedBatches(train, world_size, rank)
+        dev = ShardedBatches(dev, world_size, rank)
+    return train, dev
+
+
+def train_toy(config: TrainConfig, out_dir=None, *, dropout: float = 0.0, resume: bool = False,
+              callbacks=(), flip_dev: bool = False, world_size: int = 1, rank: int = 0,
+              dist_info=None):
+    """Build the toy model from ``config.seed``, train it; returns (model, FitResult)."""
+    seed_everything(config.seed)
+    model = ToyClassifier(dropout=dropout)
+    train, dev = toy_loaders(config.batch_size, config.seed, world_size=world_size, rank=rank,
+                             flip_dev=flip_dev)
+    trainer = Trainer(model, config, train, dev, out_dir=out_dir, callbacks=callbacks,
+                      progress=False, dist_info=dist_info,
+                      artifacts=RunArtifacts(model.config, "toy", ["bad", "good"]))
+    return model, trainer.fit(resume=resume)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Train under torchrun (or alone) and write the final weights' sum and a hash to JSON."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--epochs", type=int, default=2)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    info = setup_distributed("cpu")
+    config = TrainConfig(epochs=args.epochs, batch_size=32, lr=5e-3, log_every=4)
+    model, result = train_toy(config, os.path.join(args.out, "run"), world_size=info.world_size,
+                              rank=info.rank, dist_info=info)
+    if info.is_main:
+        weights = {k: v.tolist() for k, v in model.state_dict().items()}
+        with open(os.path.join(args.out, "weights.json"), "w") as f:
+            json.dump({"weights": weights, "steps": result.global_step,
+                       "val": result.best_val.to_dict()}, f)
+    cleanup_distributed()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
