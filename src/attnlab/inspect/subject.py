@@ -199,13 +199,46 @@ def checkpoint_dir(path: Path) -> Path:
                             f"its best/ and last/ folders")
 
 
-def build_model(model_type: str, model_config: dict) -> nn.Module:
-    """A fresh, full-size model of ``model_type`` from its config dict."""
+@dataclass(frozen=True)
+class BuiltModel:
+    """A fresh, full-size model from a checkpoint config, and how to read it."""
+
+    model: nn.Module
+    pooling: str  # "cls" or "mean": what the classification head reads
+    max_length: int  # longest input in tokens
+    n_classes: int  # outputs of the classification head
+
+
+def build_model(config: dict) -> BuiltModel:
+    """Build the model a checkpoint's ``config.json`` describes (weights not loaded).
+
+    Known ``model_type``: ``"classifier"`` (:class:`~attnlab.models.TextClassifier`, config
+    under ``"model"``) and ``"bert-sequence-classifier"`` (BERT with a classification head,
+    ``"bert"``/``"head"`` at the top level or under ``"model"``).
+    """
+    model_type = config.get("model_type", "classifier")
     if model_type == "classifier":
         from attnlab.models.classifier import ClassifierConfig, TextClassifier
 
-        return TextClassifier(ClassifierConfig.from_dict(model_config))
-    raise ValueError(f"unknown model_type {model_type!r} in config.json; known: ['classifier']")
+        c = ClassifierConfig.from_dict(config["model"])
+        return BuiltModel(TextClassifier(c), c.pooling, c.max_len, c.n_classes)
+    if model_type == "bert-sequence-classifier":
+        from attnlab.models.bert import BertConfig, BertModel
+        from attnlab.models.bert_classifier import (
+            BertClassifierConfig,
+            BertForSequenceClassification,
+        )
+
+        c = config if "bert" in config else config["model"]
+        bert_config = BertConfig.from_dict(c["bert"])
+        head = BertClassifierConfig(**c["head"])
+        model = BertForSequenceClassification(
+            BertModel(bert_config, add_pooler=c.get("with_pooler", True)), head)
+        return BuiltModel(model, "mean" if head.pooling == "mean" else "cls",
+                          int(c.get("max_length") or bert_config.max_position_embeddings),
+                          head.num_labels)
+    raise ValueError(f"unknown model_type {model_type!r} in config.json; known: "
+                     f"['classifier', 'bert-sequence-classifier']")
 
 
 def _read_run(path: Path):
@@ -213,11 +246,10 @@ def _read_run(path: Path):
     from attnlab.training.checkpoint import load_checkpoint, load_weights
 
     ckpt = load_checkpoint(checkpoint_dir(path))
-    config = ckpt.config
-    model = build_model(config.get("model_type", "classifier"), config["model"])
-    restore_pruning(model, config.get(KEPT_HEADS_KEY))
-    load_weights(model, ckpt)
-    return ckpt, model
+    built = build_model(ckpt.config)
+    restore_pruning(built.model, ckpt.config.get(KEPT_HEADS_KEY))
+    load_weights(built.model, ckpt)
+    return ckpt, built
 
 
 def save_pruned_run(run: str | os.PathLike, heads, out: str | os.PathLike) -> Path:
@@ -232,20 +264,18 @@ def save_pruned_run(run: str | os.PathLike, heads, out: str | os.PathLike) -> Pa
     """
     from attnlab.training.checkpoint import save_checkpoint
 
-    ckpt, model = _read_run(Path(run))
+    ckpt, built = _read_run(Path(run))
     config = {k: v for k, v in ckpt.config.items() if k not in ("format", "version")}
-    config[KEPT_HEADS_KEY] = prune_heads(model, heads, previous=config.get(KEPT_HEADS_KEY))
-    return save_checkpoint(out, model, config, tokenizer=ckpt.tokenizer_path)
+    config[KEPT_HEADS_KEY] = prune_heads(built.model, heads,
+                                         previous=config.get(KEPT_HEADS_KEY))
+    return save_checkpoint(out, built.model, config, tokenizer=ckpt.tokenizer_path)
 
 
 def _load_run(path: Path, device: str) -> Subject:
-    ckpt, model = _read_run(path)
-    config = ckpt.config
+    ckpt, built = _read_run(path)
     if ckpt.tokenizer_path is None:
         raise FileNotFoundError(f"{ckpt.path} has no tokenizer.json; cannot turn text into ids")
-    n_classes = config["model"].get("n_classes")
-    labels = config.get("labels") or ([str(i) for i in range(n_classes)] if n_classes else None)
-    return Subject(model.to(device).eval(), Tokenizer.from_file(str(ckpt.tokenizer_path)),
-                   labels=[str(x) for x in labels] if labels else None,
-                   pooling=config["model"].get("pooling", "cls"),
-                   max_length=int(config["model"].get("max_len", 512)), name=str(path))
+    labels = ckpt.config.get("labels") or [str(i) for i in range(built.n_classes)]
+    return Subject(built.model.to(device).eval(), Tokenizer.from_file(str(ckpt.tokenizer_path)),
+                   labels=[str(x) for x in labels], pooling=built.pooling,
+                   max_length=built.max_length, name=str(path))
