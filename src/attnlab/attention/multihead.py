@@ -124,9 +124,10 @@ class MultiHeadAttention(nn.Module):
         if not heads:
             return
         keep = [h for h in range(self.n_heads) if h not in heads]
-        rows_qk = torch.arange(self.n_heads * self.d_k).view(self.n_heads, self.d_k)[keep]
-        rows_v = torch.arange(self.n_heads * self.d_v).view(self.n_heads, self.d_v)[keep]
-        rows_qk, rows_v = rows_qk.flatten(), rows_v.flatten()  # (h*d_k,), (h*d_v,)
+        # rows of the kept heads in the projections' outputs (head-major, as in forward)
+        rows_qk = torch.arange(self.n_heads * self.d_k).view(self.n_heads, self.d_k)  # (H, d_k)
+        rows_v = torch.arange(self.n_heads * self.d_v).view(self.n_heads, self.d_v)  # (H, d_v)
+        rows_qk, rows_v = rows_qk[keep].flatten(), rows_v[keep].flatten()  # (h*d_k,), (h*d_v,)
 
         def shrink(proj: nn.Linear, index: Tensor, dim: int) -> nn.Linear:
             index = index.to(proj.weight.device)
