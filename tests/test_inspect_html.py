@@ -112,3 +112,15 @@ def test_pretrained_minilm_subject():
     assert len(a.weights) == 6 and all(w.shape[0] == 12 for w in a.weights)
     assert a.tokens[0] == "[CLS]" and a.tokens[-1] == "[SEP]"
     torch.testing.assert_close(a.relevance.sum(), torch.tensor(1.0))
+
+
+def test_public_names_resolve_and_import_stays_light():
+    import subprocess
+    import sys
+
+    import attnlab.inspect as inspect_pkg
+
+    assert all(getattr(inspect_pkg, name) is not None for name in inspect_pkg.__all__)
+    code = "import sys, attnlab; print('matplotlib' in sys.modules, 'fastapi' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]

@@ -2,7 +2,18 @@
 
 Everything here works on any module built from :class:`~attnlab.attention.MultiHeadAttention`;
 layer and head counts come from the modules and tensors, never from a model type.
+
+* capture: :func:`capture`, :func:`head_gates`
+* analyses: :func:`attention_rollout`, :func:`head_statistics`, :func:`head_importance`,
+  :func:`prune_heads`, :func:`head_report`
+* models from run folders or pretrained names: :func:`load_subject`
+* pictures: :func:`heatmap`, :func:`head_grid`, :func:`relevance_plot` (matplotlib)
+* HTML explorer: :func:`attention_view`; live app: :func:`create_app`
+
+Pictures, HTML, reports and the app load on first use, so ``import attnlab`` stays light.
 """
+
+from importlib import import_module
 
 from attnlab.inspect.capture import AttentionCapture, attention_modules, capture
 from attnlab.inspect.gates import head_gates
@@ -10,6 +21,14 @@ from attnlab.inspect.importance import HeadImportance, head_importance
 from attnlab.inspect.pruning import kept_heads, prune_heads, restore_pruning
 from attnlab.inspect.rollout import Rollout, attention_rollout
 from attnlab.inspect.statistics import HeadStats, head_statistics
+
+_LAZY = {
+    "AttentionView": "html", "attention_view": "html",
+    "Subject": "subject", "load_subject": "subject", "save_pruned_run": "subject",
+    "HeadReport": "head_report", "head_report": "head_report", "write_report": "head_report",
+    "heatmap": "pictures", "head_grid": "pictures", "relevance_plot": "pictures",
+    "create_app": "app",
+}
 
 __all__ = [
     "AttentionCapture",
@@ -25,4 +44,11 @@ __all__ = [
     "kept_heads",
     "prune_heads",
     "restore_pruning",
+    *sorted(_LAZY),
 ]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(import_module(f"attnlab.inspect.{_LAZY[name]}"), name)
+    raise AttributeError(f"module 'attnlab.inspect' has no attribute {name!r}")
