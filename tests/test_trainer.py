@@ -22,7 +22,7 @@ from attnlab.training.sharding import ShardedBatches
 from toy_training import ToyClassifier, toy_loaders, train_toy
 
 ROOT = Path(__file__).resolve().parents[1]
-FAST = dict(batch_size=32, lr=5e-3, log_every=4)
+FAST = dict(batch_size=32, lr=5e-3, log_every=4, label_smoothing=0.0)
 
 
 def weights_of(model: nn.Module) -> dict[str, torch.Tensor]:

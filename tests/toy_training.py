@@ -107,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     info = setup_distributed("cpu")
-    config = TrainConfig(epochs=args.epochs, batch_size=32, lr=5e-3, log_every=4)
+    config = TrainConfig(epochs=args.epochs, batch_size=32, lr=5e-3, log_every=4,
+                         label_smoothing=0.0)
     model, result = train_toy(config, os.path.join(args.out, "run"), world_size=info.world_size,
                               rank=info.rank, dist_info=info)
     if info.is_main:

@@ -84,10 +84,63 @@ def _add_serve(sub) -> None:
     parser.set_defaults(func=cli_inspect.run_serve)
 
 
+def _add_train(sub) -> None:
+    from attnlab import cli_train
+
+    parser = sub.add_parser(
+        "train", help="train a Transformer classifier (tokenizer included) into a run folder",
+        description="Train a tokenizer on the training split and a TextClassifier with AdamW, "
+                    "warm-up and decay, evaluating on the dev split after each epoch; keep the "
+                    "best/ and last/ checkpoints. Runs under torchrun for data parallelism.",
+        epilog="example: attnlab train --data sst2 --heads 4 --layers 2 --d-model 128 "
+               "--epochs 3 --out runs/h4",
+    )
+    cli_train.add_train_arguments(parser)
+    parser.set_defaults(func=cli_train.run_train)
+
+
+def _add_evaluate(sub) -> None:
+    from attnlab import cli_train
+
+    parser = sub.add_parser(
+        "evaluate", help="loss, accuracy and F1 of a trained run on a split",
+        description="Evaluate a run folder's best checkpoint on a labelled split.",
+        epilog="example: attnlab evaluate runs/h4 --data sst2 --split test --json",
+    )
+    cli_train.add_evaluate_arguments(parser)
+    parser.set_defaults(func=cli_train.run_evaluate)
+
+
+def _add_predict(sub) -> None:
+    from attnlab import cli_train
+
+    parser = sub.add_parser(
+        "predict", help="label and probability of each text",
+        description="Classify texts given as arguments and/or lines of --file.",
+        epilog='example: attnlab predict runs/h4 "a gorgeous, witty film" --json',
+    )
+    cli_train.add_predict_arguments(parser)
+    parser.set_defaults(func=cli_train.run_predict)
+
+
+def _add_experiment(sub) -> None:
+    from attnlab import cli_train
+
+    parser = sub.add_parser(
+        "experiment", help="single- vs multi-head, or positional encodings, over seeds",
+        description="Train each variant with several seeds, everything else equal; write "
+                    "report.md (table, target, differences), summary.json and curves.png.",
+        epilog="example: attnlab experiment heads --data sst2 --seeds 3 --out runs/exp-heads",
+    )
+    cli_train.add_experiment_arguments(parser)
+    parser.set_defaults(func=cli_train.run_experiment)
+
+
 # Subcommand registrations, in the order `attnlab --help` lists them.
 _REGISTRY: list = []
 _REGISTRY.append(_add_explain)
 _REGISTRY += [_add_show, _add_heads, _add_serve]
+_REGISTRY += [_add_train, _add_evaluate, _add_predict, _add_experiment]
 
 if __name__ == "__main__":
     sys.exit(main())

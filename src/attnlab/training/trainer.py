@@ -36,7 +36,8 @@ from torch.nn.parallel import DistributedDataParallel
 from attnlab.training.checkpoint import load_checkpoint, load_weights, save_checkpoint
 from attnlab.training.config import TrainConfig
 from attnlab.training.distributed import DistInfo, all_reduce_sum, barrier, setup_distributed
-from attnlab.training.metrics import EvalResult, MetricsLog, confusion_matrix, summarize
+from attnlab.training.evaluation import evaluate
+from attnlab.training.metrics import EvalResult, MetricsLog
 from attnlab.training.optim import build_optimizer, lr_factor, set_lr, warmup_steps_for
 from attnlab.training.progress import ProgressBar
 
@@ -294,32 +295,10 @@ class Trainer:
                 cb.on_fit_end(self, result)
         return result
 
-    @torch.no_grad()
     def evaluate(self, data: Iterable[dict[str, Tensor]]) -> EvalResult:
-        """Loss (unsmoothed cross-entropy), accuracy and macro F1 over ``data``, summed over
-        processes when distributed."""
-        model = self.model
-        was_training = model.training
-        model.eval()
-        loss_sum = torch.zeros((), dtype=torch.float64, device=self.dist.device)
-        matrix: Tensor | None = None
-        try:
-            for batch in data:
-                batch = self._to_device(batch)
-                with self._autocast():
-                    out = model(**batch)
-                logits = out.logits.float()  # (B, C)
-                labels = batch["labels"]  # (B,)
-                loss_sum += F.cross_entropy(logits, labels, reduction="sum").double()
-                cm = confusion_matrix(logits.argmax(-1), labels, logits.shape[-1])  # (C, C)
-                matrix = cm if matrix is None else matrix + cm
-        finally:
-            model.train(was_training)
-        if matrix is None:
-            raise ValueError("eval data yielded no batches")
-        all_reduce_sum(loss_sum)
-        all_reduce_sum(matrix)
-        return summarize(float(loss_sum), matrix.cpu())
+        """Loss (unsmoothed cross-entropy), accuracy and macro F1 over ``data`` (see
+        :func:`~attnlab.training.evaluation.evaluate`)."""
+        return evaluate(self.model, data, device=self.dist.device, bf16=self.config.bf16)
 
     # --- one epoch ------------------------------------------------------------------------
 

@@ -1,0 +1,364 @@
+"""Controlled comparisons: the same classifier trained with one thing varied, over several seeds.
+
+``heads``: one head vs ``H`` heads at the same ``d_model`` (so the same parameter count).
+``positional``: none vs sinusoidal vs learned vs rotary positions.
+
+Each (variant, seed) trains into ``out/<variant>/seed<k>/`` (finished runs are reused, interrupted
+ones resumed); the results go to ``report.md`` (table, target, differences), ``summary.json`` and
+``curves.png`` (training and validation curves).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from attnlab.models.classifier import POSITIONAL, ClassifierConfig
+from attnlab.training.config import TrainConfig
+from attnlab.training.metrics import MetricsLog
+from attnlab.training.pipeline import DataConfig, saved_configs, train_classifier
+from attnlab.training.trainer import FitResult
+
+__all__ = [
+    "EXPERIMENTS",
+    "TARGET_ACCURACY",
+    "TARGET_LOSS",
+    "ExperimentReport",
+    "RunSummary",
+    "Variant",
+    "experiment_variants",
+    "run_experiment",
+]
+
+EXPERIMENTS = ("heads", "positional")
+TARGET_LOSS = 0.40  # the target: dev loss below this ...
+TARGET_ACCURACY = 0.78  # ... and dev accuracy above this
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One arm of an experiment: a name and the model options that make it."""
+
+    name: str  # folder and table name, e.g. "heads-4"
+    options: dict[str, Any]  # ClassifierConfig fields that differ between arms
+
+
+@dataclass
+class RunSummary:
+    """One trained (variant, seed), read at its best epoch (lowest dev loss)."""
+
+    variant: str
+    seed: int
+    n_parameters: int
+    best_epoch: int
+    train_loss: float
+    train_accuracy: float
+    val_loss: float
+    val_accuracy: float
+    val_f1: float
+    wall_time: float  # seconds of training (all epochs, evaluation included)
+    epochs: list[dict[str, Any]] = field(repr=False)  # EpochRecord dicts
+    steps: list[tuple[int, float]] = field(repr=False)  # (step, training loss) from the log
+
+    @property
+    def meets_target(self) -> bool:
+        return self.val_loss < TARGET_LOSS and self.val_accuracy > TARGET_ACCURACY
+
+
+@dataclass
+class ExperimentReport:
+    """Everything the report shows, per variant in order (the first is the baseline)."""
+
+    kind: str
+    variants: list[Variant]
+    runs: dict[str, list[RunSummary]]  # variant name -> one summary per seed
+    report_path: Path
+    table: str  # the markdown table (also printed)
+    findings: list[str]  # the plain-language lines: target and differences
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "target": {"val_loss_below": TARGET_LOSS, "val_accuracy_above": TARGET_ACCURACY},
+            "variants": [
+                {"name": v.name, "options": v.options,
+                 "runs": [{k: val for k, val in r.__dict__.items() if k not in ("epochs", "steps")}
+                          for r in self.runs[v.name]]}
+                for v in self.variants
+            ],
+            "findings": self.findings,
+        }
+
+
+def experiment_variants(kind: str, model_options: dict[str, Any]) -> list[Variant]:
+    """The arms of experiment ``kind`` around ``model_options`` (the rest held fixed)."""
+    if kind == "heads":
+        default = ClassifierConfig.__dataclass_fields__["n_heads"].default
+        heads = model_options.get("n_heads", default)
+        if heads == 1:
+            raise ValueError("the heads experiment compares 1 head with n_heads > 1; got n_heads=1")
+        return [Variant("heads-1", {"n_heads": 1}), Variant(f"heads-{heads}", {"n_heads": heads})]
+    if kind == "positional":
+        return [Variant(f"positional-{p}", {"positional": p}) for p in POSITIONAL]
+    raise ValueError(f"experiment must be one of {EXPERIMENTS}, got {kind!r}")
+
+
+def run_experiment(
+    kind: str,
+    out_dir: str | os.PathLike,
+    *,
+    data: DataConfig | None = None,
+    model_options: dict[str, Any] | None = None,
+    train: TrainConfig | None = None,
+    seeds: int = 3,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> ExperimentReport:
+    """Train every variant of ``kind`` with seeds ``train.seed + 0 .. seeds - 1``; write report.md,
+    summary.json and curves.png into ``out_dir``.
+
+    Args:
+        kind: ``"heads"`` or ``"positional"``.
+        out_dir: experiment folder.
+        data, model_options, train: the settings shared by all arms (see
+            :func:`~attnlab.training.pipeline.train_classifier`).
+        seeds: runs per variant (>= 2 to state a spread).
+        progress: show each run's progress.
+        log: where one line per finished run goes.
+    """
+    if not isinstance(seeds, int) or seeds < 1:
+        raise ValueError(f"seeds must be an integer >= 1, got {seeds!r}")
+    data, train = data or DataConfig(), train or TrainConfig()
+    base = dict(model_options or {})
+    variants = experiment_variants(kind, base)
+    clash = sorted(set(base) & {k for v in variants for k in v.options})
+    if clash and kind != "heads":
+        raise ValueError(f"the {kind} experiment sets {clash} itself; do not give them")
+    out_dir = Path(out_dir)
+    runs: dict[str, list[RunSummary]] = {}
+    for variant in variants:
+        runs[variant.name] = []
+        for k in range(seeds):
+            options = {**base, **variant.options}
+            config = train.replace(seed=train.seed + k)
+            summary = _train_or_reuse(out_dir / variant.name / f"seed{k}", data, options, config,
+                                      variant.name, progress)
+            runs[variant.name].append(summary)
+            log(f"{variant.name} seed {config.seed}: val loss {summary.val_loss:.4f} "
+                f"acc {summary.val_accuracy:.4f} (best epoch {summary.best_epoch}, "
+                f"{summary.wall_time:.0f}s)")
+    table = markdown_table(variants, runs)
+    findings = _findings(kind, variants, runs)
+    report_path = _write_outputs(out_dir, kind, variants, runs, table, findings, data, base, train)
+    report = ExperimentReport(kind, variants, runs, report_path, table, findings)
+    (out_dir / "summary.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+    return report
+
+
+def _train_or_reuse(run_dir: Path, data: DataConfig, options: dict[str, Any],
+                    train: TrainConfig, name: str, progress: bool) -> RunSummary:
+    same = False
+    if (run_dir / "last").exists():
+        try:
+            saved_data, saved_model, saved_train = saved_configs(run_dir)
+            same = (saved_data == data and saved_train == train
+                    and all(saved_model.get(k) == v for k, v in options.items()))
+        except (FileNotFoundError, ValueError):
+            same = False
+    if same and (run_dir / "result.json").exists():
+        result = FitResult.from_dict(json.loads((run_dir / "result.json").read_text()))
+        n_params = json.loads((run_dir / "last" / "config.json").read_text())["n_parameters"]
+    else:
+        run = train_classifier(run_dir, data, options, train, resume=same, progress=progress)
+        result, n_params = run.result, run.n_parameters
+    return summarize_run(name, train.seed, n_params, result, run_dir / "metrics.jsonl")
+
+
+def summarize_run(name: str, seed: int, n_parameters: int, result: FitResult,
+                  metrics_path: Path | None = None) -> RunSummary:
+    """A :class:`RunSummary` of a finished fit (read at its best epoch)."""
+    if result.best_epoch is None:
+        raise ValueError(f"{name} seed {seed}: the run was never evaluated")
+    best = next(r for r in result.history if r.epoch == result.best_epoch)
+    steps = []
+    if metrics_path is not None and metrics_path.exists():
+        steps = [(r["step"], r["loss"]) for r in MetricsLog.read(metrics_path)
+                 if r["type"] == "step"]
+    return RunSummary(
+        variant=name, seed=seed, n_parameters=n_parameters, best_epoch=best.epoch,
+        train_loss=best.train_loss, train_accuracy=best.train_accuracy,
+        val_loss=best.val.loss, val_accuracy=best.val.accuracy, val_f1=best.val.f1,
+        wall_time=result.wall_time, epochs=[r.to_dict() for r in result.history], steps=steps,
+    )
+
+
+# --- aggregation and report -------------------------------------------------------------------
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (``nan`` for a single value)."""
+    mean = statistics.fmean(values)
+    return mean, statistics.stdev(values) if len(values) > 1 else math.nan
+
+
+def _pm(values: list[float], scale: float = 1.0, digits: int = 3) -> str:
+    mean, std = mean_std([v * scale for v in values])
+    spread = "n/a" if math.isnan(std) else f"{std:.{digits}f}"
+    return f"{mean:.{digits}f} ± {spread}"
+
+
+def markdown_table(variants: list[Variant], runs: dict[str, list[RunSummary]]) -> str:
+    """The per-variant table, mean ± std over seeds."""
+    head = ("| variant | heads | positions | parameters | train loss | train acc % | val loss "
+            "| val acc % | val F1 | best epoch | wall time (s) | target |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for v in variants:
+        rs = runs[v.name]
+        cfg = {**{f.name: f.default for f in ClassifierConfig.__dataclass_fields__.values()},
+               **v.options}
+        met = sum(r.meets_target for r in rs)
+        mean_loss = statistics.fmean(r.val_loss for r in rs)
+        mean_acc = statistics.fmean(r.val_accuracy for r in rs)
+        target = "met" if mean_loss < TARGET_LOSS and mean_acc > TARGET_ACCURACY else "not met"
+        lines.append(
+            f"| {v.name} | {cfg['n_heads']} | {cfg['positional']} | {rs[0].n_parameters:,} "
+            f"| {_pm([r.train_loss for r in rs])} | {_pm([r.train_accuracy for r in rs], 100, 1)} "
+            f"| {_pm([r.val_loss for r in rs])} | {_pm([r.val_accuracy for r in rs], 100, 1)} "
+            f"| {_pm([r.val_f1 for r in rs])} "
+            f"| {', '.join(str(r.best_epoch) for r in rs)} "
+            f"| {_pm([r.wall_time for r in rs], digits=0)} | {target} ({met}/{len(rs)} seeds) |"
+        )
+    return "\n".join(lines)
+
+
+def _findings(kind: str, variants: list[Variant], runs: dict[str, list[RunSummary]]) -> list[str]:
+    lines = []
+    for v in variants:
+        rs = runs[v.name]
+        loss, acc = mean_std([r.val_loss for r in rs])[0], mean_std([r.val_accuracy for r in rs])[0]
+        ok = loss < TARGET_LOSS and acc > TARGET_ACCURACY
+        lines.append(
+            f"Target (val loss < {TARGET_LOSS:.2f} and val acc > {TARGET_ACCURACY:.0%}) for "
+            f"{v.name}: {'MET' if ok else 'NOT MET'} on the mean (val loss {loss:.4f}, val acc "
+            f"{acc:.2%}); {sum(r.meets_target for r in rs)} of {len(rs)} seeds meet it."
+        )
+    baseline = variants[0]
+    base_runs = {r.seed: r for r in runs[baseline.name]}
+    for v in variants[1:]:
+        pairs = [(r, base_runs[r.seed]) for r in runs[v.name] if r.seed in base_runs]
+        d_acc = [100 * (r.val_accuracy - b.val_accuracy) for r, b in pairs]
+        d_loss = [r.val_loss - b.val_loss for r, b in pairs]
+        (ma, sa), (ml, sl) = mean_std(d_acc), mean_std(d_loss)
+        wins = sum(d > 0 for d in d_acc)
+        if ma > 0 and ml < 0:
+            verb = "beats"
+        elif ma <= 0 and ml >= 0:
+            verb = "does not beat"
+        else:  # better on one measure, worse on the other
+            verb = "is mixed against"
+        spread = ("a single seed gives no spread" if math.isnan(sa) else
+                  f"the difference is {'larger' if abs(ma) > sa else 'no larger'} than its "
+                  f"spread over seeds")
+        lines.append(
+            f"{v.name} {verb} {baseline.name}: val accuracy {ma:+.2f} ± "
+            f"{'n/a' if math.isnan(sa) else f'{sa:.2f}'} points, val loss {ml:+.4f} ± "
+            f"{'n/a' if math.isnan(sl) else f'{sl:.4f}'} (mean ± std of the paired difference "
+            f"over {len(pairs)} seeds; higher accuracy in {wins} of {len(pairs)}); {spread}."
+        )
+    return lines
+
+
+def _write_outputs(out_dir: Path, kind: str, variants: list[Variant],
+                   runs: dict[str, list[RunSummary]], table: str, findings: list[str],
+                   data: DataConfig, base: dict[str, Any], train: TrainConfig) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plot_curves(variants, runs, out_dir / "curves.png")
+    n_seeds = max(len(rs) for rs in runs.values())
+    what = {"heads": "one attention head vs several at the same d_model",
+            "positional": "positional information: none, sinusoidal, learned, rotary"}[kind]
+    text = [
+        f"# Experiment: {kind}",
+        "",
+        f"Compared: {what}. Everything else is the same; each variant is trained with "
+        f"{n_seeds} seed(s) (seeds {train.seed}..{train.seed + n_seeds - 1}); numbers are "
+        f"mean ± sample std over seeds, read at each run's best epoch (lowest dev loss).",
+        "",
+        f"- data: `{json.dumps(data.to_dict())}`",
+        f"- model options: `{json.dumps(base)}` (variants set "
+        f"`{sorted({k for v in variants for k in v.options})}`)",
+        f"- training: `{json.dumps({k: v for k, v in train.to_dict().items() if k != 'seed'})}`",
+        "",
+        table,
+        "",
+        "## Findings",
+        "",
+        *[f"- {line}" for line in findings],
+        "",
+        "## Curves",
+        "",
+        "![training and validation curves](curves.png)",
+        "",
+        "Left: training loss per logged step; middle: loss per epoch; right: accuracy per epoch "
+        "(dashed: training, solid: validation; mean over seeds).",
+        "",
+    ]
+    path = out_dir / "report.md"
+    path.write_text("\n".join(text), encoding="utf-8")
+    return path
+
+
+def plot_curves(variants: list[Variant], runs: dict[str, list[RunSummary]], path: Path) -> None:
+    """Training loss per step, and train/val loss and accuracy per epoch, mean over seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, v in enumerate(variants):
+        color = colors[i % len(colors)]
+        rs = runs[v.name]
+        steps: dict[int, list[float]] = {}
+        for r in rs:
+            for step, loss in r.steps:
+                steps.setdefault(step, []).append(loss)
+        if steps:
+            xs = sorted(steps)
+            axes[0].plot(xs, [statistics.fmean(steps[x]) for x in xs], color=color, label=v.name)
+        for key, ax, scale in (("loss", axes[1], 1.0), ("accuracy", axes[2], 100.0)):
+            by_epoch: dict[int, tuple[list[float], list[float]]] = {}
+            for r in rs:
+                for e in r.epochs:
+                    if e["val"] is None:
+                        continue
+                    train_key = "train_loss" if key == "loss" else "train_accuracy"
+                    t, val = by_epoch.setdefault(e["epoch"], ([], []))
+                    t.append(scale * e[train_key])
+                    val.append(scale * e["val"][key])
+            xs = sorted(by_epoch)
+            ax.plot(xs, [statistics.fmean(by_epoch[x][0]) for x in xs], "--", color=color,
+                    marker="o", label=f"{v.name} train")
+            ax.plot(xs, [statistics.fmean(by_epoch[x][1]) for x in xs], "-", color=color,
+                    marker="o", label=f"{v.name} val")
+    axes[0].set(title="training loss", xlabel="step", ylabel="loss")
+    axes[1].set(title="loss per epoch", xlabel="epoch", ylabel="cross-entropy")
+    axes[1].axhline(TARGET_LOSS, color="grey", lw=0.8, ls=":")
+    axes[2].set(title="accuracy per epoch", xlabel="epoch", ylabel="accuracy (%)")
+    axes[2].axhline(100 * TARGET_ACCURACY, color="grey", lw=0.8, ls=":")
+    if not axes[0].lines:
+        axes[0].text(0.5, 0.5, "no step logged\n(fewer steps than log_every)",
+                     ha="center", va="center", transform=axes[0].transAxes)
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

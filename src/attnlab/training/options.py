@@ -1,0 +1,97 @@
+"""Command-line options generated from config dataclasses: one option per field, its help the
+field's comment, its default the dataclass default (so defaults live in one place).
+
+Options not given stay out of the parsed namespace, so :func:`options_given` tells explicit
+choices from defaults (needed to check a resumed run against its saved settings).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import inspect
+import re
+from typing import Any
+
+__all__ = ["add_config_options", "options_given"]
+
+_FIELD_LINE = re.compile(r"^\s+(\w+)\s*:\s*([^=]+?)\s*=\s*.+?#\s*(.+)$")
+
+
+def add_config_options(
+    parser: argparse.ArgumentParser | Any,
+    cls: type,
+    group: str,
+    *,
+    rename: dict[str, str] | None = None,
+    skip: tuple[str, ...] = (),
+) -> None:
+    """Add ``--field-name`` for each field of dataclass ``cls`` to ``parser``.
+
+    Args:
+        parser: a parser or argument group.
+        cls: the config dataclass.
+        group: prefix of the destinations (``"train"`` -> ``args`` attribute ``train.lr``).
+        rename: field -> option name without dashes (``{"n_heads": "heads"}``).
+        skip: fields without an option.
+
+    Booleans become ``--x/--no-x``; ``T | None`` fields accept ``none``.
+    """
+    rename = rename or {}
+    comments = _field_comments(cls)
+    defaults = cls.__dataclass_fields__
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        flag = "--" + rename.get(f.name, f.name).replace("_", "-")
+        annotation = str(f.type)
+        default = defaults[f.name].default
+        shown = "(required)" if default is dataclasses.MISSING else f"default: {default}"
+        help_text = f"{comments.get(f.name, f.name)} [{shown}]".replace("%", "%%")
+        kwargs: dict[str, Any] = {"dest": f"{group}.{f.name}", "default": argparse.SUPPRESS,
+                                  "help": help_text}
+        if annotation == "bool":
+            kwargs["action"] = argparse.BooleanOptionalAction
+        else:
+            kwargs["type"] = _converter(annotation, flag)
+            kwargs["metavar"] = annotation.split("|")[0].strip().upper()
+        parser.add_argument(flag, **kwargs)
+
+
+def options_given(args: argparse.Namespace, group: str) -> dict[str, Any]:
+    """The options of ``group`` given on the command line, as ``{field: value}``."""
+    prefix = group + "."
+    return {k[len(prefix):]: v for k, v in vars(args).items() if k.startswith(prefix)}
+
+
+def _converter(annotation: str, flag: str):
+    kinds = [part.strip() for part in annotation.split("|")]
+    optional = "None" in kinds
+    base = {"int": int, "float": float, "str": str}.get(kinds[0], str)
+
+    def convert(text: str):
+        if optional and text.lower() == "none":
+            return None
+        try:
+            return base(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{flag} expects {kinds[0]}{' or none' if optional else ''}, got {text!r}"
+            ) from None
+
+    convert.__name__ = kinds[0]
+    return convert
+
+
+def _field_comments(cls: type) -> dict[str, str]:
+    """``{field: its trailing comment}`` read from the class source."""
+    try:
+        source = inspect.getsource(cls)
+    except (OSError, TypeError):  # pragma: no cover - source not available
+        return {}
+    found = {}
+    for line in source.splitlines():
+        match = _FIELD_LINE.match(line)
+        if match:
+            found.setdefault(match.group(1), match.group(3).strip())
+    return found

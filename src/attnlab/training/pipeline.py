@@ -1,0 +1,261 @@
+"""Text classification end to end: data -> tokenizer -> TextClassifier -> Trainer -> run folder;
+and evaluation / prediction from a run folder.
+
+A run folder (``runs/h4``) holds ``best/`` and ``last/`` checkpoints (weights, config.json with
+model, training and data settings and label names, tokenizer.json), ``metrics.jsonl`` and
+``result.json``. Any model that ``attnlab.inspect.subject.build_model`` knows from a
+checkpoint's ``model_type`` evaluates and predicts the same way.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from attnlab.data import LengthGroupedBatches, encode, load_split, load_tokenizer, train_tokenizer
+from attnlab.data.tokenization import save_tokenizer
+from attnlab.models.classifier import ClassifierConfig, TextClassifier
+from attnlab.training.checkpoint import load_checkpoint
+from attnlab.training.config import TrainConfig
+from attnlab.training.distributed import DistInfo, barrier, setup_distributed
+from attnlab.training.evaluation import evaluate
+from attnlab.training.metrics import EvalResult
+from attnlab.training.sharding import ShardedBatches
+from attnlab.training.trainer import FitResult, RunArtifacts, Trainer, seed_everything
+
+__all__ = [
+    "DataConfig",
+    "Prediction",
+    "TrainedRun",
+    "evaluate_run",
+    "load_run",
+    "predict",
+    "saved_configs",
+    "train_classifier",
+]
+
+# Class names of known data sets (index = class id); others get "0", "1", ...
+KNOWN_LABELS = {"sst2": ["negative", "positive"], "sst-2": ["negative", "positive"]}
+EVAL_BATCH = 256  # examples per evaluation batch
+
+
+@dataclass
+class DataConfig:
+    """Which data, and how it becomes token ids."""
+
+    source: str = "sst2"  # a name under $ATTNLAB_DATA, or a folder with train/dev/test files
+    dev_split: str = "dev"  # split evaluated after each epoch (early stopping, best/)
+    vocab_size: int = 16000  # largest tokenizer vocabulary (SST-2 has ~14k distinct words)
+    tokenizer: str = "word"  # "word" (one id per word) or "wordpiece" (sub-words)
+    min_frequency: int = 1  # least count for a word to enter the vocabulary
+    train_limit: int | None = None  # use only the first N training examples (quick runs)
+    n_classes: int = 2  # classes in the labels
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.source, str) or not self.source:
+            raise ValueError(f"source must be a non-empty string, got {self.source!r}")
+        for name in ("vocab_size", "min_frequency", "n_classes"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        if self.train_limit is not None and (
+            not isinstance(self.train_limit, int) or self.train_limit < 1
+        ):
+            raise ValueError(
+                f"train_limit must be None or an integer >= 1, got {self.train_limit!r}"
+            )
+        if self.tokenizer not in ("word", "wordpiece"):
+            raise ValueError(f"tokenizer must be 'word' or 'wordpiece', got {self.tokenizer!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DataConfig:
+        return cls(**data)
+
+    def label_names(self) -> list[str]:
+        known = KNOWN_LABELS.get(Path(self.source).name.lower())
+        if known is not None and len(known) == self.n_classes:
+            return list(known)
+        return [str(i) for i in range(self.n_classes)]
+
+
+@dataclass
+class TrainedRun:
+    """What :func:`train_classifier` returns."""
+
+    out_dir: Path  # the run folder
+    result: FitResult  # history, best epoch, steps, wall time
+    model: nn.Module  # the model at the end of training (not the best epoch's)
+    n_parameters: int  # trainable parameters
+    model_config: ClassifierConfig
+
+
+def saved_configs(out_dir: str | os.PathLike) -> tuple[DataConfig, dict[str, Any], TrainConfig]:
+    """The data, model and training settings stored in ``out_dir/last`` (to resume a run)."""
+    ckpt = load_checkpoint(Path(out_dir) / "last")
+    cfg = ckpt.config
+    return (DataConfig.from_dict(cfg["data"]), dict(cfg["model"]),
+            TrainConfig.from_dict(cfg["train"]))
+
+
+def train_classifier(
+    out_dir: str | os.PathLike,
+    data: DataConfig | None = None,
+    model_options: dict[str, Any] | None = None,
+    train: TrainConfig | None = None,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    dist_info: DistInfo | None = None,
+) -> TrainedRun:
+    """Train a :class:`~attnlab.models.TextClassifier` on ``data`` into ``out_dir``.
+
+    Args:
+        out_dir: the run folder (created).
+        data: data settings (default SST-2, word tokenizer).
+        model_options: :class:`~attnlab.models.ClassifierConfig` fields besides
+            ``vocab_size``/``n_classes`` (which come from the tokenizer and the data).
+        train: training settings (default :class:`TrainConfig`).
+        resume: continue from ``out_dir/last``: the settings must equal the saved ones (see
+            :func:`saved_configs`), the saved tokenizer is reused.
+        progress: progress bar and per-epoch lines on stderr.
+        dist_info: process placement; default from the ``torchrun`` environment.
+
+    Under ``torchrun`` every process reads the data; rank 0 trains the tokenizer and the others
+    load it; each global batch is split across processes (see :mod:`~attnlab.training.sharding`).
+    """
+    out_dir = Path(out_dir)
+    data = data or DataConfig()
+    train = train or TrainConfig()
+    options = dict(model_options or {})
+    for fixed in ("vocab_size", "n_classes"):
+        if fixed in options:
+            raise ValueError(f"model option {fixed!r} is set from the tokenizer/data, not given")
+    info = dist_info or setup_distributed(train.device)
+    if resume:
+        _check_same_as_saved(out_dir, data, options)
+    train_set = load_split(data.source, "train", n_classes=data.n_classes)
+    dev_set = load_split(data.source, data.dev_split, n_classes=data.n_classes)
+    texts, labels = train_set.texts, train_set.labels
+    if data.train_limit is not None:
+        texts, labels = texts[: data.train_limit], labels[: data.train_limit]
+
+    tok_file = out_dir / "tokenizer.json"
+    if resume:
+        tokenizer = load_tokenizer(load_checkpoint(out_dir / "last").tokenizer_path)
+    else:
+        if info.is_main:
+            tokenizer = train_tokenizer(texts, data.vocab_size, kind=data.tokenizer,
+                                        min_frequency=data.min_frequency)
+            save_tokenizer(tokenizer, tok_file)
+        barrier()
+        tokenizer = load_tokenizer(tok_file)
+    model_config = ClassifierConfig(vocab_size=tokenizer.get_vocab_size(),
+                                    n_classes=data.n_classes, **options)
+    seed_everything(train.seed)
+    model = TextClassifier(model_config)
+
+    train_ids = encode(tokenizer, texts, max_length=model_config.max_len)
+    dev_ids = encode(tokenizer, dev_set.texts, max_length=model_config.max_len)
+    train_batches: Any = LengthGroupedBatches(train_ids, labels, train.batch_size,
+                                              seed=train.seed, drop_last=True)
+    dev_batches: Any = LengthGroupedBatches(dev_ids, dev_set.labels, EVAL_BATCH, shuffle=False)
+    if info.distributed:
+        train_batches = ShardedBatches(train_batches, info.world_size, info.rank)
+        dev_batches = ShardedBatches(dev_batches, info.world_size, info.rank)
+
+    artifacts = RunArtifacts(
+        model_config=model_config.to_dict(), model_type="classifier",
+        labels=data.label_names(), tokenizer=tokenizer,
+        extra={"data": data.to_dict(), "n_parameters": model.num_parameters()},
+    )
+    trainer = Trainer(model, train, train_batches, dev_batches, out_dir=out_dir,
+                      artifacts=artifacts, progress=progress, dist_info=info)
+    result = trainer.fit(resume=resume)
+    return TrainedRun(out_dir, result, model, model.num_parameters(), model_config)
+
+
+def _check_same_as_saved(out_dir: Path, data: DataConfig, options: dict[str, Any]) -> None:
+    saved_data, saved_model, _ = saved_configs(out_dir)
+    differ = [f"data.{k} (saved {v!r}, now {data.to_dict()[k]!r})"
+              for k, v in saved_data.to_dict().items() if data.to_dict()[k] != v]
+    differ += [f"model.{k} (saved {saved_model.get(k)!r}, now {v!r})"
+               for k, v in options.items() if saved_model.get(k) != v]
+    if differ:
+        raise ValueError("cannot resume with different settings: " + ", ".join(differ))
+
+
+# --- using a trained run ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The model's answer for one text."""
+
+    text: str
+    label: str  # the most probable class name
+    probability: float  # its softmax probability
+    probs: dict[str, float]  # every class name -> probability
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def load_run(path: str | os.PathLike, device: str = "cpu"):
+    """The model, tokenizer and labels of a run folder (its ``best/``, else ``last/``) or of a
+    checkpoint folder, in eval mode (an :class:`attnlab.inspect.subject.Subject`)."""
+    from attnlab.inspect.subject import load_subject
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"run folder not found: {path}")
+    subject = load_subject(path, device=device)
+    if subject.labels is None:
+        raise ValueError(f"{path}: the model has no classification head")
+    return subject
+
+
+def evaluate_run(
+    path: str | os.PathLike, source: str = "sst2", split: str = "test", *,
+    batch_size: int = EVAL_BATCH, device: str = "cpu",
+) -> EvalResult:
+    """Loss, accuracy and macro F1 of a trained run on ``split`` of ``source``."""
+    subject = load_run(path, device)
+    dataset = load_split(source, split, n_classes=len(subject.labels))
+    ids = encode(subject.tokenizer, dataset.texts, max_length=subject.max_length)
+    batches = LengthGroupedBatches(ids, dataset.labels, batch_size, shuffle=False)
+    return evaluate(subject.model, batches, device=device)
+
+
+@torch.no_grad()
+def predict(
+    path_or_subject: Any, texts: Sequence[str], *, batch_size: int = EVAL_BATCH,
+    device: str = "cpu",
+) -> list[Prediction]:
+    """Class and probability for each text, from a run folder (or a loaded run)."""
+    if isinstance(texts, str):
+        raise TypeError("texts must be a sequence of strings, got a single str; wrap it in a list")
+    if not texts:
+        raise ValueError("texts is empty: give at least one text to classify")
+    subject = (path_or_subject if hasattr(path_or_subject, "encode")
+               else load_run(path_or_subject, device))
+    out: list[Prediction] = []
+    for start in range(0, len(texts), batch_size):
+        chunk = list(texts[start:start + batch_size])
+        enc = subject.encode(chunk)
+        logits = subject.logits(enc.input_ids.to(device), enc.attention_mask.to(device))
+        probs = torch.softmax(logits.float(), dim=-1).cpu()  # (B, C)
+        for text, row in zip(chunk, probs.tolist(), strict=True):
+            best = max(range(len(row)), key=row.__getitem__)
+            out.append(Prediction(text, subject.labels[best], row[best],
+                                  dict(zip(subject.labels, row, strict=True))))
+    return out

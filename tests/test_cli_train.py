@@ -1,0 +1,180 @@
+"""``attnlab train / evaluate / predict / experiment`` on SST-2 (slices, small models)."""
+
+from __future__ import annotations
+
+import json
+import statistics
+
+import pytest
+import torch
+
+from attnlab.cli import main
+from attnlab.training import MetricsLog, load_checkpoint
+
+# A small model on the first 10,000 training phrases: ~900 steps, well under a minute.
+SLICE = ["--data", "sst2", "--train-limit", "10000", "--d-model", "32", "--d-ff", "64",
+         "--heads", "2", "--layers", "1", "--dropout", "0.1", "--epochs", "3",
+         "--batch-size", "32", "--lr", "1e-2", "--log-every", "50", "--quiet"]
+TINY = ["--data", "sst2", "--train-limit", "400", "--d-model", "16", "--d-ff", "32",
+        "--layers", "1", "--epochs", "2", "--batch-size", "32", "--lr", "1e-2", "--quiet"]
+
+
+@pytest.fixture
+def one_thread():
+    """Small models train fastest on one thread (no contention on a shared machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def sst2_run(tmp_path_factory, data_dir):
+    out = tmp_path_factory.mktemp("sst2") / "run"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main(["train", *SLICE, "--out", str(out)]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    return out
+
+
+def test_train_on_a_slice_of_sst2_beats_chance(sst2_run):
+    result = json.loads((sst2_run / "result.json").read_text())
+    assert result["best_val"]["accuracy"] > 0.70  # chance is ~0.51 on the dev split
+    assert result["best_val"]["n"] == 872
+    assert result["global_step"] == 3 * (10000 // 32)
+    config = load_checkpoint(sst2_run / "best").config
+    assert config["model"]["n_heads"] == 2 and config["model"]["d_model"] == 32
+    assert config["train"]["lr"] == 1e-2 and config["data"]["train_limit"] == 10000
+    assert config["labels"] == ["negative", "positive"]
+    assert (sst2_run / "best" / "tokenizer.json").is_file()
+    records = MetricsLog.read(sst2_run / "metrics.jsonl")
+    assert [r["epoch"] for r in records if r["type"] == "eval"] == [1, 2, 3]
+
+
+def test_evaluate_json_reproduces_the_best_epoch(sst2_run, capsys):
+    assert main(["evaluate", str(sst2_run), "--data", "sst2", "--split", "dev", "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert set(got) == {"loss", "accuracy", "f1", "n"}
+    best = json.loads((sst2_run / "result.json").read_text())["best_val"]
+    assert got["n"] == 872
+    assert got["accuracy"] == pytest.approx(best["accuracy"], abs=1e-12)
+    assert got["loss"] == pytest.approx(best["loss"], rel=1e-5)
+
+
+def test_evaluate_text_on_test_split(sst2_run, capsys):
+    assert main(["evaluate", str(sst2_run), "--split", "test"]) == 0  # data from the run
+    out = capsys.readouterr().out
+    assert out.startswith("sst2 test: loss ") and "accuracy" in out and out.rstrip().endswith(
+        "n 1821")
+
+
+def test_predict_json_and_text(sst2_run, capsys, tmp_path):
+    texts = ["a gorgeous , witty , wonderful film", "a dull , boring and awful mess"]
+    assert main(["predict", str(sst2_run), *texts, "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert [p["text"] for p in got] == texts
+    for p in got:
+        assert set(p) == {"text", "label", "probability", "probs"}
+        assert sum(p["probs"].values()) == pytest.approx(1.0)
+        assert p["probability"] == max(p["probs"].values()) >= 0.5
+    assert [p["label"] for p in got] == ["positive", "negative"]
+    file = tmp_path / "texts.txt"
+    file.write_text("first line\n\nsecond line\n")
+    assert main(["predict", str(sst2_run), "third", "--file", str(file)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(maxsplit=2)[2] for line in lines] == ["third", "first line", "second line"]
+    assert all(line.split()[0] in ("positive", "negative") for line in lines)
+
+
+def test_predict_and_evaluate_errors(sst2_run, tmp_path, capsys):
+    assert main(["predict", str(sst2_run)]) == 2
+    assert "no texts" in capsys.readouterr().err
+    assert main(["evaluate", str(tmp_path / "missing")]) == 2
+    assert "missing" in capsys.readouterr().err
+
+
+def test_unknown_and_bad_options_fail(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--out", "x", "--num-heads", "4"])
+    assert exc.value.code == 2
+    assert "unrecognized arguments: --num-heads" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["train", "--out", "x", "--lr", "fast"])
+    assert "--lr expects float, got 'fast'" in capsys.readouterr().err
+    assert main(["train", "--out", "x", "--schedule", "step"]) == 2
+    assert "schedule must be one of" in capsys.readouterr().err
+
+
+def test_resume_from_the_cli(tmp_path, capsys, one_thread, data_dir):
+    out = tmp_path / "run"
+    assert main(["train", *TINY, "--save-every", "5", "--max-steps", "12", "--out", str(out)]) == 0
+    first = load_checkpoint(out / "last").weights
+    # Resuming a finished run trains nothing more; a changed setting is refused.
+    assert main(["train", "--out", str(out), "--resume", "--quiet"]) == 0
+    again = load_checkpoint(out / "last").weights
+    assert all(torch.equal(first[k], again[k]) for k in first)
+    assert main(["train", "--out", str(out), "--resume", "--lr", "0.5"]) == 2
+    assert "lr (saved 0.01, now 0.5)" in capsys.readouterr().err
+    assert main(["train", "--out", str(out), "--resume", "--heads", "2"]) == 2
+    assert "model.n_heads (saved 4, now 2)" in capsys.readouterr().err
+
+
+def _mean_from_runs(folder, variant, key):
+    values = []
+    for seed_dir in sorted((folder / variant).iterdir()):
+        result = json.loads((seed_dir / "result.json").read_text())
+        values.append(result["best_val"][key])
+    return statistics.fmean(values), len(values)
+
+
+def test_experiment_heads_report(tmp_path, capsys, one_thread, data_dir):
+    out = tmp_path / "exp"
+    assert main(["experiment", "heads", *TINY, "--heads", "2", "--seeds", "2",
+                 "--out", str(out)]) == 0
+    stdout = capsys.readouterr().out
+    report = (out / "report.md").read_text()
+    for text in (stdout, report):
+        assert "| heads-1 | 1 |" in text and "| heads-2 | 2 |" in text
+        assert "heads-2 beats heads-1" in text or "heads-2 does not beat heads-1" in text \
+            or "heads-2 is mixed against heads-1" in text
+        assert "Target (val loss < 0.40 and val acc > 78%) for heads-1:" in text
+    assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    summary = json.loads((out / "summary.json").read_text())
+    for variant in summary["variants"]:
+        runs = variant["runs"]
+        mean, n = _mean_from_runs(out, variant["name"], "accuracy")
+        assert n == len(runs) == 2
+        assert statistics.fmean(r["val_accuracy"] for r in runs) == pytest.approx(mean)
+        assert f"{100 * mean:.1f} ± " in report  # the table shows the same mean
+    params = [v["runs"][0]["n_parameters"] for v in summary["variants"]]
+    assert params[0] == params[1]  # same d_model: heads split it, parameters stay equal
+    # A second call reuses the finished runs instead of training again.
+    stamp = (out / "heads-1" / "seed0" / "result.json").stat().st_mtime_ns
+    assert main(["experiment", "heads", *TINY, "--heads", "2", "--seeds", "2",
+                 "--out", str(out)]) == 0
+    assert (out / "heads-1" / "seed0" / "result.json").stat().st_mtime_ns == stamp
+
+
+def test_experiment_positional_variants(tmp_path, capsys, one_thread, data_dir):
+    out = tmp_path / "exp"
+    assert main(["experiment", "positional", *TINY, "--seeds", "1", "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert [v["name"] for v in summary["variants"]] == [
+        "positional-none", "positional-sinusoidal", "positional-learned", "positional-rotary"]
+    report = (out / "report.md").read_text()
+    assert "| positional-rotary | 4 | rotary |" in report
+    assert "a single seed gives no spread" in report
+    assert main(["experiment", "positional", *TINY, "--positional", "learned",
+                 "--out", str(out)]) == 2
+
+
+@pytest.mark.slow
+def test_default_model_reaches_target_accuracy(tmp_path, data_dir):
+    """The default settings (ClassifierConfig + TrainConfig defaults) on all of SST-2."""
+    out = tmp_path / "default"
+    assert main(["train", "--data", "sst2", "--out", str(out), "--quiet"]) == 0
+    best = json.loads((out / "result.json").read_text())["best_val"]
+    assert best["accuracy"] >= 0.78, best
