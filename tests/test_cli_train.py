@@ -122,6 +122,31 @@ def test_resume_from_the_cli(tmp_path, capsys, one_thread, data_dir):
     assert "model.n_heads (saved 4, now 2)" in capsys.readouterr().err
 
 
+def test_classifier_resume_is_exact(tmp_path, one_thread, data_dir):
+    """The real TextClassifier (dropout, word dropout) on SST-2: crash after step 15 with a
+    checkpoint at step 10, resume, and end with the uninterrupted run's weights."""
+    from attnlab.training import Callback, TrainConfig
+    from attnlab.training.pipeline import DataConfig, train_classifier
+
+    class Crash(Callback):
+        def on_step_end(self, trainer, info):
+            if info.step == 15:
+                raise RuntimeError("simulated crash")
+
+    data = DataConfig(train_limit=400)
+    options = dict(d_model=16, d_ff=32, n_layers=1, dropout=0.2, word_dropout=0.2)
+    train = TrainConfig(epochs=2, batch_size=32, save_every=10)  # 24 steps
+    full = train_classifier(tmp_path / "full", data, options, train, progress=False)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train_classifier(tmp_path / "cut", data, options, train, progress=False,
+                         callbacks=[Crash()])
+    resumed = train_classifier(tmp_path / "cut", data, options, train, resume=True,
+                               progress=False)
+    a, b = full.model.state_dict(), resumed.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed.result.best_val == full.result.best_val
+
+
 def _mean_from_runs(folder, variant, key):
     values = []
     for seed_dir in sorted((folder / variant).iterdir()):

@@ -28,7 +28,13 @@ from attnlab.training.distributed import DistInfo, barrier, setup_distributed
 from attnlab.training.evaluation import evaluate
 from attnlab.training.metrics import EvalResult
 from attnlab.training.sharding import ShardedBatches
-from attnlab.training.trainer import FitResult, RunArtifacts, Trainer, seed_everything
+from attnlab.training.trainer import (
+    Callback,
+    FitResult,
+    RunArtifacts,
+    Trainer,
+    seed_everything,
+)
 
 __all__ = [
     "DataConfig",
@@ -116,6 +122,7 @@ def train_classifier(
     resume: bool = False,
     progress: bool = True,
     dist_info: DistInfo | None = None,
+    callbacks: Sequence[Callback] = (),
 ) -> TrainedRun:
     """Train a :class:`~attnlab.models.TextClassifier` on ``data`` into ``out_dir``.
 
@@ -129,6 +136,7 @@ def train_classifier(
             :func:`saved_configs`), the saved tokenizer is reused.
         progress: progress bar and per-epoch lines on stderr.
         dist_info: process placement; default from the ``torchrun`` environment.
+        callbacks: passed to the :class:`~attnlab.training.Trainer`.
 
     Under ``torchrun`` every process reads the data; rank 0 trains the tokenizer and the others
     load it; each global batch is split across processes (see :mod:`~attnlab.training.sharding`).
@@ -179,7 +187,8 @@ def train_classifier(
         extra={"data": data.to_dict(), "n_parameters": model.num_parameters()},
     )
     trainer = Trainer(model, train, train_batches, dev_batches, out_dir=out_dir,
-                      artifacts=artifacts, progress=progress, dist_info=info)
+                      artifacts=artifacts, progress=progress, dist_info=info,
+                      callbacks=callbacks)
     result = trainer.fit(resume=resume)
     return TrainedRun(out_dir, result, model, model.num_parameters(), model_config)
 
