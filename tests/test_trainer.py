@@ -125,6 +125,26 @@ def test_toy_training_learns_and_writes_run(tmp_path):
     assert json.loads((tmp_path / "result.json").read_text())["global_step"] == 48
 
 
+def test_callbacks_see_every_step_epoch_and_the_end():
+    class Recorder(Callback):
+        def __init__(self):
+            self.steps, self.epochs, self.result = [], [], None
+
+        def on_step_end(self, trainer, info):
+            self.steps.append((info.step, info.epoch))
+
+        def on_epoch_end(self, trainer, record):
+            self.epochs.append(record.epoch)
+
+        def on_fit_end(self, trainer, result):
+            self.result = result
+
+    rec = Recorder()
+    _, result = train_toy(TrainConfig(epochs=2, **FAST), callbacks=[rec])
+    assert rec.steps == [(s, (s - 1) // 16) for s in range(1, 33)]
+    assert rec.epochs == [1, 2] and rec.result is result
+
+
 def test_lr_follows_schedule_in_log(tmp_path):
     cfg = TrainConfig(epochs=1, warmup_steps=4, schedule="linear", **{**FAST, "log_every": 1})
     train_toy(cfg, tmp_path)

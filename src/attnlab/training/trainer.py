@@ -157,6 +157,9 @@ class Callback:
     def on_epoch_end(self, trainer: Trainer, record: EpochRecord) -> None:
         """After each epoch's evaluation and checkpoints."""
 
+    def on_fit_end(self, trainer: Trainer, result: FitResult) -> None:
+        """After training, once result.json is written."""
+
 
 @dataclass
 class _Progress:
@@ -291,8 +294,7 @@ class Trainer:
         if self.out_dir is not None and self.dist.is_main:
             _write_json_atomic(self.out_dir / "result.json", result.to_dict())
         for cb in self.callbacks:
-            if hasattr(cb, "on_fit_end"):
-                cb.on_fit_end(self, result)
+            cb.on_fit_end(self, result)
         return result
 
     def evaluate(self, data: Iterable[dict[str, Tensor]]) -> EvalResult:
