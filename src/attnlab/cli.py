@@ -1,7 +1,8 @@
 """The ``attnlab`` command line: one subcommand per task, each a thin layer over the library.
 
-Each subcommand registers itself with ``add_<name>_parser(subparsers)`` below and runs through
-its ``func``; the work itself lives in the library modules.
+Each subcommand is added by an ``_add_<name>(subparsers)`` function below and runs through its
+``func``; the work itself lives in the library modules (the ``cli_*`` modules only parse and
+print).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, TypeError) as err:
+    except (ValueError, FileNotFoundError, TypeError, ImportError) as err:
         print(f"attnlab {args.command}: error: {err}", file=sys.stderr)
         return 2
 
@@ -136,11 +137,12 @@ def _add_experiment(sub) -> None:
     parser.set_defaults(func=cli_train.run_experiment)
 
 
-# Subcommand registrations, in the order `attnlab --help` lists them.
-_REGISTRY: list = []
-_REGISTRY.append(_add_explain)
-_REGISTRY += [_add_show, _add_heads, _add_serve]
-_REGISTRY += [_add_train, _add_evaluate, _add_predict, _add_experiment]
+# Subcommands, in the order `attnlab --help` lists them.
+_REGISTRY = [
+    _add_explain,
+    _add_train, _add_evaluate, _add_predict, _add_experiment,
+    _add_show, _add_heads, _add_serve,
+]
 
 if __name__ == "__main__":
     sys.exit(main())
