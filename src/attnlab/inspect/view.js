@@ -282,7 +282,7 @@
     var s = this.current();
     if (!s) return;
     var L = s.tokens.length, c = this.canvas, dpr = window.devicePixelRatio || 1;
-    var width = Math.max(120, Math.min(360, 60 + 2 * L));
+    var width = Math.max(200, Math.min(420, 80 + 4 * L));
     c.style.width = width + "px";
     c.style.height = L * ROW + "px";
     c.width = Math.round(width * dpr);
