@@ -27,6 +27,7 @@ __all__ = [
 # Model fields set from the tokenizer and data, or fixed by the tokenizer's special tokens.
 _MODEL_SKIP = ("vocab_size", "n_classes", "pad_token_id", "unk_token_id", "n_special_tokens")
 _MODEL_RENAME = {"n_heads": "heads", "n_layers": "layers"}
+_FINETUNE_RENAME = {"pooling": "head_pooling", "max_length": "max_length"}
 
 
 def _add_config_groups(parser: argparse.ArgumentParser) -> None:
@@ -68,19 +69,42 @@ def _is_main() -> bool:
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    from attnlab.training.config import FINETUNE_DEFAULTS
+    from attnlab.training.finetune import FinetuneConfig
+    from attnlab.training.options import add_config_options
+
     parser.add_argument("--out", required=True, type=Path,
                         help="run folder: best/, last/, metrics.jsonl, result.json")
+    defaults = ", ".join(f"{k} {v}" for k, v in FINETUNE_DEFAULTS.items())
+    parser.add_argument("--init", dest="finetune.init", default=argparse.SUPPRESS,
+                        metavar="NAME_OR_DIR",
+                        help="fine-tune this pretrained encoder (all-MiniLM-L6-v2, or a folder "
+                             "with config.json, model.safetensors, tokenizer.json) with a new "
+                             "head instead of training a classifier from scratch; the model "
+                             f"options do not apply and the training defaults become: {defaults}")
     parser.add_argument("--resume", action="store_true",
                         help="continue the interrupted run in --out from its last/ checkpoint "
                              "(settings from the checkpoint; options given must agree)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or epoch lines")
     _add_config_groups(parser)
+    add_config_options(parser.add_argument_group("fine-tuning (with --init)"), FinetuneConfig,
+                       "finetune", skip=("init",),
+                       rename=_FINETUNE_RENAME)
 
 
 def run_train(args: argparse.Namespace) -> int:
     from attnlab.training.distributed import cleanup_distributed
+    from attnlab.training.finetune import saved_finetune
+    from attnlab.training.options import options_given
     from attnlab.training.pipeline import saved_configs, train_classifier
 
+    finetune = options_given(args, "finetune")
+    saved_init = saved_finetune(args.out) if args.resume else None
+    if "init" in finetune or saved_init is not None:
+        return _report(_finetune(args, finetune, saved_init), args.out)
+    if finetune:
+        raise ValueError(f"{_flags(finetune, _FINETUNE_RENAME)} apply to fine-tuning only; "
+                         f"add --init NAME_OR_DIR")
     saved = saved_configs(args.out) if args.resume else None
     data, model_options, train = _configs(args, saved)
     try:
@@ -88,15 +112,52 @@ def run_train(args: argparse.Namespace) -> int:
                                progress=not args.quiet)
     finally:
         cleanup_distributed()
+    return _report(run, args.out)
+
+
+def _finetune(args: argparse.Namespace, given: dict, saved_init):
+    """Fine-tune ``--init`` (or resume a fine-tuned run) with the options given."""
+    from attnlab.training.config import FINETUNE_DEFAULTS, TrainConfig
+    from attnlab.training.distributed import cleanup_distributed
+    from attnlab.training.finetune import FinetuneConfig, finetune_classifier
+    from attnlab.training.options import options_given
+    from attnlab.training.pipeline import DataConfig, saved_configs
+
+    model_options = options_given(args, "model")
+    if model_options:
+        raise ValueError(f"{_flags(model_options, _MODEL_RENAME)} configure a classifier "
+                         f"trained from scratch; with --init the model is the pretrained "
+                         f"encoder (see the fine-tuning options)")
+    data_opts, train_opts = options_given(args, "data"), options_given(args, "train")
+    if saved_init is not None:
+        data, _, train = saved_configs(args.out)
+        finetune = dataclasses.replace(saved_init, **given)
+        data, train = dataclasses.replace(data, **data_opts), train.replace(**train_opts)
+    else:
+        finetune = FinetuneConfig(**given)
+        data, train = DataConfig(**data_opts), TrainConfig(**{**FINETUNE_DEFAULTS, **train_opts})
+    try:
+        return finetune_classifier(args.out, finetune, data, train, resume=args.resume,
+                                   progress=not args.quiet)
+    finally:
+        cleanup_distributed()
+
+
+def _flags(options: dict, rename: dict[str, str]) -> str:
+    return ", ".join("--" + rename.get(name, name).replace("_", "-") for name in options)
+
+
+def _report(run, out: Path) -> int:
     if _is_main():
         r = run.result
         best = r.best_val
         print(f"trained {run.n_parameters:,} parameters for {r.global_step} steps in "
-              f"{r.wall_time:.0f}s{' (stopped early)' if r.stopped_early else ''}")
+              f"{r.wall_time:.0f}s{' (stopped early)' if r.stopped_early else ''}"
+              f"{' (time limit reached)' if r.out_of_time else ''}")
         if best is not None:
             print(f"best epoch {r.best_epoch}: val loss {best.loss:.4f} accuracy "
                   f"{best.accuracy:.4f} f1 {best.f1:.4f}")
-        print(f"saved to {args.out}/best and {args.out}/last")
+        print(f"saved to {out}/best and {out}/last")
     return 0
 
 
@@ -129,7 +190,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def _trained_on(run: Path) -> str:
-    from attnlab.inspect.subject import checkpoint_dir
+    from attnlab.models.registry import checkpoint_dir
 
     config = json.loads((checkpoint_dir(run) / "config.json").read_text(encoding="utf-8"))
     source = (config.get("data") or {}).get("source")

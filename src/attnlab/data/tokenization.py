@@ -96,13 +96,17 @@ def save_tokenizer(tokenizer: Tokenizer, path: str | os.PathLike) -> Path:
 
 
 def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
-    """Load a tokenizer saved by :func:`save_tokenizer` (a ``.json`` file or its directory)."""
+    """Load a tokenizer saved by :func:`save_tokenizer` (a ``.json`` file or its directory), or
+    any BERT-style ``tokenizer.json``; padding and truncation stored in the file are switched off
+    (:func:`encode` truncates, batches pad)."""
     path = Path(path)
     if path.is_dir():
         path = path / "tokenizer.json"
     if not path.is_file():
         raise FileNotFoundError(f"no tokenizer at {path}")
     tokenizer = Tokenizer.from_file(str(path))
+    tokenizer.no_padding()
+    tokenizer.no_truncation()
     if tokenizer.token_to_id(PAD) != 0:
         raise ValueError(f"{path}: expected [PAD] to have id 0, got {tokenizer.token_to_id(PAD)}")
     return tokenizer

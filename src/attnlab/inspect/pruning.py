@@ -3,8 +3,9 @@
 :meth:`MultiHeadAttention.prune_heads` shrinks one module's projections; here the heads to
 remove are given per module, and the heads that remain are recorded in their original numbering
 (``{"layers.0.attn": [0, 2, 3], ...}``). A checkpoint stores that record in its config under
-:data:`KEPT_HEADS_KEY`; a loader builds the full-size model from the config, calls
-:func:`restore_pruning` with the record, then loads the weights.
+:data:`KEPT_HEADS_KEY`; :func:`attnlab.models.registry.load_model` builds the full-size model
+from the config, calls :func:`restore_pruning` with the record, then loads the weights (both
+live in the registry, which training and inspection share; they are re-exported here).
 """
 
 from __future__ import annotations
@@ -14,10 +15,9 @@ from collections.abc import Iterable, Mapping
 from torch import nn
 
 from attnlab.inspect.capture import attention_modules
+from attnlab.models.registry import KEPT_HEADS_KEY, restore_pruning
 
 __all__ = ["KEPT_HEADS_KEY", "kept_heads", "prune_heads", "restore_pruning"]
-
-KEPT_HEADS_KEY = "kept_heads"  # config.json key: {module name: remaining original head indices}
 
 
 def kept_heads(model: nn.Module, previous: Mapping[str, list[int]] | None = None
@@ -82,25 +82,3 @@ def prune_heads(
         gone = set(removed)
         record[name] = [h for i, h in enumerate(record[name]) if i not in gone]
     return record
-
-
-def restore_pruning(model: nn.Module, kept: Mapping[str, list[int]] | None) -> None:
-    """Prune a freshly built, full-size ``model`` to the heads recorded in ``kept``.
-
-    ``None`` or an empty record does nothing, so loaders may call it for every checkpoint.
-    """
-    if not kept:
-        return
-    modules = attention_modules(model)
-    for name, heads in kept.items():
-        if name not in modules:
-            raise ValueError(f"{KEPT_HEADS_KEY} names {name!r}, not a MultiHeadAttention of "
-                             f"this model ({list(modules)})")
-        n = modules[name].n_heads
-        heads = [int(h) for h in heads]
-        if not heads or any(not 0 <= h < n for h in heads) or len(set(heads)) != len(heads):
-            raise ValueError(f"{KEPT_HEADS_KEY}[{name!r}] must list distinct heads in [0, {n}), "
-                             f"got {heads}")
-        if heads != sorted(heads):
-            raise ValueError(f"{KEPT_HEADS_KEY}[{name!r}] must be in increasing order, got {heads}")
-        modules[name].prune_heads([h for h in range(n) if h not in heads])

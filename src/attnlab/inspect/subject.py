@@ -23,8 +23,9 @@ from tokenizers import Tokenizer
 from torch import Tensor, nn
 
 from attnlab.inspect.capture import capture
-from attnlab.inspect.pruning import KEPT_HEADS_KEY, prune_heads, restore_pruning
+from attnlab.inspect.pruning import prune_heads
 from attnlab.inspect.rollout import attention_rollout
+from attnlab.models.registry import KEPT_HEADS_KEY, LoadedModel, load_model
 
 __all__ = ["Attended", "Encoded", "Prediction", "Subject", "load_subject", "save_pruned_run"]
 
@@ -188,68 +189,9 @@ def _is_pretrained_dir(path: Path) -> bool:
         return False
 
 
-def checkpoint_dir(path: Path) -> Path:
-    """The checkpoint folder for ``path``: itself, or its ``best/``, else ``last/``."""
-    if not path.is_dir():
-        raise FileNotFoundError(f"model folder not found: {path}")
-    for folder in (path, path / "best", path / "last"):
-        if (folder / "config.json").is_file():
-            return folder
-    raise FileNotFoundError(f"{path} holds no checkpoint: looked for config.json in it and in "
-                            f"its best/ and last/ folders")
-
-
-@dataclass(frozen=True)
-class BuiltModel:
-    """A fresh, full-size model from a checkpoint config, and how to read it."""
-
-    model: nn.Module
-    pooling: str  # "cls" or "mean": what the classification head reads
-    max_length: int  # longest input in tokens
-    n_classes: int  # outputs of the classification head
-
-
-def build_model(config: dict) -> BuiltModel:
-    """Build the model a checkpoint's ``config.json`` describes (weights not loaded).
-
-    Known ``model_type``: ``"classifier"`` (:class:`~attnlab.models.TextClassifier`, config
-    under ``"model"``) and ``"bert-sequence-classifier"`` (BERT with a classification head,
-    ``"bert"``/``"head"`` at the top level or under ``"model"``).
-    """
-    model_type = config.get("model_type", "classifier")
-    if model_type == "classifier":
-        from attnlab.models.classifier import ClassifierConfig, TextClassifier
-
-        c = ClassifierConfig.from_dict(config["model"])
-        return BuiltModel(TextClassifier(c), c.pooling, c.max_len, c.n_classes)
-    if model_type == "bert-sequence-classifier":
-        from attnlab.models.bert import BertConfig, BertModel
-        from attnlab.models.bert_classifier import (
-            BertClassifierConfig,
-            BertForSequenceClassification,
-        )
-
-        c = config if "bert" in config else config["model"]
-        bert_config = BertConfig.from_dict(c["bert"])
-        head = BertClassifierConfig(**c["head"])
-        model = BertForSequenceClassification(
-            BertModel(bert_config, add_pooler=c.get("with_pooler", True)), head)
-        return BuiltModel(model, "mean" if head.pooling == "mean" else "cls",
-                          int(c.get("max_length") or bert_config.max_position_embeddings),
-                          head.num_labels)
-    raise ValueError(f"unknown model_type {model_type!r} in config.json; known: "
-                     f"['classifier', 'bert-sequence-classifier']")
-
-
-def _read_run(path: Path):
-    """The checkpoint of ``path`` and its model, pruned as recorded, weights loaded."""
-    from attnlab.training.checkpoint import load_checkpoint, load_weights
-
-    ckpt = load_checkpoint(checkpoint_dir(path))
-    built = build_model(ckpt.config)
-    restore_pruning(built.model, ckpt.config.get(KEPT_HEADS_KEY))
-    load_weights(built.model, ckpt)
-    return ckpt, built
+def _read_run(path: Path) -> LoadedModel:
+    """The model of a run or checkpoint folder, pruned as recorded, weights loaded."""
+    return load_model(path)
 
 
 def save_pruned_run(run: str | os.PathLike, heads, out: str | os.PathLike) -> Path:
@@ -264,18 +206,18 @@ def save_pruned_run(run: str | os.PathLike, heads, out: str | os.PathLike) -> Pa
     """
     from attnlab.training.checkpoint import save_checkpoint
 
-    ckpt, built = _read_run(Path(run))
-    config = {k: v for k, v in ckpt.config.items() if k not in ("format", "version")}
-    config[KEPT_HEADS_KEY] = prune_heads(built.model, heads,
+    run_model = _read_run(Path(run))
+    config = {k: v for k, v in run_model.config.items() if k not in ("format", "version")}
+    config[KEPT_HEADS_KEY] = prune_heads(run_model.model, heads,
                                          previous=config.get(KEPT_HEADS_KEY))
-    return save_checkpoint(out, built.model, config, tokenizer=ckpt.tokenizer_path)
+    return save_checkpoint(out, run_model.model, config, tokenizer=run_model.tokenizer_path)
 
 
 def _load_run(path: Path, device: str) -> Subject:
-    ckpt, built = _read_run(path)
-    if ckpt.tokenizer_path is None:
-        raise FileNotFoundError(f"{ckpt.path} has no tokenizer.json; cannot turn text into ids")
-    labels = ckpt.config.get("labels") or [str(i) for i in range(built.n_classes)]
-    return Subject(built.model.to(device).eval(), Tokenizer.from_file(str(ckpt.tokenizer_path)),
-                   labels=[str(x) for x in labels], pooling=built.pooling,
-                   max_length=built.max_length, name=str(path))
+    run_model = _read_run(path)
+    if run_model.tokenizer is None:
+        raise FileNotFoundError(f"{run_model.path} has no tokenizer.json; cannot turn text "
+                                f"into ids")
+    return Subject(run_model.model.to(device).eval(), run_model.tokenizer,
+                   labels=run_model.labels, pooling=run_model.pooling,
+                   max_length=run_model.max_length, name=str(path))

@@ -109,14 +109,19 @@ class BertForSequenceClassification(nn.Module):
             loss = F.cross_entropy(logits.float(), labels)
         return ClassifierOutput(logits, loss)
 
+    def config_dict(self) -> dict:
+        """What rebuilds this model (see :func:`attnlab.models.registry.build_model`): the
+        encoder's and the head's configs, whether there is a pooler, the longest input."""
+        return {"bert": self.bert.config.to_dict(), "head": asdict(self.head),
+                "with_pooler": self.bert.pooler is not None,
+                "max_length": None if self.tokenizer is None else self.tokenizer.max_length}
+
     def save(self, path: str | os.PathLike) -> Path:
         """Write the weights, both configs and the tokenizer (if any) to the folder ``path``,
         atomically."""
         from attnlab.training.checkpoint import save_checkpoint  # not at import: models first
 
-        config = {"model_type": MODEL_TYPE, "bert": self.bert.config.to_dict(),
-                  "head": asdict(self.head), "with_pooler": self.bert.pooler is not None,
-                  "max_length": None if self.tokenizer is None else self.tokenizer.max_length}
+        config = {"model_type": MODEL_TYPE, **self.config_dict()}
         tokenizer = None if self.tokenizer is None else self.tokenizer.path
         return save_checkpoint(path, self, config, tokenizer=tokenizer)
 

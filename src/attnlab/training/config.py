@@ -6,9 +6,23 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["SCHEDULES", "TrainConfig"]
+__all__ = ["FINETUNE_DEFAULTS", "SCHEDULES", "TrainConfig"]
 
 SCHEDULES = ("linear", "cosine", "constant")
+
+# Fine-tuning a pretrained encoder (``attnlab train --init``): these replace the TrainConfig
+# defaults below (which suit a small classifier trained from scratch); options given win.
+FINETUNE_DEFAULTS = {
+    "lr": 8e-5,  # small encoders (MiniLM) take more than BERT-base's 2e-5..5e-5 in one epoch
+    "batch_size": 32,
+    "epochs": 1,  # one pass over SST-2's 67k phrases is enough for a pretrained encoder
+    "warmup_ratio": 0.06,
+    "schedule": "linear",
+    "weight_decay": 0.01,
+    "label_smoothing": 0.0,
+    "patience": None,  # one epoch: nothing to stop early
+    "save_every": 500,  # last/ every 500 steps, so a long run can resume
+}
 
 
 @dataclass
@@ -40,6 +54,7 @@ class TrainConfig:
     log_every: int = 50  # write a step line to metrics.jsonl every this many steps
     save_every: int = 0  # also save last/ every this many steps (0: at each epoch end only)
     max_steps: int | None = None  # stop after this many optimizer steps (None: all epochs)
+    time_limit: float | None = None  # stop training after this many seconds, evaluate, save
     device: str = "auto"  # "auto" (cuda if available), "cpu", "cuda", "cuda:1", ...
 
     def __post_init__(self) -> None:
@@ -69,6 +84,8 @@ class TrainConfig:
         _at_least("save_every", self.save_every, 0, int)
         if self.max_steps is not None:
             _positive("max_steps", self.max_steps, int)
+        if self.time_limit is not None:
+            _positive("time_limit", self.time_limit, float)
         if not isinstance(self.device, str) or not (
             self.device in ("auto", "cpu") or self.device.startswith("cuda")
         ):

@@ -3,8 +3,9 @@ and evaluation / prediction from a run folder.
 
 A run folder (``runs/h4``) holds ``best/`` and ``last/`` checkpoints (weights, config.json with
 model, training and data settings and label names, tokenizer.json), ``metrics.jsonl`` and
-``result.json``. Any model that ``attnlab.inspect.subject.build_model`` knows from a
-checkpoint's ``model_type`` evaluates and predicts the same way.
+``result.json``. Any model that :func:`attnlab.models.registry.build_model` knows from a
+checkpoint's ``model_type`` evaluates and predicts the same way (fine-tuned pretrained encoders
+included, see :mod:`attnlab.training.finetune`).
 """
 
 from __future__ import annotations
@@ -19,9 +20,18 @@ from typing import Any
 import torch
 from torch import nn
 
-from attnlab.data import LengthGroupedBatches, encode, load_split, load_tokenizer, train_tokenizer
+from attnlab.data import (
+    LengthGroupedBatches,
+    TextDataset,
+    encode,
+    load_split,
+    load_tokenizer,
+    pad_sequences,
+    train_tokenizer,
+)
 from attnlab.data.tokenization import save_tokenizer
 from attnlab.models.classifier import ClassifierConfig, TextClassifier
+from attnlab.models.registry import LoadedModel, load_model
 from attnlab.training.checkpoint import load_checkpoint
 from attnlab.training.config import TrainConfig
 from attnlab.training.distributed import DistInfo, barrier, setup_distributed
@@ -41,7 +51,9 @@ __all__ = [
     "Prediction",
     "TrainedRun",
     "evaluate_run",
+    "fit_on_splits",
     "load_run",
+    "load_splits",
     "predict",
     "saved_configs",
     "train_classifier",
@@ -102,7 +114,7 @@ class TrainedRun:
     result: FitResult  # history, best epoch, steps, wall time
     model: nn.Module  # the model at the end of training (not the best epoch's)
     n_parameters: int  # trainable parameters
-    model_config: ClassifierConfig
+    model_config: Any  # ClassifierConfig, or the fine-tuned model's config dict
 
 
 def saved_configs(out_dir: str | os.PathLike) -> tuple[DataConfig, dict[str, Any], TrainConfig]:
@@ -151,11 +163,8 @@ def train_classifier(
     info = dist_info or setup_distributed(train.device)
     if resume:
         _check_same_as_saved(out_dir, data, options)
-    train_set = load_split(data.source, "train", n_classes=data.n_classes)
-    dev_set = load_split(data.source, data.dev_split, n_classes=data.n_classes)
-    texts, labels = train_set.texts, train_set.labels
-    if data.train_limit is not None:
-        texts, labels = texts[: data.train_limit], labels[: data.train_limit]
+    train_set, dev_set = load_splits(data)
+    texts = train_set.texts
 
     tok_file = out_dir / "tokenizer.json"
     if resume:
@@ -171,26 +180,46 @@ def train_classifier(
                                     n_classes=data.n_classes, **options)
     seed_everything(train.seed)
     model = TextClassifier(model_config)
-
-    train_ids = encode(tokenizer, texts, max_length=model_config.max_len)
-    dev_ids = encode(tokenizer, dev_set.texts, max_length=model_config.max_len)
-    train_batches: Any = LengthGroupedBatches(train_ids, labels, train.batch_size,
-                                              seed=train.seed, drop_last=True)
-    dev_batches: Any = LengthGroupedBatches(dev_ids, dev_set.labels, EVAL_BATCH, shuffle=False)
-    if info.distributed:
-        train_batches = ShardedBatches(train_batches, info.world_size, info.rank)
-        dev_batches = ShardedBatches(dev_batches, info.world_size, info.rank)
-
     artifacts = RunArtifacts(
         model_config=model_config.to_dict(), model_type="classifier",
         labels=data.label_names(), tokenizer=tokenizer,
         extra={"data": data.to_dict(), "n_parameters": model.num_parameters()},
     )
-    trainer = Trainer(model, train, train_batches, dev_batches, out_dir=out_dir,
-                      artifacts=artifacts, progress=progress, dist_info=info,
-                      callbacks=callbacks)
-    result = trainer.fit(resume=resume)
+    result = fit_on_splits(out_dir, model, tokenizer, model_config.max_len, train_set, dev_set,
+                           train, artifacts, resume=resume, progress=progress, dist_info=info,
+                           callbacks=callbacks)
     return TrainedRun(out_dir, result, model, model.num_parameters(), model_config)
+
+
+def load_splits(data: DataConfig) -> tuple[TextDataset, TextDataset]:
+    """The training split (cut to ``data.train_limit``) and the dev split of ``data``."""
+    train_set = load_split(data.source, "train", n_classes=data.n_classes)
+    dev_set = load_split(data.source, data.dev_split, n_classes=data.n_classes)
+    if data.train_limit is not None:
+        train_set = dataclasses.replace(train_set, texts=train_set.texts[: data.train_limit],
+                                        labels=train_set.labels[: data.train_limit])
+    return train_set, dev_set
+
+
+def fit_on_splits(
+    out_dir: Path, model: nn.Module, tokenizer: Any, max_length: int, train_set: TextDataset,
+    dev_set: TextDataset, train: TrainConfig, artifacts: RunArtifacts, *, resume: bool,
+    progress: bool, dist_info: DistInfo, callbacks: Sequence[Callback] = (),
+) -> FitResult:
+    """Tokenize both splits (to ``max_length`` ids), batch them by length (sharded under
+    ``torchrun``) and run the :class:`~attnlab.training.Trainer` into ``out_dir``."""
+    train_ids = encode(tokenizer, train_set.texts, max_length=max_length)
+    dev_ids = encode(tokenizer, dev_set.texts, max_length=max_length)
+    train_batches: Any = LengthGroupedBatches(train_ids, train_set.labels, train.batch_size,
+                                              seed=train.seed, drop_last=True)
+    dev_batches: Any = LengthGroupedBatches(dev_ids, dev_set.labels, EVAL_BATCH, shuffle=False)
+    if dist_info.distributed:
+        train_batches = ShardedBatches(train_batches, dist_info.world_size, dist_info.rank)
+        dev_batches = ShardedBatches(dev_batches, dist_info.world_size, dist_info.rank)
+    trainer = Trainer(model, train, train_batches, dev_batches, out_dir=out_dir,
+                      artifacts=artifacts, progress=progress, dist_info=dist_info,
+                      callbacks=callbacks)
+    return trainer.fit(resume=resume)
 
 
 def _check_same_as_saved(out_dir: Path, data: DataConfig, options: dict[str, Any]) -> None:
@@ -219,18 +248,16 @@ class Prediction:
         return dataclasses.asdict(self)
 
 
-def load_run(path: str | os.PathLike, device: str = "cpu"):
+def load_run(path: str | os.PathLike, device: str = "cpu") -> LoadedModel:
     """The model, tokenizer and labels of a run folder (its ``best/``, else ``last/``) or of a
-    checkpoint folder, in eval mode (an :class:`attnlab.inspect.subject.Subject`)."""
-    from attnlab.inspect.subject import load_subject
-
+    checkpoint folder, in eval mode (see :func:`attnlab.models.registry.load_model`)."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"run folder not found: {path}")
-    subject = load_subject(path, device=device)
-    if subject.labels is None:
-        raise ValueError(f"{path}: the model has no classification head")
-    return subject
+    run = load_model(path, device=device)
+    if run.tokenizer is None:
+        raise FileNotFoundError(f"{run.path} has no tokenizer.json; cannot turn text into ids")
+    return run
 
 
 def evaluate_run(
@@ -238,33 +265,43 @@ def evaluate_run(
     batch_size: int = EVAL_BATCH, device: str = "cpu",
 ) -> EvalResult:
     """Loss, accuracy and macro F1 of a trained run on ``split`` of ``source``."""
-    subject = load_run(path, device)
-    dataset = load_split(source, split, n_classes=len(subject.labels))
-    ids = encode(subject.tokenizer, dataset.texts, max_length=subject.max_length)
-    batches = LengthGroupedBatches(ids, dataset.labels, batch_size, shuffle=False)
-    return evaluate(subject.model, batches, device=device)
+    run = load_run(path, device)
+    dataset = load_split(source, split, n_classes=len(run.labels))
+    ids = encode(run.tokenizer, dataset.texts, max_length=run.max_length)
+    batches = LengthGroupedBatches(ids, dataset.labels, batch_size, shuffle=False,
+                                   pad_id=_pad_id(run))
+    return evaluate(run.model, batches, device=device)
+
+
+def _pad_id(run: LoadedModel) -> int:
+    pad = run.tokenizer.token_to_id("[PAD]")
+    return 0 if pad is None else pad
 
 
 @torch.no_grad()
 def predict(
-    path_or_subject: Any, texts: Sequence[str], *, batch_size: int = EVAL_BATCH,
-    device: str = "cpu",
+    path_or_run: str | os.PathLike | LoadedModel, texts: Sequence[str], *,
+    batch_size: int = EVAL_BATCH, device: str = "cpu",
 ) -> list[Prediction]:
-    """Class and probability for each text, from a run folder (or a loaded run)."""
+    """Class and probability for each text, from a run folder (or a run loaded with
+    :func:`load_run`)."""
     if isinstance(texts, str):
         raise TypeError("texts must be a sequence of strings, got a single str; wrap it in a list")
     if not texts:
         raise ValueError("texts is empty: give at least one text to classify")
-    subject = (path_or_subject if hasattr(path_or_subject, "encode")
-               else load_run(path_or_subject, device))
+    run = (path_or_run if isinstance(path_or_run, LoadedModel)
+           else load_run(path_or_run, device))
+    run.model.eval()
     out: list[Prediction] = []
     for start in range(0, len(texts), batch_size):
         chunk = list(texts[start:start + batch_size])
-        enc = subject.encode(chunk)
-        logits = subject.logits(enc.input_ids.to(device), enc.attention_mask.to(device))
+        ids = encode(run.tokenizer, chunk, max_length=run.max_length)
+        input_ids, attention_mask = pad_sequences(ids, _pad_id(run))  # (B, L) each
+        output = run.model(input_ids.to(device), attention_mask.to(device))
+        logits = getattr(output, "logits", output)  # (B, C)
         probs = torch.softmax(logits.float(), dim=-1).cpu()  # (B, C)
         for text, row in zip(chunk, probs.tolist(), strict=True):
             best = max(range(len(row)), key=row.__getitem__)
-            out.append(Prediction(text, subject.labels[best], row[best],
-                                  dict(zip(subject.labels, row, strict=True))))
+            out.append(Prediction(text, run.labels[best], row[best],
+                                  dict(zip(run.labels, row, strict=True))))
     return out

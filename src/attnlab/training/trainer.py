@@ -53,7 +53,7 @@ __all__ = [
 
 # Fields that may differ between an interrupted run and its resumption (they do not change
 # the arithmetic of training).
-_RESUME_MAY_DIFFER = {"log_every", "save_every", "device"}
+_RESUME_MAY_DIFFER = {"log_every", "save_every", "device", "time_limit"}
 
 
 def seed_everything(seed: int) -> None:
@@ -125,6 +125,7 @@ class FitResult:
     global_step: int  # optimizer steps done
     stopped_early: bool  # patience ran out
     wall_time: float  # seconds spent in fit (this invocation plus any interrupted ones)
+    out_of_time: bool = False  # training stopped at config.time_limit
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -134,6 +135,7 @@ class FitResult:
             "global_step": self.global_step,
             "stopped_early": self.stopped_early,
             "wall_time": self.wall_time,
+            "out_of_time": self.out_of_time,
         }
 
     @classmethod
@@ -145,6 +147,7 @@ class FitResult:
             global_step=d["global_step"],
             stopped_early=d["stopped_early"],
             wall_time=d["wall_time"],
+            out_of_time=d.get("out_of_time", False),
         )
 
 
@@ -177,6 +180,7 @@ class _Progress:
     best_epoch: int | None = None
     bad_evals: int = 0  # evaluations since the last improvement
     stopped_early: bool = False
+    out_of_time: bool = False  # training stopped at config.time_limit
     wall_time: float = 0.0  # fit time before this invocation
     history: list[dict[str, Any]] = field(default_factory=list)
 
@@ -258,11 +262,13 @@ class Trainer:
     # --- public ---------------------------------------------------------------------------
 
     def fit(self, resume: bool = False) -> FitResult:
-        """Train to the end (or early stop / ``max_steps``); with ``resume`` continue from
-        ``out_dir/last`` so the final weights equal those of an uninterrupted run."""
+        """Train to the end (or early stop / ``max_steps`` / ``time_limit``); with ``resume``
+        continue from ``out_dir/last`` so the final weights equal those of an uninterrupted
+        run."""
         cfg = self.config
         if resume:
             self._restore()  # replaces self.state
+            self.state.out_of_time = False  # the limit counts anew (and may have changed)
         else:
             torch.manual_seed(cfg.seed + self.dist.rank)  # dropout; weights were made already
             if self.out_dir is not None and self.dist.is_main:
@@ -270,7 +276,7 @@ class Trainer:
         st = self.state
         start = time.perf_counter() - st.wall_time
         try:
-            while st.epoch < cfg.epochs and not st.stopped_early:
+            while st.epoch < cfg.epochs and not (st.stopped_early or st.out_of_time):
                 if st.global_step >= self.total_steps and st.batch_in_epoch == 0:
                     break
                 self._train_epoch(start)
@@ -290,6 +296,7 @@ class Trainer:
             global_step=st.global_step,
             stopped_early=st.stopped_early,
             wall_time=st.wall_time,
+            out_of_time=st.out_of_time,
         )
         if self.out_dir is not None and self.dist.is_main:
             _write_json_atomic(self.out_dir / "result.json", result.to_dict())
@@ -322,6 +329,9 @@ class Trainer:
             if i < st.batch_in_epoch:
                 continue  # seen before the interruption; same order since set_epoch(epoch)
             if st.global_step >= self.total_steps:
+                break
+            if self._out_of_time(fit_start):
+                st.out_of_time = True
                 break
             loss, correct, n, tokens, lr, grad_norm = self._step(batch)
             st.global_step += 1
@@ -397,7 +407,8 @@ class Trainer:
         )
         loss_sum, correct, examples, tokens = all_reduce_sum(totals).tolist()
         epoch_no = st.epoch + 1
-        last_epoch = epoch_no == cfg.epochs or st.global_step >= self.total_steps
+        last_epoch = (epoch_no == cfg.epochs or st.global_step >= self.total_steps
+                      or st.out_of_time)
         val = None
         if self.eval_data is not None and (epoch_no % cfg.eval_every == 0 or last_epoch):
             val = self.evaluate(self.eval_data)
@@ -500,6 +511,16 @@ class Trainer:
         self.log.truncate_after(self.state.global_step)
 
     # --- helpers --------------------------------------------------------------------------
+
+    def _out_of_time(self, fit_start: float) -> bool:
+        """``config.time_limit`` passed (on any process: all stop at the same step)."""
+        limit = self.config.time_limit
+        if limit is None:
+            return False
+        late = float(time.perf_counter() - fit_start >= limit)
+        if self.dist.distributed:
+            late = float(all_reduce_sum(torch.tensor([late], device=self.dist.device)).item())
+        return late > 0
 
     def _to_device(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         dev = self.dist.device

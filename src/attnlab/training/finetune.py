@@ -1,0 +1,155 @@
+"""Fine-tuning a pretrained BERT encoder (e.g. all-MiniLM-L6-v2) for text classification.
+
+:func:`finetune_classifier` puts a fresh head on the pretrained encoder
+(:meth:`~attnlab.models.BertForSequenceClassification.from_pretrained`), keeps the pretrained
+``tokenizer.json`` and trains with the same :class:`~attnlab.training.Trainer` and run folder
+as :func:`~attnlab.training.pipeline.train_classifier`; ``evaluate_run``/``predict`` read it
+back through :mod:`attnlab.models.registry`. The training defaults for fine-tuning are
+:data:`~attnlab.training.config.FINETUNE_DEFAULTS`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from attnlab.data import load_tokenizer
+from attnlab.models.bert_classifier import MODEL_TYPE, BertForSequenceClassification
+from attnlab.models.pretrained import resolve_model_dir
+from attnlab.models.registry import build_model
+from attnlab.training.checkpoint import load_checkpoint
+from attnlab.training.config import TrainConfig
+from attnlab.training.distributed import DistInfo, setup_distributed
+from attnlab.training.pipeline import (
+    DataConfig,
+    TrainedRun,
+    fit_on_splits,
+    load_splits,
+)
+from attnlab.training.trainer import Callback, RunArtifacts, seed_everything
+
+__all__ = ["INIT_KEY", "FinetuneConfig", "finetune_classifier", "saved_finetune"]
+
+INIT_KEY = "init"  # config.json key holding the FinetuneConfig of a fine-tuned run
+HEAD_POOLINGS = ("mean", "pooler")
+
+
+@dataclass
+class FinetuneConfig:
+    """Which pretrained encoder, and the head and inputs put on it."""
+
+    init: str  # pretrained name (all-MiniLM-L6-v2) or folder with the model and tokenizer.json
+    pooling: str = "mean"  # head input: "mean" over real tokens, or "pooler" (tanh(W h_[CLS]))
+    head_dropout: float = 0.1  # dropout on the pooled vector before the classification layer
+    max_length: int = 64  # longest input in tokens, [CLS]/[SEP] included (SST-2 dev: 60)
+    freeze_word_embeddings: bool = True  # keep the word embeddings fixed (faster steps on CPU)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.init, str) or not self.init:
+            raise ValueError(f"init must be a pretrained name or a folder, got {self.init!r}")
+        if self.pooling not in HEAD_POOLINGS:
+            raise ValueError(f"pooling must be one of {HEAD_POOLINGS}, got {self.pooling!r}")
+        if not 0.0 <= self.head_dropout < 1.0:
+            raise ValueError(f"head_dropout must be in [0, 1), got {self.head_dropout}")
+        if isinstance(self.max_length, bool) or not isinstance(self.max_length, int) or (
+                self.max_length < 3):
+            raise ValueError(f"max_length must be an integer >= 3 ([CLS] text [SEP]), "
+                             f"got {self.max_length!r}")
+        if not isinstance(self.freeze_word_embeddings, bool):
+            raise TypeError(f"freeze_word_embeddings must be a bool, "
+                            f"got {self.freeze_word_embeddings!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FinetuneConfig:
+        return cls(**data)
+
+
+def saved_finetune(out_dir: str | os.PathLike) -> FinetuneConfig | None:
+    """The fine-tuning settings stored in ``out_dir/last``, or ``None`` for a run trained from
+    scratch."""
+    saved = load_checkpoint(Path(out_dir) / "last").config.get(INIT_KEY)
+    return None if saved is None else FinetuneConfig.from_dict(saved)
+
+
+def finetune_classifier(
+    out_dir: str | os.PathLike,
+    finetune: FinetuneConfig,
+    data: DataConfig | None = None,
+    train: TrainConfig | None = None,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    dist_info: DistInfo | None = None,
+    callbacks: Sequence[Callback] = (),
+) -> TrainedRun:
+    """Fine-tune the pretrained encoder ``finetune.init`` with a new head on ``data``.
+
+    Args:
+        out_dir: the run folder (created): ``best/``, ``last/`` (weights, config.json, the
+            pretrained tokenizer.json), ``metrics.jsonl``, ``result.json``.
+        finetune: the encoder, head and input length.
+        data: data settings (default SST-2); its tokenizer fields are unused.
+        train: training settings; default ``TrainConfig(**FINETUNE_DEFAULTS)``.
+        resume: continue from ``out_dir/last``: ``finetune`` and ``data`` must equal the saved
+            ones; the model is rebuilt from the checkpoint (the pretrained folder is not read).
+        progress, dist_info, callbacks: as for
+            :func:`~attnlab.training.pipeline.train_classifier`.
+
+    Raises:
+        ValueError: ``finetune.init`` is neither a known name nor a folder.
+        FileNotFoundError: the folder lacks config.json, model.safetensors or tokenizer.json.
+    """
+    from attnlab.training.config import FINETUNE_DEFAULTS
+
+    out_dir = Path(out_dir)
+    data = data or DataConfig()
+    train = train or TrainConfig(**FINETUNE_DEFAULTS)
+    info = dist_info or setup_distributed(train.device)
+    if resume:
+        _check_same_as_saved(out_dir, finetune, data)
+        last = load_checkpoint(out_dir / "last")
+        model = build_model(last.config).model
+        tokenizer_path = last.tokenizer_path
+    else:
+        seed_everything(train.seed)  # the head's initial weights
+        model = BertForSequenceClassification.from_pretrained(
+            finetune.init, num_labels=data.n_classes, pooling=finetune.pooling,
+            dropout=finetune.head_dropout, max_length=finetune.max_length)
+        tokenizer_path = resolve_model_dir(finetune.init) / "tokenizer.json"
+    if finetune.freeze_word_embeddings:
+        model.bert.embeddings.word.weight.requires_grad_(False)
+    tokenizer = load_tokenizer(tokenizer_path)
+    n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    train_set, dev_set = load_splits(data)
+    artifacts = RunArtifacts(
+        model_config={**model.config_dict(), "max_length": finetune.max_length},
+        model_type=MODEL_TYPE, labels=data.label_names(),
+        tokenizer=tokenizer_path,
+        extra={"data": data.to_dict(), INIT_KEY: finetune.to_dict(),
+               "n_parameters": n_trainable},
+    )
+    result = fit_on_splits(out_dir, model, tokenizer, finetune.max_length, train_set, dev_set,
+                           train, artifacts, resume=resume, progress=progress, dist_info=info,
+                           callbacks=callbacks)
+    return TrainedRun(out_dir, result, model, n_trainable, artifacts.model_config)
+
+
+def _check_same_as_saved(out_dir: Path, finetune: FinetuneConfig, data: DataConfig) -> None:
+    saved = saved_finetune(out_dir)
+    if saved is None:
+        raise ValueError(f"{out_dir} was trained from scratch, not fine-tuned; resume it "
+                         f"without --init")
+    saved_data = DataConfig.from_dict(load_checkpoint(out_dir / "last").config["data"])
+    differ = [f"init.{k} (saved {v!r}, now {getattr(finetune, k)!r})"
+              for k, v in saved.to_dict().items() if getattr(finetune, k) != v]
+    differ += [f"data.{k} (saved {v!r}, now {getattr(data, k)!r})"
+               for k, v in saved_data.to_dict().items() if getattr(data, k) != v]
+    if differ:
+        raise ValueError("cannot resume with different settings: " + ", ".join(differ))
