@@ -127,7 +127,8 @@ class BertForSequenceClassification(nn.Module):
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> BertForSequenceClassification:
-        """Read a folder written by :meth:`save`, in evaluation mode."""
+        """Read a folder written by :meth:`save` (or a checkpoint of a fine-tuning run, whose
+        configs sit under ``"model"``), in evaluation mode."""
         from attnlab.training.checkpoint import CheckpointError, load_checkpoint, load_weights
 
         checkpoint = load_checkpoint(path)
@@ -135,6 +136,7 @@ class BertForSequenceClassification(nn.Module):
         if config.get("model_type") != MODEL_TYPE:
             raise CheckpointError(f"{checkpoint.path}: not a {MODEL_TYPE} checkpoint "
                                   f"(model_type={config.get('model_type')!r})")
+        config = config if "bert" in config else config["model"]
         bert = BertModel(BertConfig.from_dict(config["bert"]), add_pooler=config["with_pooler"])
         tokenizer = None
         if checkpoint.tokenizer_path is not None and config.get("max_length"):
