@@ -89,12 +89,16 @@ def _add_train(sub) -> None:
     from attnlab import cli_train
 
     parser = sub.add_parser(
-        "train", help="train a Transformer classifier (tokenizer included) into a run folder",
+        "train", help="train a Transformer classifier (tokenizer included) into a run folder, "
+                      "or fine-tune a pretrained encoder (--init)",
         description="Train a tokenizer on the training split and a TextClassifier with AdamW, "
                     "warm-up and decay, evaluating on the dev split after each epoch; keep the "
-                    "best/ and last/ checkpoints. Runs under torchrun for data parallelism.",
-        epilog="example: attnlab train --data sst2 --heads 4 --layers 2 --d-model 128 "
-               "--epochs 3 --out runs/h4",
+                    "best/ and last/ checkpoints. With --init, put a classification head on a "
+                    "pretrained BERT (all-MiniLM-L6-v2) and fine-tune it the same way, with its "
+                    "own tokenizer. Runs under torchrun for data parallelism.",
+        epilog="examples: attnlab train --data sst2 --heads 4 --layers 2 --d-model 128 "
+               "--epochs 3 --out runs/h4; attnlab train --init all-MiniLM-L6-v2 --data sst2 "
+               "--out runs/minilm",
     )
     cli_train.add_train_arguments(parser)
     parser.set_defaults(func=cli_train.run_train)
