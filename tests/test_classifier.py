@@ -92,6 +92,16 @@ def test_uses_attnlab_attention_only():
     assert not kinds & {nn.MultiheadAttention, nn.TransformerEncoder, nn.TransformerEncoderLayer}
 
 
+@pytest.mark.parametrize("std", [0.02, 1.0])
+def test_embedding_init_std(std):
+    torch.manual_seed(0)
+    model = TextClassifier(_config(vocab_size=2000, d_model=64, n_heads=4, embed_init_std=std))
+    rows = model.embedding.weight.detach()[1:]  # all but [PAD]
+    assert (model.embedding.weight[0] == 0).all()
+    assert abs(float(rows.std()) - std) < 0.03 * std  # 127,936 draws: sampling error ~0.2%
+    assert abs(float(rows.mean())) < 0.03 * std
+
+
 def test_pad_embedding_is_zero_and_position_order_matters():
     model = TextClassifier(_config(positional="learned", dropout=0.0)).eval()
     assert (model.embedding.weight[0] == 0).all()
@@ -138,6 +148,7 @@ def test_config_round_trip_through_json():
         ({"d_model": 12, "n_heads": 4, "positional": "rotary"}, "even head size"),
         ({"pad_token_id": 50}, "pad_token_id"),
         ({"word_dropout": -0.1}, "word_dropout"),
+        ({"embed_init_std": 0.0}, "embed_init_std"),
         ({"n_special_tokens": 51}, "n_special_tokens"),
     ],
 )

@@ -35,24 +35,27 @@ class ClassifierConfig:
     """Architecture of a :class:`TextClassifier`.
 
     The defaults are the best of a search on SST-2 (word-level vocabulary of ~14k, AdamW lr
-    3e-3, batch 128, 2 epochs, label smoothing 0.1): dev loss 0.41, accuracy 81%. Positions
-    default to ``"none"``: on SST-2 learned positions did no better, and the dev sentences are
+    1e-3, batch 128, one epoch, label smoothing 0.25): dev loss 0.40-0.42, accuracy 81-82%.
+    Small embedding init (``embed_init_std``) makes the model learn within one epoch; a second
+    pass over the training phrases then only overfits. Positions default to ``"none"``: on
+    SST-2 learned positions did no better, and the dev sentences are
     longer than most training phrases, so late positions would be barely trained.
     """
 
     vocab_size: int  # V, rows of the token embedding (the tokenizer's vocabulary size)
     n_classes: int = 2  # C, output classes
-    d_model: int = 128  # D, width of embeddings and of every layer
+    d_model: int = 256  # D, width of embeddings and of every layer
     n_heads: int = 4  # H, attention heads; d_model must be divisible by n_heads
     n_layers: int = 2  # encoder layers
-    d_ff: int = 256  # feed-forward hidden size
-    dropout: float = 0.3  # on embeddings, sub-layer outputs and inside the feed-forward net
+    d_ff: int = 512  # feed-forward hidden size
+    dropout: float = 0.4  # on embeddings, sub-layer outputs and inside the feed-forward net
     attn_dropout: float = 0.0  # on the attention weights
     positional: str = "none"  # "none" | "sinusoidal" | "learned" | "rotary"
     max_len: int = 128  # longest input accepted (positions 0 .. max_len-1)
     norm_first: bool = True  # pre-norm (True) or post-norm (False) layers
     pooling: str = "mean"  # "mean" over real tokens, or "cls" (the first token)
     word_dropout: float = 0.1  # training only: share of word tokens replaced by [UNK]
+    embed_init_std: float = 0.02  # std of the normal init of token embeddings (torch's is 1.0)
     pad_token_id: int = 0  # id of [PAD]; its embedding stays zero
     unk_token_id: int = 1  # id of [UNK], what word dropout substitutes
     n_special_tokens: int = 4  # ids below this ([PAD], [UNK], [CLS], [SEP]) are never dropped
@@ -71,6 +74,9 @@ class ClassifierConfig:
         if self.positional == "rotary" and (self.d_model // self.n_heads) % 2 != 0:
             raise ValueError(f"rotary positions need an even head size d_model/n_heads, got "
                              f"{self.d_model}/{self.n_heads} = {self.d_model // self.n_heads}")
+        std = self.embed_init_std
+        if isinstance(std, bool) or not isinstance(std, (int, float)) or not std > 0:
+            raise ValueError(f"embed_init_std must be a number > 0, got {std!r}")
         for name in ("dropout", "attn_dropout", "word_dropout"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
@@ -142,6 +148,12 @@ class TextClassifier(nn.Module):
             raise TypeError(f"config must be a ClassifierConfig, got {type(config).__name__}")
         self.config = c = config
         self.embedding = nn.Embedding(c.vocab_size, c.d_model, padding_idx=c.pad_token_id)
+        # Small embeddings let rare words start near neutral (as [PAD]/[UNK]) instead of as
+        # unit-scale noise that the encoder cannot tell from signal; on SST-2 the model learns
+        # several times faster than with torch's N(0, 1).
+        nn.init.normal_(self.embedding.weight, std=c.embed_init_std)
+        with torch.no_grad():
+            self.embedding.weight[c.pad_token_id].zero_()
         self.positions: nn.Module | None = None
         if c.positional == "sinusoidal":
             self.positions = SinusoidalPositionalEncoding(c.d_model, c.max_len)

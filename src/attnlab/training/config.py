@@ -37,15 +37,15 @@ class TrainConfig:
     optimizer steps.
     """
 
-    lr: float = 3e-3  # peak learning rate of AdamW, reached at the end of warm-up
+    lr: float = 1e-3  # peak learning rate of AdamW, reached at the end of warm-up
     weight_decay: float = 0.01  # decoupled weight decay; never on biases, norms, embeddings
     batch_size: int = 128  # global examples per optimizer step (split across processes)
-    epochs: int = 2  # passes over the training split
+    epochs: int = 1  # passes over the training split
     warmup_ratio: float = 0.1  # fraction of all steps spent warming up linearly from 0
     warmup_steps: int | None = None  # absolute warm-up steps; overrides warmup_ratio when set
     schedule: str = "linear"  # decay after warm-up: "linear" | "cosine" (to 0) | "constant"
     grad_clip: float | None = 1.0  # max global gradient L2 norm; None or 0 disables clipping
-    label_smoothing: float = 0.1  # > 0: the trainer computes smoothed cross-entropy from logits
+    label_smoothing: float = 0.25  # > 0: the trainer computes smoothed cross-entropy from logits
     patience: int | None = 2  # stop after this many evaluations without a lower val loss
     min_delta: float = 0.0  # a val loss must drop by more than this to count as better
     seed: int = 0  # seeds weights, dropout and the per-epoch data order
