@@ -8,7 +8,7 @@ Prints one table of ratios (``speed-up = reference time / our time``; > 1 means 
   relative to our fused path;
 * ``MultiHeadAttention`` forward and forward+backward vs ``torch.nn.MultiheadAttention``.
 
-Run: ``make bench`` or ``python benchmarks/attention.py [--quick]``.
+Run: ``make bench`` or ``python benchmarks/attention.py [--quick] [--threads N]``.
 """
 
 from __future__ import annotations
@@ -94,7 +94,11 @@ def mha_rows(device: str, dtype: torch.dtype, T: int, d_model: int = 512) -> lis
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="T=128 only, float32 only")
+    parser.add_argument("--threads", type=int,
+                        help="torch threads (1 gives steadier ratios on a busy machine)")
     args = parser.parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     dtypes = [torch.float32] if args.quick else [torch.float32, torch.bfloat16]
     lengths = [128] if args.quick else [128, 512]
