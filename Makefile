@@ -18,11 +18,13 @@ install: $(VENV)/.installed
 demo: install  ## the main job: the single-head vs multi-head experiment on SST-2, one seed
 	$(VENV)/bin/attnlab experiment heads --data sst2 --seeds 1 --out runs/demo
 
+# Tests run one torch thread per process: small models gain nothing from a second thread, and
+# on a busy machine two threads per process can be many times slower.
 test: install  ## everything, slow tests (full training, browser) included
-	$(PY) -m pytest -q
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q
 
 test-fast: install
-	$(PY) -m pytest -q -m "not slow"
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -m "not slow"
 
 bench: install
 	$(PY) benchmarks/attention.py
