@@ -27,6 +27,19 @@ def time_pair(
     return statistics.median(t_ours), statistics.median(t_ref)
 
 
+def time_rounds(fns: dict[str, Callable[[], object]], rounds: int) -> dict[str, float]:
+    """Median seconds per call of each function, calling them in turn every round."""
+    for fn in fns.values():  # warm-up
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
 def _once(fn: Callable[[], object]) -> float:
     start = time.perf_counter()
     fn()

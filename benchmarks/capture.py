@@ -14,48 +14,25 @@ Run: ``python benchmarks/capture.py [--quick] [--rounds N] [--threads N]``.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
-from collections.abc import Callable
+import sys
+from pathlib import Path
 
 import torch
 
-from attnlab import capture
-from attnlab.data import load_split
-from attnlab.models import load_pretrained
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _minilm import add_arguments, model_and_batches  # noqa: E402
+from _timing import time_rounds  # noqa: E402
+
+from attnlab import capture  # noqa: E402
 
 GOALS = {"capture all heads": 1.3, "capture 1 head of 1 layer": 1.05}
 
 
-def time_rounds(fns: dict[str, Callable[[], object]], rounds: int) -> dict[str, float]:
-    """Median seconds per call of each function, calling them in turn every round."""
-    for fn in fns.values():  # warm-up
-        fn()
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="first 128 sentences only")
-    parser.add_argument("--rounds", type=int, default=5, help="timed rounds per variant")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--threads", type=int,
-                        help="torch threads (1 gives steadier ratios on a busy machine)")
+    add_arguments(parser)
     args = parser.parse_args()
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-
-    texts = load_split("sst2", "dev").texts
-    texts = texts[:128] if args.quick else texts
-    model = load_pretrained("all-MiniLM-L6-v2").eval()
-    batches = [model.tokenizer(texts[i:i + args.batch_size])
-               for i in range(0, len(texts), args.batch_size)]
+    model, batches = model_and_batches(args)
     n_layers = model.config.num_hidden_layers
 
     def plain():
@@ -101,7 +78,8 @@ def main() -> None:
 
     times = time_rounds(fns, args.rounds)
     base = times["attnlab forward (fused)"]
-    print(f"all-MiniLM-L6-v2, {len(texts)} SST-2 dev sentences, batch {args.batch_size}, "
+    n_texts = sum(len(b.input_ids) for b in batches)
+    print(f"all-MiniLM-L6-v2, {n_texts} SST-2 dev sentences, batch {args.batch_size}, "
           f"{torch.get_num_threads()} threads, median of {args.rounds} rounds")
     print(f"{'variant':40s} {'s/pass':>8s} {'x fused':>8s}  goal")
     for name, t in times.items():

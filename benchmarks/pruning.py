@@ -19,29 +19,17 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from capture import time_rounds  # noqa: E402
+from _minilm import add_arguments, model_and_batches  # noqa: E402
+from _timing import time_rounds  # noqa: E402
 
-from attnlab.data import load_split  # noqa: E402
 from attnlab.inspect import attention_modules, head_gates, prune_heads  # noqa: E402
-from attnlab.models import load_pretrained  # noqa: E402
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="first 128 sentences only")
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--threads", type=int,
-                        help="torch threads (1 gives steadier ratios on a busy machine)")
+    add_arguments(parser)
     args = parser.parse_args()
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-
-    texts = load_split("sst2", "dev").texts
-    texts = texts[:128] if args.quick else texts
-    base = load_pretrained("all-MiniLM-L6-v2").eval()
-    batches = [base.tokenizer(texts[i:i + args.batch_size])
-               for i in range(0, len(texts), args.batch_size)]
+    base, batches = model_and_batches(args)
     n_params = sum(p.numel() for p in base.parameters())
 
     def forward(model):
@@ -71,7 +59,8 @@ def main() -> None:
 
     times = time_rounds(fns, args.rounds)
     ref = times["unpruned (12 heads per layer)"]
-    print(f"all-MiniLM-L6-v2, {len(texts)} SST-2 dev sentences, batch {args.batch_size}, "
+    n_texts = sum(len(b.input_ids) for b in batches)
+    print(f"all-MiniLM-L6-v2, {n_texts} SST-2 dev sentences, batch {args.batch_size}, "
           f"{torch.get_num_threads()} threads, median of {args.rounds} rounds; pruned output "
           f"equals masked output (checked)")
     print(f"{'model':34s} {'parameters':>11s} {'s/pass':>8s} {'speed-up':>9s}")
