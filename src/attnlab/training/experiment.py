@@ -305,7 +305,7 @@ def _write_outputs(out_dir: Path, kind: str, variants: list[Variant],
         "![training and validation curves](curves.png)",
         "",
         "Left: training loss per logged step; middle: loss per epoch; right: accuracy per epoch "
-        "(dashed: training, solid: validation; mean over seeds).",
+        "(dashed, open markers: training; solid, filled: validation; mean over seeds).",
         "",
     ]
     path = out_dir / "report.md"
@@ -344,7 +344,7 @@ def plot_curves(variants: list[Variant], runs: dict[str, list[RunSummary]], path
                     val.append(scale * e["val"][key])
             xs = sorted(by_epoch)
             ax.plot(xs, [statistics.fmean(by_epoch[x][0]) for x in xs], "--", color=color,
-                    marker="o", label=f"{v.name} train")
+                    marker="o", markerfacecolor="white", label=f"{v.name} train")
             ax.plot(xs, [statistics.fmean(by_epoch[x][1]) for x in xs], "-", color=color,
                     marker="o", label=f"{v.name} val")
     axes[0].set(title="training loss", xlabel="step", ylabel="loss")
