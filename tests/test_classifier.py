@@ -196,3 +196,12 @@ def test_memorises_a_slice_of_sst2(data_dir):
             total += loss.item() / len(batches)
         first = total if first is None else first
     assert first > 0.6 and total < 0.1, (first, total)
+
+
+def test_sinusoidal_positions_are_scaled_to_the_embeddings():
+    """At its natural amplitude the table would drown out embeddings that start at std 0.02."""
+    config = ClassifierConfig(vocab_size=50, d_model=32, n_heads=4, positional="sinusoidal",
+                              embed_init_std=0.02)
+    table = TextClassifier(config).positions.pe  # (max_len, D)
+    rms = table.pow(2).mean().sqrt().item()
+    assert abs(rms - 0.02) < 0.002

@@ -259,3 +259,12 @@ def test_alibi_rejects_bad_input():
         alibi_bias(4, 0)
     with pytest.raises(ValueError, match="slopes must be a 1-D"):
         alibi_bias(torch.ones(2, 2), 3)
+
+
+def test_sinusoidal_scale_multiplies_the_table():
+    from attnlab.attention.positional import sinusoid_table
+
+    pe = SinusoidalPositionalEncoding(8, max_len=16, scale=0.5)
+    torch.testing.assert_close(pe.pe, 0.5 * sinusoid_table(16, 8))
+    with pytest.raises(ValueError, match="scale must be > 0, got 0"):
+        SinusoidalPositionalEncoding(8, scale=0)

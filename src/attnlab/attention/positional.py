@@ -64,6 +64,8 @@ class SinusoidalPositionalEncoding(nn.Module):
         d_model: size ``D`` of the vectors.
         max_len: longest sequence (plus offset) accepted; default ``5000``.
         dropout: dropout applied after the addition (training only), as in the paper.
+        scale: multiplies the table (its RMS is ``1/sqrt(2)``); match it to the size of the
+            embeddings it is added to, or position drowns out the token. Default ``1``.
 
     Shape:
         x ``(B, T, D)`` or ``(T, D)`` -> same shape.
@@ -75,15 +77,19 @@ class SinusoidalPositionalEncoding(nn.Module):
         torch.Size([2, 10, 16])
     """
 
-    def __init__(self, d_model: int, max_len: int = 5000, dropout: float = 0.0) -> None:
+    def __init__(
+        self, d_model: int, max_len: int = 5000, dropout: float = 0.0, scale: float = 1.0
+    ) -> None:
         super().__init__()
         _check_positive_int("d_model", d_model)
         _check_positive_int("max_len", max_len)
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
-        self.d_model, self.max_len = d_model, max_len
+        if not scale > 0:
+            raise ValueError(f"scale must be > 0, got {scale}")
+        self.d_model, self.max_len, self.scale = d_model, max_len, scale
         self.dropout = nn.Dropout(dropout)
-        self.register_buffer("pe", sinusoid_table(max_len, d_model), persistent=False)
+        self.register_buffer("pe", scale * sinusoid_table(max_len, d_model), persistent=False)
 
     def forward(self, x: Tensor, offset: int = 0) -> Tensor:
         """``x + PE[offset : offset + T]``; ``offset`` is the position of ``x``'s first row."""
@@ -91,7 +97,7 @@ class SinusoidalPositionalEncoding(nn.Module):
         return self.dropout(x + self.pe[offset:offset + T].to(x.dtype))  # (B, T, D)
 
     def extra_repr(self) -> str:
-        return f"d_model={self.d_model}, max_len={self.max_len}"
+        return f"d_model={self.d_model}, max_len={self.max_len}, scale={self.scale}"
 
 
 def sinusoid_table(max_len: int, d_model: int) -> Tensor:

@@ -9,6 +9,7 @@ Legend: ``B`` batch, ``T`` sequence length, ``D`` ``d_model``, ``C`` classes, ``
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any, NamedTuple
 
@@ -157,7 +158,10 @@ class TextClassifier(nn.Module):
             self.embedding.weight[c.pad_token_id].zero_()
         self.positions: nn.Module | None = None
         if c.positional == "sinusoidal":
-            self.positions = SinusoidalPositionalEncoding(c.d_model, c.max_len)
+            # The table's RMS is 1/sqrt(2); bring it to the embeddings' size so that position
+            # does not drown out the word (at scale 1, SST-2 dev accuracy fell to 69%).
+            scale = c.embed_init_std * math.sqrt(2)
+            self.positions = SinusoidalPositionalEncoding(c.d_model, c.max_len, scale=scale)
         elif c.positional == "learned":
             self.positions = LearnedPositionalEmbedding(c.max_len, c.d_model)
         rotary = RotaryEmbedding(c.d_k, max_len=c.max_len) if c.positional == "rotary" else None
