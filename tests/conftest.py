@@ -18,3 +18,12 @@ def data_dir() -> Path:
     if not (DATA / "sst2" / "train.tsv").exists():
         pytest.fail(f"SST-2 not found under {DATA}; set ATTNLAB_DATA to the shared data folder")
     return DATA
+
+
+@pytest.fixture
+def one_thread():
+    """Small models train fastest on one thread (no contention on a shared machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

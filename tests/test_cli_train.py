@@ -19,15 +19,6 @@ TINY = ["--data", "sst2", "--train-limit", "400", "--d-model", "16", "--d-ff", "
         "--layers", "1", "--epochs", "2", "--batch-size", "32", "--lr", "1e-2", "--quiet"]
 
 
-@pytest.fixture
-def one_thread():
-    """Small models train fastest on one thread (no contention on a shared machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def sst2_run(tmp_path_factory, data_dir):
     out = tmp_path_factory.mktemp("sst2") / "run"

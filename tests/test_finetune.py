@@ -31,13 +31,7 @@ QUICK = ["--data", "sst2", "--train-limit", "256", "--batch-size", "16", "--lr",
          "--quiet"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small models train fastest on one thread (no contention on a shared machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
