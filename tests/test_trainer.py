@@ -230,6 +230,46 @@ def test_early_stopping_on_rising_val_loss(tmp_path):
     assert load_checkpoint(tmp_path / "best").metrics["epoch"] == 1
 
 
+def test_eval_steps_evaluates_mid_epoch_and_keeps_the_best_step(tmp_path):
+    # 16 steps per epoch: evaluations at steps 6, 12 (mid-epoch), 16 (epoch end), 18, 24, 30,
+    # 32 (epoch end); none twice at one step.
+    cfg = TrainConfig(epochs=2, eval_steps=6, patience=None, **FAST)
+    _, result = train_toy(cfg, tmp_path)
+    evals = [r for r in MetricsLog.read(tmp_path / "metrics.jsonl") if r["type"] == "eval"]
+    assert [r["step"] for r in evals] == [6, 12, 16, 18, 24, 30, 32]
+    best = min(evals, key=lambda r: r["loss"])
+    assert result.best_step == best["step"] and result.best_val.loss == best["loss"]
+    assert result.best_epoch == best["epoch"]
+    saved = load_checkpoint(tmp_path / "best")
+    assert saved.metrics["step"] == best["step"]
+    model = ToyClassifier()
+    model.load_state_dict(saved.weights)
+    _, dev = toy_loaders(FAST["batch_size"])
+    assert Trainer(model, cfg, dev, progress=False).evaluate(dev).loss == pytest.approx(
+        best["loss"], abs=1e-6)  # best/ holds the weights of the best evaluation
+
+
+def test_eval_steps_early_stopping_ends_mid_epoch(tmp_path):
+    cfg = TrainConfig(epochs=5, eval_steps=4, patience=2, **FAST)
+    _, result = train_toy(cfg, tmp_path, flip_dev=True)
+    assert result.stopped_early and result.best_step == 4
+    assert result.global_step == 12  # evaluations at 4 (best), 8 and 12 (worse): stop
+    assert len(result.history) == 1 and result.history[0].step == 12
+    evals = [r["step"] for r in MetricsLog.read(tmp_path / "metrics.jsonl")
+             if r["type"] == "eval"]
+    assert evals == [4, 8, 12]
+
+
+def test_resume_with_eval_steps_matches_uninterrupted(tmp_path):
+    cfg = TrainConfig(epochs=2, eval_steps=5, save_every=7, patience=None, **FAST)
+    full, full_result = train_toy(cfg, tmp_path / "full", dropout=0.2)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train_toy(cfg, tmp_path / "cut", dropout=0.2, callbacks=[Crash(9)])
+    resumed, result = train_toy(cfg, tmp_path / "cut", dropout=0.2, resume=True)
+    assert_same_weights(weights_of(resumed), weights_of(full))
+    assert (result.best_step, result.best_val) == (full_result.best_step, full_result.best_val)
+
+
 def test_max_steps_stops_and_evaluates():
     _, result = train_toy(TrainConfig(epochs=3, max_steps=10, **FAST))
     assert result.global_step == 10

@@ -155,8 +155,8 @@ def _report(run, out: Path) -> int:
               f"{r.wall_time:.0f}s{' (stopped early)' if r.stopped_early else ''}"
               f"{' (time limit reached)' if r.out_of_time else ''}")
         if best is not None:
-            print(f"best epoch {r.best_epoch}: val loss {best.loss:.4f} accuracy "
-                  f"{best.accuracy:.4f} f1 {best.f1:.4f}")
+            print(f"best epoch {r.best_epoch} (step {r.best_step}): val loss {best.loss:.4f} "
+                  f"accuracy {best.accuracy:.4f} f1 {best.f1:.4f}")
         print(f"saved to {out}/best and {out}/last")
     return 0
 

@@ -51,6 +51,7 @@ class TrainConfig:
     seed: int = 0  # seeds weights, dropout and the per-epoch data order
     bf16: bool = False  # forward under torch.autocast(dtype=torch.bfloat16)
     eval_every: int = 1  # evaluate on the dev split every this many epochs
+    eval_steps: int | None = None  # also evaluate every this many optimizer steps, mid-epoch
     log_every: int = 50  # write a step line to metrics.jsonl every this many steps
     save_every: int = 0  # also save last/ every this many steps (0: at each epoch end only)
     max_steps: int | None = None  # stop after this many optimizer steps (None: all epochs)
@@ -80,6 +81,8 @@ class TrainConfig:
         if not isinstance(self.bf16, bool):
             raise TypeError(f"bf16 must be a bool, got {self.bf16!r}")
         _positive("eval_every", self.eval_every, int)
+        if self.eval_steps is not None:
+            _positive("eval_steps", self.eval_steps, int)
         _positive("log_every", self.log_every, int)
         _at_least("save_every", self.save_every, 0, int)
         if self.max_steps is not None:

@@ -185,7 +185,8 @@ def summarize_run(name: str, seed: int, n_parameters: int, result: FitResult,
     """A :class:`RunSummary` of a finished fit (read at its best epoch)."""
     if result.best_epoch is None:
         raise ValueError(f"{name} seed {seed}: the run was never evaluated")
-    best = next(r for r in result.history if r.epoch == result.best_epoch)
+    best = next(r for r in result.history if r.epoch == result.best_epoch)  # train figures
+    val = result.best_val  # the best evaluation, perhaps mid-epoch (eval_steps)
     steps = []
     if metrics_path is not None and metrics_path.exists():
         steps = [(r["step"], r["loss"]) for r in MetricsLog.read(metrics_path)
@@ -193,7 +194,7 @@ def summarize_run(name: str, seed: int, n_parameters: int, result: FitResult,
     return RunSummary(
         variant=name, seed=seed, n_parameters=n_parameters, best_epoch=best.epoch,
         train_loss=best.train_loss, train_accuracy=best.train_accuracy,
-        val_loss=best.val.loss, val_accuracy=best.val.accuracy, val_f1=best.val.f1,
+        val_loss=val.loss, val_accuracy=val.accuracy, val_f1=val.f1,
         wall_time=result.wall_time, epochs=[r.to_dict() for r in result.history], steps=steps,
     )
 

@@ -121,11 +121,12 @@ class FitResult:
 
     history: list[EpochRecord]  # one record per (possibly partial, at max_steps) epoch
     best_epoch: int | None  # 1-based epoch of the lowest val loss (None: no evaluation)
-    best_val: EvalResult | None  # dev metrics at best_epoch
+    best_val: EvalResult | None  # dev metrics of the best evaluation (the weights in best/)
     global_step: int  # optimizer steps done
     stopped_early: bool  # patience ran out
     wall_time: float  # seconds spent in fit (this invocation plus any interrupted ones)
     out_of_time: bool = False  # training stopped at config.time_limit
+    best_step: int | None = None  # optimizer steps done at the best evaluation
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -136,6 +137,7 @@ class FitResult:
             "stopped_early": self.stopped_early,
             "wall_time": self.wall_time,
             "out_of_time": self.out_of_time,
+            "best_step": self.best_step,
         }
 
     @classmethod
@@ -148,6 +150,7 @@ class FitResult:
             stopped_early=d["stopped_early"],
             wall_time=d["wall_time"],
             out_of_time=d.get("out_of_time", False),
+            best_step=d.get("best_step"),
         )
 
 
@@ -178,6 +181,10 @@ class _Progress:
     epoch_seconds: float = 0.0  # training time spent in this epoch before the last save
     best_val_loss: float | None = None
     best_epoch: int | None = None
+    best_step: int | None = None
+    best_val: dict[str, Any] | None = None  # EvalResult dict of the best evaluation
+    last_eval_step: int | None = None  # global_step of the latest evaluation
+    last_val: dict[str, Any] | None = None  # EvalResult dict of the latest evaluation
     bad_evals: int = 0  # evaluations since the last improvement
     stopped_early: bool = False
     out_of_time: bool = False  # training stopped at config.time_limit
@@ -289,14 +296,12 @@ class Trainer:
         result = FitResult(
             history=[EpochRecord.from_dict(r) for r in st.history],
             best_epoch=st.best_epoch,
-            best_val=next(
-                (EpochRecord.from_dict(r).val for r in st.history if r["epoch"] == st.best_epoch),
-                None,
-            ),
+            best_val=None if st.best_val is None else EvalResult(**st.best_val),
             global_step=st.global_step,
             stopped_early=st.stopped_early,
             wall_time=st.wall_time,
             out_of_time=st.out_of_time,
+            best_step=st.best_step,
         )
         if self.out_dir is not None and self.dist.is_main:
             _write_json_atomic(self.out_dir / "result.json", result.to_dict())
@@ -351,6 +356,10 @@ class Trainer:
                     "tokens_per_s": tok_s, "time": time.perf_counter() - fit_start,
                 })
                 window_loss, window_n = 0.0, 0
+            if self._evaluate_now():
+                self._evaluate_mid_epoch(fit_start)
+                if st.stopped_early:
+                    break
             if cfg.save_every and st.global_step % cfg.save_every == 0 and self.out_dir:
                 st.epoch_seconds = time.perf_counter() - epoch_start
                 st.wall_time = time.perf_counter() - fit_start
@@ -408,10 +417,12 @@ class Trainer:
         loss_sum, correct, examples, tokens = all_reduce_sum(totals).tolist()
         epoch_no = st.epoch + 1
         last_epoch = (epoch_no == cfg.epochs or st.global_step >= self.total_steps
-                      or st.out_of_time)
-        val = None
-        if self.eval_data is not None and (epoch_no % cfg.eval_every == 0 or last_epoch):
-            val = self.evaluate(self.eval_data)
+                      or st.out_of_time or st.stopped_early)
+        val, fresh = None, False
+        if st.last_eval_step == st.global_step and st.last_val is not None:
+            val = EvalResult(**st.last_val)  # evaluated mid-epoch at this very step
+        elif self.eval_data is not None and (epoch_no % cfg.eval_every == 0 or last_epoch):
+            val, fresh = self.evaluate(self.eval_data), True
         train_seconds = time.perf_counter() - epoch_start
         record = EpochRecord(
             epoch=epoch_no,
@@ -423,17 +434,9 @@ class Trainer:
             tokens_per_s=tokens / max(train_seconds, 1e-9),
         )
         st.history.append(record.to_dict())
-        improved = False
-        if val is not None:
-            if st.best_val_loss is None or val.loss < st.best_val_loss - cfg.min_delta:
-                st.best_val_loss, st.best_epoch, st.bad_evals = val.loss, epoch_no, 0
-                improved = True
-            else:
-                st.bad_evals += 1
-                if cfg.patience is not None and st.bad_evals >= cfg.patience:
-                    st.stopped_early = True
+        improved = fresh and self._track_best(val, metrics=record.to_dict())
         self.log.write({
-            "type": "eval" if val is not None else "epoch", "step": st.global_step,
+            "type": "eval" if fresh else "epoch", "step": st.global_step,
             "epoch": epoch_no, **({} if val is None else val.to_dict()),
             "train_loss": record.train_loss, "train_accuracy": record.train_accuracy,
             "best": improved, "time": time.perf_counter() - fit_start,
@@ -444,12 +447,51 @@ class Trainer:
         st.batch_in_epoch = 0
         st.loss_sum, st.correct, st.examples, st.tokens, st.epoch_seconds = 0.0, 0, 0, 0, 0.0
         if self.out_dir is not None:
-            if improved and self.dist.is_main:
-                self._save(self.out_dir / "best", metrics=record.to_dict())
             st.wall_time = time.perf_counter() - fit_start
             self._save_last()
         for cb in self.callbacks:
             cb.on_epoch_end(self, record)
+
+    # --- evaluation and the best checkpoint -----------------------------------------------
+
+    def _evaluate_now(self) -> bool:
+        """A mid-epoch evaluation is due (``eval_steps``); the epoch's last step is left to
+        the end-of-epoch evaluation."""
+        cfg, st = self.config, self.state
+        return bool(
+            cfg.eval_steps and self.eval_data is not None
+            and st.global_step % cfg.eval_steps == 0
+            and st.batch_in_epoch < self.steps_per_epoch
+            and st.global_step < self.total_steps
+        )
+
+    def _evaluate_mid_epoch(self, fit_start: float) -> None:
+        st = self.state
+        val = self.evaluate(self.eval_data)
+        metrics = {"epoch": st.epoch + 1, "step": st.global_step, "val": val.to_dict()}
+        improved = self._track_best(val, metrics)
+        self.log.write({"type": "eval", "step": st.global_step, "epoch": st.epoch + 1,
+                        **val.to_dict(), "best": improved,
+                        "time": time.perf_counter() - fit_start})
+        if self.dist.is_main and self.progress:
+            print(f"\nstep {st.global_step}: val loss {val.loss:.4f} acc {val.accuracy:.4f} "
+                  f"f1 {val.f1:.4f}{' *' if improved else ''}", file=sys.stderr, flush=True)
+
+    def _track_best(self, val: EvalResult, metrics: dict[str, Any]) -> bool:
+        """Note an evaluation at the current step: a lower val loss saves best/ (with
+        ``metrics``), otherwise it counts towards ``patience``. True if it is the new best."""
+        cfg, st = self.config, self.state
+        st.last_eval_step, st.last_val = st.global_step, val.to_dict()
+        if st.best_val_loss is not None and val.loss >= st.best_val_loss - cfg.min_delta:
+            st.bad_evals += 1
+            if cfg.patience is not None and st.bad_evals >= cfg.patience:
+                st.stopped_early = True
+            return False
+        st.best_val_loss, st.best_val, st.bad_evals = val.loss, val.to_dict(), 0
+        st.best_epoch, st.best_step = st.epoch + 1, st.global_step
+        if self.out_dir is not None and self.dist.is_main:
+            self._save(self.out_dir / "best", metrics=metrics)
+        return True
 
     # --- checkpoints ----------------------------------------------------------------------
 
