@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -27,7 +28,7 @@ def _batch(B=3, T=9, vocab=50):
 
 
 @pytest.mark.parametrize("positional", POSITIONAL)
-@pytest.mark.parametrize("pooling", ["mean", "cls"])
+@pytest.mark.parametrize("pooling", ["mean", "max", "attention", "cls"])
 def test_shapes_and_loss(positional, pooling):
     model = TextClassifier(_config(positional=positional, pooling=pooling, n_classes=3))
     ids, mask = _batch()
@@ -45,7 +46,7 @@ def test_shapes_and_loss(positional, pooling):
 
 @pytest.mark.parametrize("positional", POSITIONAL)
 @pytest.mark.parametrize("norm_first", [True, False])
-@pytest.mark.parametrize("pooling", ["mean", "cls"])
+@pytest.mark.parametrize("pooling", ["mean", "max", "attention", "cls"])
 def test_padding_does_not_change_logits(positional, norm_first, pooling):
     model = TextClassifier(_config(positional=positional, norm_first=norm_first,
                                    pooling=pooling)).eval()
@@ -141,7 +142,7 @@ def test_config_round_trip_through_json():
     [
         ({"d_model": 30, "n_heads": 4}, "divisible"),
         ({"positional": "alibi"}, "positional must be one of"),
-        ({"pooling": "max"}, "pooling must be one of"),
+        ({"pooling": "sum"}, "pooling must be one of"),
         ({"dropout": 1.0}, "dropout"),
         ({"n_layers": 0}, "n_layers"),
         ({"n_classes": 1}, "n_classes"),
@@ -205,3 +206,22 @@ def test_sinusoidal_positions_are_scaled_to_the_embeddings():
     table = TextClassifier(config).positions.pe  # (max_len, D)
     rms = table.pow(2).mean().sqrt().item()
     assert abs(rms - 0.02) < 0.002
+
+
+def test_pooling_by_hand():
+    hidden = torch.tensor([[[1.0, -2.0], [3.0, 0.0], [9.0, 9.0]]])  # (1, 3, 2); token 3 padding
+    mask = torch.tensor([[1, 1, 0]])
+    pooled = {}
+    for pooling in ("mean", "max", "attention", "cls"):
+        model = TextClassifier(_config(d_model=2, n_heads=1, pooling=pooling))
+        if pooling == "attention":
+            nn.init.zeros_(model.pool_scores.bias)
+            with torch.no_grad():
+                model.pool_scores.weight.copy_(torch.tensor([[math.log(3.0), 0.0]]))
+        pooled[pooling] = model.pool(hidden, mask)
+    torch.testing.assert_close(pooled["mean"], torch.tensor([[2.0, -1.0]]))
+    torch.testing.assert_close(pooled["max"], torch.tensor([[3.0, 0.0]]))
+    # scores log(3)*1 and log(3)*3: softmax weights 3/30 and 27/30
+    torch.testing.assert_close(pooled["attention"], torch.tensor([[0.1 * 1 + 0.9 * 3,
+                                                                    0.1 * -2 + 0.9 * 0]]))
+    torch.testing.assert_close(pooled["cls"], torch.tensor([[1.0, -2.0]]))

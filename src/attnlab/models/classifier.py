@@ -28,7 +28,7 @@ from attnlab.models.transformer_encoder import TransformerEncoder
 __all__ = ["ClassifierConfig", "ClassifierOutput", "TextClassifier"]
 
 POSITIONAL = ("none", "sinusoidal", "learned", "rotary")
-POOLING = ("mean", "cls")
+POOLING = ("mean", "max", "attention", "cls")
 
 
 @dataclass
@@ -55,7 +55,7 @@ class ClassifierConfig:
     positional: str = "none"  # "none" | "sinusoidal" | "learned" | "rotary"
     max_len: int = 128  # longest input accepted (positions 0 .. max_len-1)
     norm_first: bool = True  # pre-norm (True) or post-norm (False) layers
-    pooling: str = "mean"  # "mean" over real tokens, or "cls" (the first token)
+    pooling: str = "mean"  # "mean", "max" or "attention" over real tokens, or "cls" (first)
     word_dropout: float = 0.1  # training only: share of word tokens replaced by [UNK]
     embed_init_std: float = 0.02  # std of the normal init of token embeddings (torch's is 1.0)
     pad_token_id: int = 0  # id of [PAD]; its embedding stays zero
@@ -169,6 +169,8 @@ class TextClassifier(nn.Module):
         self.encoder = TransformerEncoder(
             c.n_layers, c.d_model, c.n_heads, c.d_ff, dropout=c.dropout,
             attn_dropout=c.attn_dropout, norm_first=c.norm_first, rotary=rotary)
+        # "attention" pooling: one learned score per token, softmax over the real tokens
+        self.pool_scores = nn.Linear(c.d_model, 1) if c.pooling == "attention" else None
         self.head = nn.Linear(c.d_model, c.n_classes)
 
     def forward(
@@ -198,10 +200,23 @@ class TextClassifier(nn.Module):
         return input_ids.masked_fill(hit & (input_ids >= c.n_special_tokens), c.unk_token_id)
 
     def pool(self, hidden: Tensor, attention_mask: Tensor | None) -> Tensor:
-        """``(B, T, D) -> (B, D)``: masked mean over real tokens, or the first ([CLS]) token."""
-        if self.config.pooling == "cls":
+        """``(B, T, D) -> (B, D)``: mean, max or attention-weighted sum over real tokens, or
+        the first ([CLS]) token."""
+        pooling = self.config.pooling
+        if pooling == "cls":
             return hidden[:, 0]  # (B, D)
-        return mean_pool(hidden, attention_mask)  # (B, D)
+        if pooling == "mean":
+            return mean_pool(hidden, attention_mask)  # (B, D)
+        padding = None if attention_mask is None else (attention_mask == 0).unsqueeze(-1)
+        if pooling == "max":
+            if padding is not None:
+                hidden = hidden.masked_fill(padding, float("-inf"))  # (B, T, D)
+            return hidden.amax(dim=1)  # (B, D)
+        scores = self.pool_scores(hidden)  # (B, T, 1)
+        if padding is not None:
+            scores = scores.masked_fill(padding, float("-inf"))
+        weights = torch.softmax(scores.float(), dim=1).to(hidden.dtype)  # (B, T, 1)
+        return (weights * hidden).sum(dim=1)  # (B, D)
 
     def _check_inputs(self, input_ids, attention_mask, labels) -> None:
         c = self.config

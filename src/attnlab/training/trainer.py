@@ -484,7 +484,8 @@ class Trainer:
         st.last_eval_step, st.last_val = st.global_step, val.to_dict()
         if st.best_val_loss is not None and val.loss >= st.best_val_loss - cfg.min_delta:
             st.bad_evals += 1
-            if cfg.patience is not None and st.bad_evals >= cfg.patience:
+            finished = st.global_step >= self.total_steps  # nothing left to stop
+            if cfg.patience is not None and st.bad_evals >= cfg.patience and not finished:
                 st.stopped_early = True
             return False
         st.best_val_loss, st.best_val, st.bad_evals = val.loss, val.to_dict(), 0
