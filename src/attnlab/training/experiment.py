@@ -39,6 +39,7 @@ __all__ = [
 EXPERIMENTS = ("heads", "positional")
 TARGET_LOSS = 0.40  # the target: dev loss below this ...
 TARGET_ACCURACY = 0.78  # ... and dev accuracy above this
+_CURVES = ("epochs", "steps", "evals")  # RunSummary fields left out of summary.json
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,8 @@ class RunSummary:
     wall_time: float  # seconds of training (all epochs, evaluation included)
     epochs: list[dict[str, Any]] = field(repr=False)  # EpochRecord dicts
     steps: list[tuple[int, float]] = field(repr=False)  # (step, training loss) from the log
+    evals: list[tuple[int, float, float]] = field(  # (step, val loss, val accuracy), the log
+        default_factory=list, repr=False)
 
     @property
     def meets_target(self) -> bool:
@@ -88,7 +91,7 @@ class ExperimentReport:
             "target": {"val_loss_below": TARGET_LOSS, "val_accuracy_above": TARGET_ACCURACY},
             "variants": [
                 {"name": v.name, "options": v.options,
-                 "runs": [{k: val for k, val in r.__dict__.items() if k not in ("epochs", "steps")}
+                 "runs": [{k: val for k, val in r.__dict__.items() if k not in _CURVES}
                           for r in self.runs[v.name]]}
                 for v in self.variants
             ],
@@ -187,15 +190,17 @@ def summarize_run(name: str, seed: int, n_parameters: int, result: FitResult,
         raise ValueError(f"{name} seed {seed}: the run was never evaluated")
     best = next(r for r in result.history if r.epoch == result.best_epoch)  # train figures
     val = result.best_val  # the best evaluation, perhaps mid-epoch (eval_steps)
-    steps = []
+    steps, evals = [], []
     if metrics_path is not None and metrics_path.exists():
-        steps = [(r["step"], r["loss"]) for r in MetricsLog.read(metrics_path)
-                 if r["type"] == "step"]
+        records = MetricsLog.read(metrics_path)
+        steps = [(r["step"], r["loss"]) for r in records if r["type"] == "step"]
+        evals = [(r["step"], r["loss"], r["accuracy"]) for r in records if r["type"] == "eval"]
     return RunSummary(
         variant=name, seed=seed, n_parameters=n_parameters, best_epoch=best.epoch,
         train_loss=best.train_loss, train_accuracy=best.train_accuracy,
         val_loss=val.loss, val_accuracy=val.accuracy, val_f1=val.f1,
         wall_time=result.wall_time, epochs=[r.to_dict() for r in result.history], steps=steps,
+        evals=evals,
     )
 
 
@@ -305,8 +310,11 @@ def _write_outputs(out_dir: Path, kind: str, variants: list[Variant],
         "",
         "![training and validation curves](curves.png)",
         "",
-        "Left: training loss per logged step; middle: loss per epoch; right: accuracy per epoch "
-        "(dashed, open markers: training; solid, filled: validation; mean over seeds).",
+        "Against optimizer steps, mean over seeds. Left: training loss (dashed; the "
+        "label-smoothed loss that is minimised, when label_smoothing > 0) and dev loss at each "
+        "evaluation (solid, plain cross-entropy); right: running training accuracy at each "
+        "epoch's end (dashed, open markers) and dev accuracy at each evaluation (solid). "
+        "Dotted: the target.",
         "",
     ]
     path = out_dir / "report.md"
@@ -315,51 +323,51 @@ def _write_outputs(out_dir: Path, kind: str, variants: list[Variant],
 
 
 def plot_curves(variants: list[Variant], runs: dict[str, list[RunSummary]], path: Path) -> None:
-    """Training loss per step, and train/val loss and accuracy per epoch, mean over seeds."""
+    """Loss and accuracy against optimizer steps, mean over seeds: training loss per logged
+    window and each epoch's running training accuracy (dashed, open markers), every dev
+    evaluation (solid, filled; mid-epoch ones too with ``eval_steps``)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(12, 4.2))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, v in enumerate(variants):
         color = colors[i % len(colors)]
         rs = runs[v.name]
-        steps: dict[int, list[float]] = {}
-        for r in rs:
-            for step, loss in r.steps:
-                steps.setdefault(step, []).append(loss)
-        if steps:
-            xs = sorted(steps)
-            axes[0].plot(xs, [statistics.fmean(steps[x]) for x in xs], color=color, label=v.name)
-        for key, ax, scale in (("loss", axes[1], 1.0), ("accuracy", axes[2], 100.0)):
-            by_epoch: dict[int, tuple[list[float], list[float]]] = {}
-            for r in rs:
-                for e in r.epochs:
-                    if e["val"] is None:
-                        continue
-                    train_key = "train_loss" if key == "loss" else "train_accuracy"
-                    t, val = by_epoch.setdefault(e["epoch"], ([], []))
-                    t.append(scale * e[train_key])
-                    val.append(scale * e["val"][key])
-            xs = sorted(by_epoch)
-            ax.plot(xs, [statistics.fmean(by_epoch[x][0]) for x in xs], "--", color=color,
-                    marker="o", markerfacecolor="white", label=f"{v.name} train")
-            ax.plot(xs, [statistics.fmean(by_epoch[x][1]) for x in xs], "-", color=color,
-                    marker="o", label=f"{v.name} val")
-    axes[0].set(title="training loss", xlabel="step", ylabel="loss")
-    axes[1].set(title="loss per epoch", xlabel="epoch", ylabel="cross-entropy")
-    axes[1].axhline(TARGET_LOSS, color="grey", lw=0.8, ls=":")
-    axes[2].set(title="accuracy per epoch", xlabel="epoch", ylabel="accuracy (%)")
-    axes[2].axhline(100 * TARGET_ACCURACY, color="grey", lw=0.8, ls=":")
-    if not axes[0].lines:
-        axes[0].text(0.5, 0.5, "no step logged\n(fewer steps than log_every)",
-                     ha="center", va="center", transform=axes[0].transAxes)
-    for ax in axes:
+        train_loss = _mean_by_step([(step, loss) for r in rs for step, loss in r.steps])
+        if train_loss[0]:
+            loss_ax.plot(*train_loss, "--", color=color, lw=1, label=f"{v.name} train")
+        train_acc = _mean_by_step([(e["step"], 100 * e["train_accuracy"])
+                                   for r in rs for e in r.epochs])
+        if train_acc[0]:
+            acc_ax.plot(*train_acc, "--", color=color, marker="o",
+                        markerfacecolor="white", label=f"{v.name} train")
+        evals = [e for r in rs for e in r.evals] or [  # runs logged before evals were kept
+            (e["step"], e["val"]["loss"], e["val"]["accuracy"])
+            for r in rs for e in r.epochs if e["val"] is not None]
+        for ax, column, scale in ((loss_ax, 1, 1.0), (acc_ax, 2, 100.0)):
+            points = _mean_by_step([(e[0], scale * e[column]) for e in evals])
+            if points[0]:
+                ax.plot(*points, "-", color=color, marker="o", ms=4, label=f"{v.name} val")
+    loss_ax.set(title="loss", xlabel="optimizer step", ylabel="cross-entropy")
+    loss_ax.axhline(TARGET_LOSS, color="grey", lw=0.8, ls=":")
+    acc_ax.set(title="accuracy", xlabel="optimizer step", ylabel="accuracy (%)")
+    acc_ax.axhline(100 * TARGET_ACCURACY, color="grey", lw=0.8, ls=":")
+    for ax in (loss_ax, acc_ax):
         ax.grid(alpha=0.3)
         if ax.lines:
             ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _mean_by_step(points: list[tuple[int, float]]) -> tuple[list[int], list[float]]:
+    """``(step, value)`` pairs from several runs -> steps in order and the mean value at each."""
+    by_step: dict[int, list[float]] = {}
+    for step, value in points:
+        by_step.setdefault(step, []).append(value)
+    steps = sorted(by_step)
+    return steps, [statistics.fmean(by_step[step]) for step in steps]
