@@ -42,7 +42,10 @@ def test_train_on_a_slice_of_sst2_beats_chance(sst2_run):
     assert config["labels"] == ["negative", "positive"]
     assert (sst2_run / "best" / "tokenizer.json").is_file()
     records = MetricsLog.read(sst2_run / "metrics.jsonl")
-    assert [r["epoch"] for r in records if r["type"] == "eval"] == [1, 2, 3]
+    evals = [r for r in records if r["type"] == "eval"]  # every 100 steps and at epoch ends
+    assert [r["step"] for r in evals] == [100, 200, 300, 312, 400, 500, 600, 624, 700, 800,
+                                          900, 936]
+    assert result["best_val"]["loss"] == min(r["loss"] for r in evals)
 
 
 def test_evaluate_json_reproduces_the_best_epoch(sst2_run, capsys):
