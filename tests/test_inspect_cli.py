@@ -47,6 +47,14 @@ def test_show_writes_pictures_and_page(run, tmp_path, capsys):
     assert (tmp_path / "g.png").exists() and (tmp_path / "r.png").exists()
 
 
+@pytest.mark.parametrize("pooling", ["max", "attention"])
+def test_show_on_runs_pooled_over_all_tokens(pooling, tmp_path, capsys):
+    # max and attention pooling read every real token: rollout reads the mean of their rows
+    run = make_tiny_run(tmp_path / pooling, pooling=pooling, train_steps=5)
+    assert main(["show", str(run), "a good film", "--out", str(tmp_path / "r.png")]) == 0
+    assert "prediction: " in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("argv,message", [
     (["--layer", "2"], "--layer must be in [0, 2)"),
     (["--layer", "0", "--head", "4"], "--head must be in [0, 4) for layer 0"),

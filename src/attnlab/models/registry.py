@@ -48,7 +48,7 @@ class BuiltModel:
     """A fresh, full-size model from a checkpoint config, and how to read it."""
 
     model: nn.Module
-    pooling: str  # "cls" or "mean": what the classification head reads
+    pooling: str  # "cls" or "mean": which rows the classification head reads (for rollout)
     max_length: int  # longest input in tokens
     n_classes: int  # outputs of the classification head
 
@@ -65,7 +65,9 @@ def build_model(config: Mapping[str, Any]) -> BuiltModel:
         from attnlab.models.classifier import ClassifierConfig, TextClassifier
 
         c = ClassifierConfig.from_dict(config["model"])
-        return BuiltModel(TextClassifier(c), c.pooling, c.max_len, c.n_classes)
+        # max and attention pooling read every real token, as the mean does
+        rows = "cls" if c.pooling == "cls" else "mean"
+        return BuiltModel(TextClassifier(c), rows, c.max_len, c.n_classes)
     if model_type == "bert-sequence-classifier":
         from attnlab.models.bert import BertConfig, BertModel
         from attnlab.models.bert_classifier import (
