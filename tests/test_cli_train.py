@@ -170,6 +170,15 @@ def test_experiment_heads_report(tmp_path, capsys, one_thread, data_dir):
         assert f"{100 * mean:.1f} ± " in report  # the table shows the same mean
     params = [v["runs"][0]["n_parameters"] for v in summary["variants"]]
     assert params[0] == params[1]  # same d_model: heads split it, parameters stay equal
+    # Test columns: best/ of each run on the test split, as `attnlab evaluate` gives them.
+    first = summary["variants"][0]["runs"][0]
+    capsys.readouterr()
+    assert main(["evaluate", str(out / "heads-1" / "seed0"), "--data", "sst2", "--split", "test",
+                 "--json"]) == 0
+    test = json.loads(capsys.readouterr().out)
+    assert (first["test_loss"], first["test_accuracy"]) == pytest.approx(
+        (test["loss"], test["accuracy"]), abs=1e-9)
+    assert first["best_step"] is not None and "| test loss | test acc % |" in report
     # A second call reuses the finished runs instead of training again.
     stamp = (out / "heads-1" / "seed0" / "result.json").stat().st_mtime_ns
     assert main(["experiment", "heads", *TINY, "--heads", "2", "--seeds", "2",

@@ -10,6 +10,7 @@ ones resumed); the results go to ``report.md`` (table, target, differences), ``s
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -22,7 +23,12 @@ from typing import Any
 from attnlab.models.classifier import POSITIONAL, ClassifierConfig
 from attnlab.training.config import TrainConfig
 from attnlab.training.metrics import MetricsLog
-from attnlab.training.pipeline import DataConfig, saved_configs, train_classifier
+from attnlab.training.pipeline import (
+    DataConfig,
+    evaluate_run,
+    saved_configs,
+    train_classifier,
+)
 from attnlab.training.trainer import FitResult
 
 __all__ = [
@@ -52,12 +58,16 @@ class Variant:
 
 @dataclass
 class RunSummary:
-    """One trained (variant, seed), read at its best epoch (lowest dev loss)."""
+    """One trained (variant, seed), read at its best evaluation (lowest dev loss).
+
+    The test figures are those of the same weights (``best/``) on the test split, when the data
+    set has one; they play no part in training or selection."""
 
     variant: str
     seed: int
     n_parameters: int
     best_epoch: int
+    best_step: int | None
     train_loss: float
     train_accuracy: float
     val_loss: float
@@ -68,6 +78,8 @@ class RunSummary:
     steps: list[tuple[int, float]] = field(repr=False)  # (step, training loss) from the log
     evals: list[tuple[int, float, float]] = field(  # (step, val loss, val accuracy), the log
         default_factory=list, repr=False)
+    test_loss: float | None = None
+    test_accuracy: float | None = None
 
     @property
     def meets_target(self) -> bool:
@@ -180,7 +192,12 @@ def _train_or_reuse(run_dir: Path, data: DataConfig, options: dict[str, Any],
     else:
         run = train_classifier(run_dir, data, options, train, resume=same, progress=progress)
         result, n_params = run.result, run.n_parameters
-    return summarize_run(name, train.seed, n_params, result, run_dir / "metrics.jsonl")
+    summary = summarize_run(name, train.seed, n_params, result, run_dir / "metrics.jsonl")
+    try:
+        test = evaluate_run(run_dir, data.source, "test")
+    except FileNotFoundError:  # the data set has no test split
+        return summary
+    return dataclasses.replace(summary, test_loss=test.loss, test_accuracy=test.accuracy)
 
 
 def summarize_run(name: str, seed: int, n_parameters: int, result: FitResult,
@@ -197,6 +214,7 @@ def summarize_run(name: str, seed: int, n_parameters: int, result: FitResult,
         evals = [(r["step"], r["loss"], r["accuracy"]) for r in records if r["type"] == "eval"]
     return RunSummary(
         variant=name, seed=seed, n_parameters=n_parameters, best_epoch=best.epoch,
+        best_step=result.best_step,
         train_loss=best.train_loss, train_accuracy=best.train_accuracy,
         val_loss=val.loss, val_accuracy=val.accuracy, val_f1=val.f1,
         wall_time=result.wall_time, epochs=[r.to_dict() for r in result.history], steps=steps,
@@ -219,10 +237,15 @@ def _pm(values: list[float], scale: float = 1.0, digits: int = 3) -> str:
     return f"{mean:.{digits}f} ± {spread}"
 
 
+def _pm_or_na(values: list[float | None], scale: float = 1.0, digits: int = 3) -> str:
+    return "n/a" if None in values else _pm(values, scale, digits)
+
+
 def markdown_table(variants: list[Variant], runs: dict[str, list[RunSummary]]) -> str:
     """The per-variant table, mean ± std over seeds."""
     head = ("| variant | heads | positions | parameters | train loss | train acc % | val loss "
-            "| val acc % | val F1 | best epoch | wall time (s) | target |")
+            "| val acc % | val F1 | best epoch (step) | test loss | test acc % | wall time (s) "
+            "| target |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for v in variants:
         rs = runs[v.name]
@@ -237,7 +260,9 @@ def markdown_table(variants: list[Variant], runs: dict[str, list[RunSummary]]) -
             f"| {_pm([r.train_loss for r in rs])} | {_pm([r.train_accuracy for r in rs], 100, 1)} "
             f"| {_pm([r.val_loss for r in rs])} | {_pm([r.val_accuracy for r in rs], 100, 1)} "
             f"| {_pm([r.val_f1 for r in rs])} "
-            f"| {', '.join(str(r.best_epoch) for r in rs)} "
+            f"| {', '.join(f'{r.best_epoch} ({r.best_step})' for r in rs)} "
+            f"| {_pm_or_na([r.test_loss for r in rs])} "
+            f"| {_pm_or_na([r.test_accuracy for r in rs], 100, 1)} "
             f"| {_pm([r.wall_time for r in rs], digits=0)} | {target} ({met}/{len(rs)} seeds) |"
         )
     return "\n".join(lines)
@@ -293,7 +318,10 @@ def _write_outputs(out_dir: Path, kind: str, variants: list[Variant],
         "",
         f"Compared: {what}. Everything else is the same; each variant is trained with "
         f"{n_seeds} seed(s) (seeds {train.seed}..{train.seed + n_seeds - 1}); numbers are "
-        f"mean ± sample std over seeds, read at each run's best epoch (lowest dev loss).",
+        f"mean ± sample std over seeds, read at each run's best evaluation (lowest dev loss; "
+        f"the dev split is evaluated every {train.eval_steps or 'no'} steps and at each "
+        f"epoch's end). Test columns: the same weights on the test split, never used for "
+        f"training or selection.",
         "",
         f"- data: `{json.dumps(data.to_dict())}`",
         f"- model options: `{json.dumps(base)}` (variants set "
