@@ -69,6 +69,17 @@ def test_optimizer_no_decay_on_bias_norm_embedding():
     names = {n for n, p in model.named_parameters() if id(p) in decayed}
     assert names == {"head.weight"}
     assert sum(len(g["params"]) for g in opt.param_groups) == len(list(model.parameters()))
+    opt = build_optimizer(model, lr=1e-3, weight_decay=0.1, embedding_weight_decay=2.0)
+    by_decay = {g["weight_decay"]: {n for n, p in model.named_parameters()
+                                    if any(p is q for q in g["params"])}
+                for g in opt.param_groups}
+    assert by_decay[2.0] == {"emb.weight"} and by_decay[0.1] == {"head.weight"}
+    # one step on zero gradients: only the decay moves the embedding, by lr * decay
+    before = model.emb.weight.detach().clone()
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    opt.step()
+    torch.testing.assert_close(model.emb.weight.detach(), before * (1 - 1e-3 * 2.0))
 
 
 def test_confusion_matrix_and_macro_f1_hand_computed():

@@ -42,6 +42,7 @@ class TrainConfig:
 
     lr: float = 1e-3  # peak learning rate of AdamW, reached at the end of warm-up
     weight_decay: float = 0.01  # decoupled weight decay; never on biases, norms, embeddings
+    embedding_weight_decay: float = 0.0  # decoupled weight decay on embedding tables
     batch_size: int = 128  # global examples per optimizer step (split across processes)
     epochs: int = 1  # passes over the training split
     warmup_ratio: float = 0.1  # fraction of all steps spent warming up linearly from 0
@@ -64,6 +65,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         _positive("lr", self.lr, float)
         _at_least("weight_decay", self.weight_decay, 0.0)
+        _at_least("embedding_weight_decay", self.embedding_weight_decay, 0.0)
         _positive("batch_size", self.batch_size, int)
         _positive("epochs", self.epochs, int)
         if not 0.0 <= self.warmup_ratio < 1.0:

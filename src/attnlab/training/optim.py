@@ -16,24 +16,33 @@ __all__ = ["build_optimizer", "lr_factor", "set_lr", "warmup_steps_for"]
 _NO_DECAY_MODULES = (nn.LayerNorm, nn.Embedding, nn.GroupNorm, nn.BatchNorm1d, nn.RMSNorm)
 
 
-def build_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
-    """AdamW with weight decay on matrices only (not on biases, norms or embeddings).
+def build_optimizer(model: nn.Module, lr: float, weight_decay: float,
+                    embedding_weight_decay: float = 0.0) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices only (not on biases, norms or embeddings), and
+    optionally its own decay on embedding tables (``embedding_weight_decay``; AdamW shrinks
+    every row each step, so words seen rarely drift back towards zero).
 
     Parameters are grouped in ``model.named_parameters()`` order, so the optimizer state lines
     up with the same model built again (needed to resume).
     """
-    no_decay_ids = set()
+    no_decay_ids, embedding_ids = set(), set()
     for module in model.modules():
         if isinstance(module, _NO_DECAY_MODULES):
             no_decay_ids.update(id(p) for p in module.parameters(recurse=False))
-    decay, no_decay = [], []
+        if isinstance(module, nn.Embedding) and embedding_weight_decay > 0:
+            embedding_ids.add(id(module.weight))
+    decay, no_decay, embeddings = [], [], []
     for _, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        (no_decay if param.ndim < 2 or id(param) in no_decay_ids else decay).append(param)
+        if id(param) in embedding_ids:
+            embeddings.append(param)
+        else:
+            (no_decay if param.ndim < 2 or id(param) in no_decay_ids else decay).append(param)
     groups = [
         {"params": decay, "weight_decay": weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
+        {"params": embeddings, "weight_decay": embedding_weight_decay},
     ]
     return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr)
 

@@ -249,7 +249,8 @@ class Trainer:
         self.artifacts = artifacts or RunArtifacts(model_config={})
         self.callbacks = list(callbacks)
         self.progress = progress
-        self.optimizer = build_optimizer(self.model, config.lr, config.weight_decay)
+        self.optimizer = build_optimizer(self.model, config.lr, config.weight_decay,
+                                         config.embedding_weight_decay)
         self.total_steps = config.epochs * self.steps_per_epoch
         if config.max_steps is not None:
             self.total_steps = min(self.total_steps, config.max_steps)
