@@ -358,7 +358,7 @@ class Trainer:
                 })
                 window_loss, window_n = 0.0, 0
             if self._evaluate_now():
-                self._evaluate_mid_epoch(fit_start)
+                self._evaluate_mid_epoch(fit_start, bar)
                 if st.stopped_early:
                     break
             if cfg.save_every and st.global_step % cfg.save_every == 0 and self.out_dir:
@@ -466,7 +466,7 @@ class Trainer:
             and st.global_step < self.total_steps
         )
 
-    def _evaluate_mid_epoch(self, fit_start: float) -> None:
+    def _evaluate_mid_epoch(self, fit_start: float, bar: ProgressBar) -> None:
         st = self.state
         val = self.evaluate(self.eval_data)
         metrics = {"epoch": st.epoch + 1, "step": st.global_step, "val": val.to_dict()}
@@ -474,8 +474,9 @@ class Trainer:
         self.log.write({"type": "eval", "step": st.global_step, "epoch": st.epoch + 1,
                         **val.to_dict(), "best": improved,
                         "time": time.perf_counter() - fit_start})
-        if self.dist.is_main and self.progress:
-            print(f"\nstep {st.global_step}: val loss {val.loss:.4f} acc {val.accuracy:.4f} "
+        if bar.enabled:
+            lead = "\n" if bar.tty else ""  # on a terminal, leave the bar's line first
+            print(f"{lead}step {st.global_step}: val loss {val.loss:.4f} acc {val.accuracy:.4f} "
                   f"f1 {val.f1:.4f}{' *' if improved else ''}", file=sys.stderr, flush=True)
 
     def _track_best(self, val: EvalResult, metrics: dict[str, Any]) -> bool:
