@@ -15,8 +15,10 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 install: $(VENV)/.installed
 
+# One torch thread, as for the tests: with another job on the machine, one model of the demo
+# trained in 290 s on two threads and in 140-190 s on one.
 demo: install  ## the main job: the single-head vs multi-head experiment on SST-2, one seed
-	$(VENV)/bin/attnlab experiment heads --data sst2 --seeds 1 --out runs/demo
+	OMP_NUM_THREADS=1 $(VENV)/bin/attnlab experiment heads --data sst2 --seeds 1 --out runs/demo
 
 # Tests run one torch thread per process: small models gain nothing from a second thread, and
 # on a busy machine two threads per process can be many times slower.
