@@ -202,7 +202,7 @@ def _train_or_reuse(run_dir: Path, data: DataConfig, options: dict[str, Any],
 
 def summarize_run(name: str, seed: int, n_parameters: int, result: FitResult,
                   metrics_path: Path | None = None) -> RunSummary:
-    """A :class:`RunSummary` of a finished fit (read at its best epoch)."""
+    """A :class:`RunSummary` of a finished fit (read at its best evaluation)."""
     if result.best_epoch is None:
         raise ValueError(f"{name} seed {seed}: the run was never evaluated")
     best = next(r for r in result.history if r.epoch == result.best_epoch)  # train figures
@@ -372,9 +372,7 @@ def plot_curves(variants: list[Variant], runs: dict[str, list[RunSummary]], path
         if train_acc[0]:
             acc_ax.plot(*train_acc, "--", color=color, marker="o",
                         markerfacecolor="white", label=f"{v.name} train")
-        evals = [e for r in rs for e in r.evals] or [  # runs logged before evals were kept
-            (e["step"], e["val"]["loss"], e["val"]["accuracy"])
-            for r in rs for e in r.epochs if e["val"] is not None]
+        evals = [e for r in rs for e in r.evals]
         for ax, column, scale in ((loss_ax, 1, 1.0), (acc_ax, 2, 100.0)):
             points = _mean_by_step([(e[0], scale * e[column]) for e in evals])
             if points[0]:

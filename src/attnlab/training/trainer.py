@@ -418,7 +418,7 @@ class Trainer:
         loss_sum, correct, examples, tokens = all_reduce_sum(totals).tolist()
         epoch_no = st.epoch + 1
         last_epoch = (epoch_no == cfg.epochs or st.global_step >= self.total_steps
-                      or st.out_of_time or st.stopped_early)
+                      or st.out_of_time)
         val, fresh = None, False
         if st.last_eval_step == st.global_step and st.last_val is not None:
             val = EvalResult(**st.last_val)  # evaluated mid-epoch at this very step
