@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from attnlab.training import Callback, MetricsLog, TrainConfig, Trainer, load_checkpoint
+from attnlab.training.averaging import ExponentialMovingAverage
 from attnlab.training.metrics import confusion_matrix, macro_f1, summarize
 from attnlab.training.optim import build_optimizer, lr_factor, warmup_steps_for
 from attnlab.training.progress import ProgressBar
@@ -22,7 +23,8 @@ from attnlab.training.sharding import ShardedBatches
 from toy_training import ToyClassifier, toy_loaders, train_toy
 
 ROOT = Path(__file__).resolve().parents[1]
-FAST = dict(batch_size=32, lr=5e-3, log_every=4, label_smoothing=0.0)
+# The toy runs only 16-48 steps: too few for the default weight average (the EMA tests set it).
+FAST = dict(batch_size=32, lr=5e-3, log_every=4, label_smoothing=0.0, ema_decay=None)
 
 
 def weights_of(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -110,6 +112,10 @@ def test_train_config_checks():
     with pytest.raises(ValueError, match="unknown TrainConfig fields"):
         TrainConfig.from_dict({"lr": 1e-3, "learning_rate": 1})
     assert TrainConfig.from_dict(TrainConfig(lr=3e-4).to_dict()) == TrainConfig(lr=3e-4)
+    with pytest.raises(ValueError, match=r"ema_decay must be None or in \[0, 1\), got 1.0"):
+        TrainConfig(ema_decay=1.0)
+    old = {k: v for k, v in TrainConfig().to_dict().items() if k != "ema_decay"}
+    assert TrainConfig.from_dict(old).ema_decay is None  # saved before the EMA: trained without
 
 
 # --- training -------------------------------------------------------------------------------
@@ -279,6 +285,75 @@ def test_resume_with_eval_steps_matches_uninterrupted(tmp_path):
     resumed, result = train_toy(cfg, tmp_path / "cut", dropout=0.2, resume=True)
     assert_same_weights(weights_of(resumed), weights_of(full))
     assert (result.best_step, result.best_val) == (full_result.best_step, full_result.best_val)
+
+
+# --- weight average (EMA) ---------------------------------------------------------------------
+
+
+def test_ema_hand_computed_and_applied_only_inside_the_block():
+    model = nn.Sequential(nn.Linear(1, 1, bias=False), nn.Linear(1, 1, bias=False))
+    model[1].weight.requires_grad_(False)  # frozen: not averaged, never touched
+    ema = ExponentialMovingAverage(model, decay=0.6)
+    weight = model[0].weight
+    for value in (1.0, 3.0, 5.0):
+        with torch.no_grad():
+            weight.fill_(value)
+        ema.update()
+    # update 1 copies (d = 0); update 2: d = min(0.6, 1/2) -> 2; update 3: d = 0.6 -> 3.2
+    frozen = model[1].weight.item()
+    with ema.applied():
+        assert weight.item() == pytest.approx(3.2)
+        assert model[1].weight.item() == frozen
+    assert weight.item() == 5.0
+    with pytest.raises(ValueError, match=r"decay must be in \[0, 1\), got 1.5"):
+        ExponentialMovingAverage(model, 1.5)
+    state = ema.state_dict()
+    state["average"] = [torch.zeros(2, 2)]
+    with pytest.raises(ValueError, match=r"saved average tensor 0 has shape \(2, 2\), the "
+                                         r"parameter has \(1, 1\)"):
+        ema.load_state_dict(state)
+
+
+def test_ema_is_what_is_evaluated_and_kept_in_best(tmp_path):
+    class Trajectory(Callback):
+        def __init__(self):
+            self.weights = []
+
+        def on_step_end(self, trainer, info):
+            self.weights.append(weights_of(trainer.model))
+
+    decay = 0.8
+    record = Trajectory()
+    cfg = TrainConfig(epochs=2, eval_steps=4, patience=None, **{**FAST, "ema_decay": decay})
+    model, result = train_toy(cfg, tmp_path, callbacks=[record])
+    # The average at the best step, computed here from every step's weights.
+    expected = None
+    for n, w in enumerate(record.weights[: result.best_step], start=1):
+        d = min(decay, 1 - 1 / n)
+        expected = w if expected is None else {k: d * expected[k] + (1 - d) * w[k] for k in w}
+    best = load_checkpoint(tmp_path / "best")
+    assert_same_weights(best.weights, expected, atol=1e-6)
+    assert not torch.equal(best.weights["head.weight"], model.head.weight)
+    last = load_checkpoint(tmp_path / "last", with_state=True)
+    assert_same_weights(last.weights, weights_of(model))  # last/ keeps the raw weights
+    averaged = ToyClassifier()
+    averaged.load_state_dict(best.weights)
+    _, dev = toy_loaders(FAST["batch_size"])
+    assert Trainer(averaged, cfg, dev, progress=False).evaluate(dev).loss == pytest.approx(
+        result.best_val.loss, abs=1e-6)
+
+
+def test_resume_with_ema_matches_uninterrupted(tmp_path):
+    cfg = TrainConfig(epochs=2, eval_steps=5, save_every=7, patience=None,
+                      **{**FAST, "ema_decay": 0.9})
+    full, full_result = train_toy(cfg, tmp_path / "full", dropout=0.2)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train_toy(cfg, tmp_path / "cut", dropout=0.2, callbacks=[Crash(9)])
+    resumed, result = train_toy(cfg, tmp_path / "cut", dropout=0.2, resume=True)
+    assert_same_weights(weights_of(resumed), weights_of(full))
+    assert (result.best_step, result.best_val) == (full_result.best_step, full_result.best_val)
+    assert_same_weights(load_checkpoint(tmp_path / "cut" / "best").weights,
+                        load_checkpoint(tmp_path / "full" / "best").weights)
 
 
 def test_max_steps_stops_and_evaluates():

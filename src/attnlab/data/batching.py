@@ -103,7 +103,7 @@ class LengthGroupedBatches:
         N, size = len(self.input_ids), self.batch_size
         if self.shuffle:
             g = torch.Generator().manual_seed(self.seed + self.epoch)
-            order = torch.randperm(N, generator=g)  # (N,)
+            order = torch.randperm(N, generator=g, device="cpu")  # (N,)
             pool = size * self.pool_batches
             pools = [order[i:i + pool] for i in range(0, N, pool)]
             # Stable sort of an already random order keeps equal lengths randomly ordered.
@@ -114,7 +114,7 @@ class LengthGroupedBatches:
         if self.drop_last and len(batches[-1]) < size:
             batches.pop()
         if self.shuffle:
-            perm = torch.randperm(len(batches), generator=g).tolist()
+            perm = torch.randperm(len(batches), generator=g, device="cpu").tolist()
             batches = [batches[i] for i in perm]
         n = len(batches)  # repeat the first batches so every rank gets as many:
         batches += [batches[i % n] for i in range(-n % self.world_size)]

@@ -3,6 +3,7 @@
 Knows models only through ``model(**batch) -> .loss, .logits`` and data only as batch dicts.
 """
 
+from attnlab.training.averaging import ExponentialMovingAverage
 from attnlab.training.checkpoint import (
     Checkpoint,
     CheckpointError,
@@ -28,6 +29,7 @@ __all__ = [
     "CheckpointError",
     "EpochRecord",
     "EvalResult",
+    "ExponentialMovingAverage",
     "FitResult",
     "MetricsLog",
     "RunArtifacts",

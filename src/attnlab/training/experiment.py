@@ -320,8 +320,8 @@ def _write_outputs(out_dir: Path, kind: str, variants: list[Variant],
         f"{n_seeds} seed(s) (seeds {train.seed}..{train.seed + n_seeds - 1}); numbers are "
         f"mean ± sample std over seeds, read at each run's best evaluation (lowest dev loss; "
         f"the dev split is evaluated every {train.eval_steps or 'no'} steps and at each "
-        f"epoch's end). Test columns: the same weights on the test split, never used for "
-        f"training or selection.",
+        f"epoch's end{_ema_words(train)}). Test columns: the same weights on the test split, "
+        f"never used for training or selection.",
         "",
         f"- data: `{json.dumps(data.to_dict())}`",
         f"- model options: `{json.dumps(base)}` (variants set "
@@ -348,6 +348,13 @@ def _write_outputs(out_dir: Path, kind: str, variants: list[Variant],
     path = out_dir / "report.md"
     path.write_text("\n".join(text), encoding="utf-8")
     return path
+
+
+def _ema_words(train: TrainConfig) -> str:
+    if train.ema_decay is None:
+        return ""
+    return (f"; the weights evaluated and kept are an exponential moving average of the "
+            f"trained ones, decay {train.ema_decay}")
 
 
 def plot_curves(variants: list[Variant], runs: dict[str, list[RunSummary]], path: Path) -> None:

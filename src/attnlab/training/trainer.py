@@ -15,6 +15,7 @@ The trainer knows nothing of the model beyond ``model(**batch)`` returning an ob
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -33,6 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
+from attnlab.training.averaging import ExponentialMovingAverage
 from attnlab.training.checkpoint import load_checkpoint, load_weights, save_checkpoint
 from attnlab.training.config import TrainConfig
 from attnlab.training.distributed import DistInfo, all_reduce_sum, barrier, setup_distributed
@@ -251,6 +253,8 @@ class Trainer:
         self.progress = progress
         self.optimizer = build_optimizer(self.model, config.lr, config.weight_decay,
                                          config.embedding_weight_decay)
+        self.ema = (None if config.ema_decay is None
+                    else ExponentialMovingAverage(self.model, config.ema_decay))
         self.total_steps = config.epochs * self.steps_per_epoch
         if config.max_steps is not None:
             self.total_steps = min(self.total_steps, config.max_steps)
@@ -402,6 +406,8 @@ class Trainer:
         set_lr(self.optimizer, lr)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
+        if self.ema is not None:
+            self.ema.update()
         correct = 0
         if logits is not None and logits.dim() == 2:
             correct = int((logits.detach().argmax(-1) == labels).sum())
@@ -423,7 +429,7 @@ class Trainer:
         if st.last_eval_step == st.global_step and st.last_val is not None:
             val = EvalResult(**st.last_val)  # evaluated mid-epoch at this very step
         elif self.eval_data is not None and (epoch_no % cfg.eval_every == 0 or last_epoch):
-            val, fresh = self.evaluate(self.eval_data), True
+            val, fresh = self._evaluate_dev(), True
         train_seconds = time.perf_counter() - epoch_start
         record = EpochRecord(
             epoch=epoch_no,
@@ -468,7 +474,7 @@ class Trainer:
 
     def _evaluate_mid_epoch(self, fit_start: float, bar: ProgressBar) -> None:
         st = self.state
-        val = self.evaluate(self.eval_data)
+        val = self._evaluate_dev()
         metrics = {"epoch": st.epoch + 1, "step": st.global_step, "val": val.to_dict()}
         improved = self._track_best(val, metrics)
         self.log.write({"type": "eval", "step": st.global_step, "epoch": st.epoch + 1,
@@ -478,6 +484,15 @@ class Trainer:
             lead = "\n" if bar.tty else ""  # on a terminal, leave the bar's line first
             print(f"{lead}step {st.global_step}: val loss {val.loss:.4f} acc {val.accuracy:.4f} "
                   f"f1 {val.f1:.4f}{' *' if improved else ''}", file=sys.stderr, flush=True)
+
+    def _evaluate_dev(self) -> EvalResult:
+        """The dev split's metrics, of the averaged weights when ``ema_decay`` is set."""
+        with self._averaged_weights():
+            return self.evaluate(self.eval_data)
+
+    def _averaged_weights(self) -> Any:
+        """Context in which the model holds the EMA weights (the weights evaluated)."""
+        return self.ema.applied() if self.ema is not None else contextlib.nullcontext()
 
     def _track_best(self, val: EvalResult, metrics: dict[str, Any]) -> bool:
         """Note an evaluation at the current step: a lower val loss saves best/ (with
@@ -493,7 +508,8 @@ class Trainer:
         st.best_val_loss, st.best_val, st.bad_evals = val.loss, val.to_dict(), 0
         st.best_epoch, st.best_step = st.epoch + 1, st.global_step
         if self.out_dir is not None and self.dist.is_main:
-            self._save(self.out_dir / "best", metrics=metrics)
+            with self._averaged_weights():
+                self._save(self.out_dir / "best", metrics=metrics)
         return True
 
     # --- checkpoints ----------------------------------------------------------------------
@@ -521,6 +537,7 @@ class Trainer:
             state = {
                 "progress": asdict(self.state),
                 "optimizer": self.optimizer.state_dict(),
+                "ema": None if self.ema is None else self.ema.state_dict(),
                 "rng": rngs,
                 "world_size": self.dist.world_size,
             }
@@ -551,6 +568,8 @@ class Trainer:
                 f"{state['world_size']} (the data shards would differ)"
             )
         self.optimizer.load_state_dict(state["optimizer"])
+        if self.ema is not None:
+            self.ema.load_state_dict(state["ema"])
         self.state = _Progress(**state["progress"])
         _set_rng_state(state["rng"][self.dist.rank])
         self.log.truncate_after(self.state.global_step)
