@@ -8,10 +8,10 @@ layers (GELU feed-forward), final norm, masked mean pooling and head — and the
 count, which is checked. Rows (``ratio = reference time / our time``; > 1 means we are faster):
 
 * ours float32 vs the torch model float32 (goal ``>= 1.0x``);
-* ours with ``torch.autocast("cpu", bfloat16)`` vs ours float32 (goal ``>= 2x``);
+* ours with ``torch.autocast(device, bfloat16)`` vs ours float32 (goal ``>= 2x``);
 * the torch model with bf16 autocast vs its float32, for comparison.
 
-Run: ``python benchmarks/train_throughput.py [--quick] [--threads N]``.
+Run: ``python benchmarks/train_throughput.py [--quick] [--threads N] [--device cuda]``.
 """
 
 from __future__ import annotations
@@ -57,11 +57,13 @@ class TorchClassifier(nn.Module):
 
 
 def make_step(model: nn.Module, batch: dict, bf16: bool, ours: bool):
+    device = batch["input_ids"].device
+    model.to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    model.train()
 
     def step():
-        ctx = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+        ctx = (torch.autocast(device.type, dtype=torch.bfloat16) if bf16
+               else contextlib.nullcontext())
         with ctx:
             out = model(batch["input_ids"], batch["attention_mask"], batch["labels"])
         loss = out.loss if ours else out
@@ -69,6 +71,8 @@ def make_step(model: nn.Module, batch: dict, bf16: bool, ours: bool):
         loss.backward()
         nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)  # time the work, not its queueing
 
     return step
 
@@ -80,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--length", type=int, default=32)
     parser.add_argument("--vocab", type=int, default=16000)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -93,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     mask[: B // 4, T // 2:] = 0  # a quarter of the batch is half padding
     batch = {"input_ids": ids.masked_fill(mask == 0, 0), "attention_mask": mask,
              "labels": torch.randint(0, 2, (B,))}
+    batch = {k: v.to(args.device) for k, v in batch.items()}
 
     ours, ref = TextClassifier(config), TorchClassifier(config)
     n_ours = sum(p.numel() for p in ours.parameters())
@@ -113,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     print(f"Training step (fwd + bwd + clip + AdamW), B={B}, T={T}, d_model={config.d_model}, "
           f"H={config.n_heads}, layers={config.n_layers}, d_ff={config.d_ff}, "
-          f"V={config.vocab_size}, {n_ours:,} parameters, {torch.get_num_threads()} threads")
+          f"V={config.vocab_size}, {n_ours:,} parameters, on {_device_name(args.device)}")
     header = f"{'comparison':<48} {'ours tok/s':>11} {'ref tok/s':>11} {'ratio':>7}  goal"
     print(header)
     print("-" * len(header))
@@ -121,6 +127,12 @@ def main(argv: list[str] | None = None) -> int:
         t_a, t_b = time_pair(steps[a], steps[b], rounds=rounds, min_time=0.2)
         print(f"{label:<48} {B * T / t_a:>11,.0f} {B * T / t_b:>11,.0f} {t_b / t_a:>6.2f}x  {goal}")
     return 0
+
+
+def _device_name(device: str) -> str:
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(torch.device(device))
+    return f"CPU, {torch.get_num_threads()} threads"
 
 
 if __name__ == "__main__":
