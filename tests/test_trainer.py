@@ -277,14 +277,18 @@ def test_eval_steps_early_stopping_ends_mid_epoch(tmp_path):
     assert evals == [4, 8, 12]
 
 
-def test_resume_with_eval_steps_matches_uninterrupted(tmp_path):
-    cfg = TrainConfig(epochs=2, eval_steps=5, save_every=7, patience=None, **FAST)
+@pytest.mark.parametrize("ema_decay", [None, 0.9])
+def test_resume_with_eval_steps_matches_uninterrupted(tmp_path, ema_decay):
+    cfg = TrainConfig(epochs=2, eval_steps=5, save_every=7, patience=None,
+                      **{**FAST, "ema_decay": ema_decay})
     full, full_result = train_toy(cfg, tmp_path / "full", dropout=0.2)
     with pytest.raises(RuntimeError, match="simulated crash"):
         train_toy(cfg, tmp_path / "cut", dropout=0.2, callbacks=[Crash(9)])
     resumed, result = train_toy(cfg, tmp_path / "cut", dropout=0.2, resume=True)
     assert_same_weights(weights_of(resumed), weights_of(full))
     assert (result.best_step, result.best_val) == (full_result.best_step, full_result.best_val)
+    assert_same_weights(load_checkpoint(tmp_path / "cut" / "best").weights,
+                        load_checkpoint(tmp_path / "full" / "best").weights)
 
 
 # --- weight average (EMA) ---------------------------------------------------------------------
@@ -341,19 +345,6 @@ def test_ema_is_what_is_evaluated_and_kept_in_best(tmp_path):
     _, dev = toy_loaders(FAST["batch_size"])
     assert Trainer(averaged, cfg, dev, progress=False).evaluate(dev).loss == pytest.approx(
         result.best_val.loss, abs=1e-6)
-
-
-def test_resume_with_ema_matches_uninterrupted(tmp_path):
-    cfg = TrainConfig(epochs=2, eval_steps=5, save_every=7, patience=None,
-                      **{**FAST, "ema_decay": 0.9})
-    full, full_result = train_toy(cfg, tmp_path / "full", dropout=0.2)
-    with pytest.raises(RuntimeError, match="simulated crash"):
-        train_toy(cfg, tmp_path / "cut", dropout=0.2, callbacks=[Crash(9)])
-    resumed, result = train_toy(cfg, tmp_path / "cut", dropout=0.2, resume=True)
-    assert_same_weights(weights_of(resumed), weights_of(full))
-    assert (result.best_step, result.best_val) == (full_result.best_step, full_result.best_val)
-    assert_same_weights(load_checkpoint(tmp_path / "cut" / "best").weights,
-                        load_checkpoint(tmp_path / "full" / "best").weights)
 
 
 def test_max_steps_stops_and_evaluates():
