@@ -141,6 +141,26 @@ def test_classifier_resume_is_exact(tmp_path, one_thread, data_dir):
     assert resumed.result.best_val == full.result.best_val
 
 
+def test_an_option_left_out_means_its_default_not_the_saved_value(tmp_path, one_thread,
+                                                                   data_dir):
+    """Resuming, or reusing a run in an experiment, compares the whole model: leaving an
+    option out asks for its default, so a run saved with another value is not taken as equal."""
+    from attnlab.training import TrainConfig
+    from attnlab.training.pipeline import DataConfig, differences_from_saved, train_classifier
+
+    data = DataConfig(train_limit=200)
+    options = dict(d_model=16, d_ff=32, n_layers=1)
+    train = TrainConfig(batch_size=32, max_steps=2, ema_decay=None)
+    train_classifier(tmp_path / "run", data, {**options, "positional": "learned"}, train,
+                     progress=False)
+    assert differences_from_saved(tmp_path / "run", data, {**options, "positional": "learned"}) \
+        == []
+    assert differences_from_saved(tmp_path / "run", data, options) == [
+        "model.positional (saved 'learned', now 'none')"]
+    with pytest.raises(ValueError, match=r"model.positional \(saved 'learned', now 'none'\)"):
+        train_classifier(tmp_path / "run", data, options, train, resume=True, progress=False)
+
+
 def _mean_from_runs(folder, variant, key):
     values = []
     for seed_dir in sorted((folder / variant).iterdir()):

@@ -25,6 +25,7 @@ from attnlab.training.config import TrainConfig
 from attnlab.training.metrics import MetricsLog
 from attnlab.training.pipeline import (
     DataConfig,
+    differences_from_saved,
     evaluate_run,
     saved_configs,
     train_classifier,
@@ -181,9 +182,8 @@ def _train_or_reuse(run_dir: Path, data: DataConfig, options: dict[str, Any],
     same = False
     if (run_dir / "last").exists():
         try:
-            saved_data, saved_model, saved_train = saved_configs(run_dir)
-            same = (saved_data == data and saved_train == train
-                    and all(saved_model.get(k) == v for k, v in options.items()))
+            same = (saved_configs(run_dir)[2] == train
+                    and not differences_from_saved(run_dir, data, options))
         except (FileNotFoundError, ValueError):
             same = False
     if same and (run_dir / "result.json").exists():
