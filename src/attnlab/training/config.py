@@ -54,7 +54,7 @@ class TrainConfig:
     schedule: str = "linear"  # decay after warm-up: "linear" | "cosine" (to 0) | "constant"
     grad_clip: float | None = 1.0  # max global gradient L2 norm; None or 0 disables clipping
     label_smoothing: float = 0.25  # > 0: the trainer computes smoothed cross-entropy from logits
-    ema_decay: float | None = 0.998  # evaluate and keep best/ on an EMA of the weights (none: off)
+    ema_decay: float | None = 0.995  # evaluate and keep best/ on an EMA of the weights (none: off)
     patience: int | None = 5  # stop after this many evaluations without a lower val loss
     min_delta: float = 0.0  # a val loss must drop by more than this to count as better
     seed: int = 0  # seeds weights, dropout and the per-epoch data order
