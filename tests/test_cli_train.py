@@ -183,6 +183,14 @@ def test_experiment_heads_report(tmp_path, capsys, one_thread, data_dir):
         assert "heads-2 beats heads-1" in text or "heads-2 does not beat heads-1" in text \
             or "heads-2 is mixed against heads-1" in text
         assert "Target (val loss < 0.40 and val acc > 78%) for heads-1:" in text
+        # Each difference is weighed against its own spread.
+        found = re.search(r"val accuracy ([-+][\d.]+) ± ([\d.]+) points, val loss ([-+][\d.]+) "
+                          r"± ([\d.]+) .*the accuracy difference is (larger|no larger) than its "
+                          r"spread over seeds, the loss difference (larger|no larger)\.", text)
+        assert found, text
+        acc, acc_sd, loss, loss_sd = map(float, found.groups()[:4])
+        assert found[5] == ("larger" if abs(acc) > acc_sd else "no larger")
+        assert found[6] == ("larger" if abs(loss) > loss_sd else "no larger")
     assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     summary = json.loads((out / "summary.json").read_text())
     for variant in summary["variants"]:

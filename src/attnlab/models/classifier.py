@@ -44,8 +44,9 @@ class ClassifierConfig:
     (much worse), attention pooling, a WordPiece vocabulary, words seen 3+ times only, a second
     epoch, weight decay on the embeddings. Small embedding init (``embed_init_std``) makes the
     model learn within one epoch; a second pass over the training phrases then only overfits.
-    Rotary positions add no parameters and are relative: the dev sentences are longer than
-    most training phrases, and learned or sinusoidal absolute positions did worse.
+    Rotary positions add no parameters and are relative, which suits dev sentences longer than
+    most training phrases; over seeds 0..2 learned positions did about as well (0.397 ± 0.007,
+    rotary 0.396 ± 0.005), none 0.401 and sinusoidal ones worse (0.415).
     """
 
     vocab_size: int  # V, rows of the token embedding (the tokenizer's vocabulary size)

@@ -294,8 +294,8 @@ def _findings(kind: str, variants: list[Variant], runs: dict[str, list[RunSummar
         else:  # better on one measure, worse on the other
             verb = "is mixed against"
         spread = ("a single seed gives no spread" if math.isnan(sa) else
-                  f"the difference is {'larger' if abs(ma) > sa else 'no larger'} than its "
-                  f"spread over seeds")
+                  f"the accuracy difference is {_versus(ma, sa)} than its spread over seeds, "
+                  f"the loss difference {_versus(ml, sl)}")
         lines.append(
             f"{v.name} {verb} {baseline.name}: val accuracy {ma:+.2f} ± "
             f"{'n/a' if math.isnan(sa) else f'{sa:.2f}'} points, val loss {ml:+.4f} ± "
@@ -303,6 +303,10 @@ def _findings(kind: str, variants: list[Variant], runs: dict[str, list[RunSummar
             f"over {len(pairs)} seeds; higher accuracy in {wins} of {len(pairs)}); {spread}."
         )
     return lines
+
+
+def _versus(mean: float, std: float) -> str:
+    return "larger" if abs(mean) > std else "no larger"
 
 
 def _write_outputs(out_dir: Path, kind: str, variants: list[Variant],
