@@ -15,8 +15,9 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 install: $(VENV)/.installed
 
-# One torch thread, as for the tests: with another job on the machine, one model of the demo
-# trained in 290 s on two threads and in 140-190 s on one.
+# One torch thread, as for the tests (with another job on the machine, two threads per process
+# were slower than one). Each model of the demo trains in about 105 s; the whole demo, install
+# included, took 4.5 minutes on a fresh clone here.
 demo: install  ## the main job: the single-head vs multi-head experiment on SST-2, one seed
 	OMP_NUM_THREADS=1 $(VENV)/bin/attnlab experiment heads --data sst2 --seeds 1 --out runs/demo
 
