@@ -64,18 +64,23 @@ def hf_eager(model_dir):
 # --- numbers against transformers -----------------------------------------------------------
 
 
-@pytest.mark.parametrize("output_attentions", [False, True], ids=["fused", "explicit"])
-def test_every_layer_matches_transformers(ours, hf_eager, mixed_batch, output_attentions):
+@pytest.mark.parametrize(("output_attentions", "skip_padding"),
+                         [(False, False), (True, False), (False, True), (True, True)],
+                         ids=["fused", "explicit", "fused-skip-padding", "explicit-skip-padding"])
+def test_every_layer_matches_transformers(ours, hf_eager, mixed_batch, output_attentions,
+                                          skip_padding):
     """Hidden states of the embeddings and of every layer at real-token positions, every layer's
     attention probabilities at real-token query rows (all key columns), and the pooler output.
 
     Padded query positions are excluded: they attend to the real tokens in both models and are
-    ignored downstream, but float rounding drifts more there (their states are large)."""
+    ignored downstream, but float rounding drifts more there (their states are large). With
+    ``skip_padding`` they are zeros after every layer."""
     batch = ours.tokenizer(mixed_batch)
     assert (batch.attention_mask == 0).any(), "the batch must contain padding"
     with torch.no_grad():
         got = ours(batch.input_ids, batch.attention_mask, batch.token_type_ids,
-                   output_hidden_states=True, output_attentions=output_attentions)
+                   output_hidden_states=True, output_attentions=output_attentions,
+                   skip_padding=skip_padding)
         want = hf_eager(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
                         token_type_ids=batch.token_type_ids, output_hidden_states=True,
                         output_attentions=True)
@@ -85,6 +90,8 @@ def test_every_layer_matches_transformers(ours, hf_eager, mixed_batch, output_at
         err = (g - w).abs()[real].max().item()
         assert err <= TOL, f"hidden_states[{i}] differs by {err}"
     assert torch.equal(got.last_hidden_state, got.hidden_states[-1])
+    padded_states = torch.stack(got.hidden_states[1:])[:, ~real]  # (N, padded tokens, D)
+    assert (padded_states == 0).all() == skip_padding
     assert (got.pooler_output - want.pooler_output).abs().max().item() <= TOL
     if not output_attentions:
         assert got.attentions is None
@@ -96,6 +103,29 @@ def test_every_layer_matches_transformers(ours, hf_eager, mixed_batch, output_at
         err = (g - w).abs()[real[:, None, :, None].expand_as(g)].max().item()
         assert err <= TOL, f"attentions[{i}] differs by {err}"
         assert (g.masked_select(~real[:, None, None, :]) == 0).all(), "padding got attention"
+
+
+def test_skip_padding_gives_the_same_gradients():
+    """Training through the real-tokens-only path: the same loss and parameter gradients (float64,
+    a small random encoder, no dropout)."""
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=32, hidden_dropout_prob=0.0,
+                        attention_probs_dropout_prob=0.0)
+    model = BertModel(config, add_pooler=False).double()
+    ids = torch.randint(1, 50, (3, 7))
+    mask = torch.tensor([[1] * 7, [1] * 4 + [0] * 3, [1] * 2 + [0] * 5])
+    grads = []
+    for skip in (False, True):
+        model.zero_grad()
+        hidden = model(ids, mask, skip_padding=skip).last_hidden_state  # (B, L, D)
+        loss = (mean_pool(hidden, mask) ** 2).sum()
+        loss.backward()
+        grads.append((loss.detach(), [p.grad.clone() for p in model.parameters()]))
+    (loss_a, grads_a), (loss_b, grads_b) = grads
+    assert torch.allclose(loss_a, loss_b, rtol=0, atol=1e-12)
+    assert all(torch.allclose(a, b, rtol=0, atol=1e-12) for a, b in zip(grads_a, grads_b,
+                                                                        strict=True))
 
 
 def test_head_mask_removes_the_head_output(ours, mixed_batch):

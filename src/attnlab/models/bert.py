@@ -147,16 +147,24 @@ class BertLayer(nn.Module):
 
     def forward(
         self, x: Tensor, attn_mask: Tensor | None, *, need_weights: bool = False,
-        head_mask: Tensor | None = None,
+        head_mask: Tensor | None = None, real: Tensor | None = None,
     ) -> tuple[Tensor, Tensor | None]:
         """``x`` ``(B, L, D)``, ``attn_mask`` boolean ``(B, 1, 1, L)`` (True = real key) or None.
+        With ``real`` ``(B, L)`` boolean (True = real token), the token-wise sub-layers run on
+        the real tokens only and padded positions come out as zeros.
         Returns the new ``x`` ``(B, L, D)`` and the weights ``(B, H, L, L)`` or None."""
         attended, weights = self.attn(x, attn_mask=attn_mask, need_weights=need_weights,
                                       head_mask=head_mask)  # (B, L, D), (B, H, L, L) | None
-        x = self.attn_norm(x + self.dropout(attended))  # (B, L, D)
-        hidden = F.gelu(self.ffn_in(x))  # (B, L, F), exact erf GELU
-        x = self.ffn_norm(x + self.dropout(self.ffn_out(hidden)))  # (B, L, D)
-        return x, weights
+        if real is None:
+            return self._token_wise(x, attended), weights  # (B, L, D)
+        tokens = self._token_wise(x[real], attended[real])  # (n, D), n real tokens
+        return x.new_zeros(x.shape).index_put_((real,), tokens), weights  # (B, L, D)
+
+    def _token_wise(self, x: Tensor, attended: Tensor) -> Tensor:
+        """Residual + LayerNorm around attention, then the feed-forward block; ``(..., D)``."""
+        x = self.attn_norm(x + self.dropout(attended))
+        hidden = F.gelu(self.ffn_in(x))  # (..., F), exact erf GELU
+        return self.ffn_norm(x + self.dropout(self.ffn_out(hidden)))  # (..., D)
 
 
 class BertPooler(nn.Module):
@@ -188,7 +196,10 @@ class BertModel(nn.Module):
     Attention runs on the fused kernel unless ``output_attentions=True``, which runs the explicit
     path of :func:`attnlab.scaled_dot_product_attention` and returns ``N`` tensors of
     ``(B, H, L, L)`` probabilities. Padded positions still get hidden states (they attend to the
-    real tokens); no query attends to padding.
+    real tokens), as in Hugging Face's model; no query attends to padding. With
+    ``skip_padding=True`` the token-wise sub-layers (LayerNorms, feed-forward) run on the real
+    tokens only and padded positions' hidden states are zeros: the real tokens' states are the
+    same, and a padded batch costs less.
 
     Example::
 
@@ -231,15 +242,18 @@ class BertModel(nn.Module):
         output_hidden_states: bool = False,
         output_attentions: bool = False,
         head_mask: Tensor | None = None,
+        skip_padding: bool = False,
     ) -> BertOutput:
         """Encode a batch of token ids; see the class docstring for shapes."""
         self._check_inputs(input_ids, attention_mask, token_type_ids, head_mask)
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
         # One boolean key mask for all layers; a batch without padding runs unmasked.
-        attn_mask = None
+        attn_mask = real = None
         if attention_mask is not None and not bool(attention_mask.all()):
             attn_mask = padding_mask(attention_mask)  # (B, 1, 1, L)
+            if skip_padding:
+                real = attention_mask.bool()  # (B, L)
         if head_mask is not None and head_mask.dim() == 1:
             head_mask = head_mask.expand(len(self.layers), -1)  # (N, H)
 
@@ -248,7 +262,7 @@ class BertModel(nn.Module):
         attentions = [] if output_attentions else None
         for i, layer in enumerate(self.layers):
             x, weights = layer(x, attn_mask, need_weights=output_attentions,
-                               head_mask=None if head_mask is None else head_mask[i])
+                               head_mask=None if head_mask is None else head_mask[i], real=real)
             if hidden_states is not None:
                 hidden_states.append(x)
             if attentions is not None:

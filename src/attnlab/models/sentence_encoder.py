@@ -55,7 +55,8 @@ class SentenceEncoder(nn.Module):
 
         Texts are tokenized at once, sorted by length and batched so that each batch pads
         little; the results come back in the input order. Runs under ``torch.inference_mode``
-        on the fused attention kernel (no weights are computed).
+        on the fused attention kernel (no weights are computed), with the token-wise sub-layers
+        on real tokens only (``skip_padding``).
 
         Args:
             texts: a list of strings, or one string.
@@ -83,7 +84,8 @@ class SentenceEncoder(nn.Module):
             for start in range(0, len(ids), batch_size):
                 rows = order[start:start + batch_size]  # (B,)
                 batch = self.tokenizer.pad([ids[int(r)] for r in rows]).to(device)
-                hidden = bert(batch.input_ids, batch.attention_mask).last_hidden_state  # (B, L, D)
+                hidden = bert(batch.input_ids, batch.attention_mask,
+                              skip_padding=True).last_hidden_state  # (B, L, D)
                 pooled = mean_pool(hidden.float(), batch.attention_mask)  # (B, D)
                 if normalize:
                     pooled = F.normalize(pooled, p=2, dim=-1)
