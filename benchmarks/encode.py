@@ -16,8 +16,10 @@ method's time for a round is the sum over the chunks; the median round is report
 checked: max |difference| to sentence-transformers' float32 ones, and the minimum cosine
 similarity to attnlab's float32 ones.
 
-Run: ``python benchmarks/encode.py [--rounds N] [--limit N]`` (needs attnlab[pretrained] and
-the dev extras; reads $ATTNLAB_DATA/sst2/dev.tsv; never downloads).
+Every method returns its embeddings on the CPU, so a GPU's work is finished inside the timing.
+
+Run: ``python benchmarks/encode.py [--rounds N] [--limit N] [--device cuda]`` (needs
+attnlab[pretrained] and the dev extras; reads $ATTNLAB_DATA/sst2/dev.tsv; never downloads).
 """
 
 from __future__ import annotations
@@ -50,11 +52,12 @@ def read_dev(limit: int | None) -> list[str]:
     return texts[:limit] if limit else texts
 
 
-def transformers_encoder(model_dir: Path, ours, dtype: torch.dtype) -> Callable:
+def transformers_encoder(model_dir: Path, ours, dtype: torch.dtype, device: str) -> Callable:
     """transformers' BertModel (sdpa) on attnlab's batches, pooled and normalised the same."""
     from transformers import BertModel
 
-    hf = BertModel.from_pretrained(str(model_dir), attn_implementation="sdpa").eval().to(dtype)
+    hf = BertModel.from_pretrained(str(model_dir), attn_implementation="sdpa")
+    hf = hf.eval().to(device=device, dtype=dtype)
 
     def encode(texts: list[str]) -> torch.Tensor:
         ids = ours.tokenizer.encode_unpadded(texts)
@@ -63,11 +66,11 @@ def transformers_encoder(model_dir: Path, ours, dtype: torch.dtype) -> Callable:
         with torch.inference_mode():
             for start in range(0, len(ids), BATCH):
                 rows = order[start:start + BATCH]
-                batch = ours.tokenizer.pad([ids[r] for r in rows])
+                batch = ours.tokenizer.pad([ids[r] for r in rows]).to(device)
                 hidden = hf(input_ids=batch.input_ids,
                             attention_mask=batch.attention_mask).last_hidden_state  # (B, L, D)
                 pooled = mean_pool(hidden.float(), batch.attention_mask)  # (B, D)
-                out[rows] = F.normalize(pooled, dim=-1)
+                out[rows] = F.normalize(pooled, dim=-1).cpu()
         return out
 
     return encode
@@ -78,25 +81,32 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds per method")
     parser.add_argument("--limit", type=int, default=None, help="use only the first N texts")
     parser.add_argument("--chunks", type=int, default=4, help="interleave methods per chunk")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     args = parser.parse_args(argv)
     from sentence_transformers import SentenceTransformer
 
+    device = args.device
     texts = read_dev(args.limit)
     model_dir = resolve_model_dir("all-MiniLM-L6-v2")
-    ours = load_pretrained("all-MiniLM-L6-v2")
-    st32 = SentenceTransformer(str(model_dir), device="cpu")
+    ours = load_pretrained("all-MiniLM-L6-v2", device=device)
+    st32 = SentenceTransformer(str(model_dir), device=device)
     st16 = copy.deepcopy(st32).to(torch.bfloat16)
 
     def st_encode(st):
-        return lambda t: st.encode(t, batch_size=BATCH, convert_to_tensor=True).float()
+        return lambda t: st.encode(t, batch_size=BATCH, convert_to_tensor=True).float().cpu()
+
+    def ours_encode(dtype):
+        return lambda t: ours.encode(t, batch_size=BATCH, dtype=dtype).cpu()
 
     methods = {
-        ("attnlab", "float32"): lambda t: ours.encode(t, batch_size=BATCH),
+        ("attnlab", "float32"): ours_encode(None),
         ("sentence-transformers", "float32"): st_encode(st32),
-        ("transformers sdpa", "float32"): transformers_encoder(model_dir, ours, torch.float32),
-        ("attnlab", "bfloat16"): lambda t: ours.encode(t, batch_size=BATCH, dtype=torch.bfloat16),
+        ("transformers sdpa", "float32"): transformers_encoder(model_dir, ours, torch.float32,
+                                                               device),
+        ("attnlab", "bfloat16"): ours_encode(torch.bfloat16),
         ("sentence-transformers", "bfloat16"): st_encode(st16),
-        ("transformers sdpa", "bfloat16"): transformers_encoder(model_dir, ours, torch.bfloat16),
+        ("transformers sdpa", "bfloat16"): transformers_encoder(model_dir, ours, torch.bfloat16,
+                                                                device),
     }
     results = {key: fn(texts) for key, fn in methods.items()}  # warm-up, and the outputs
     size = -(-len(texts) // args.chunks)
@@ -113,8 +123,10 @@ def main(argv: list[str] | None = None) -> None:
 
     ref32 = results[("sentence-transformers", "float32")]
     ours32 = results[("attnlab", "float32")]
+    where = (torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda")
+             else f"CPU, {torch.get_num_threads()} threads")
     print(f"{len(texts)} SST-2 dev sentences, batch {BATCH}, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, median of {args.rounds} rounds interleaved over "
+          f"{where}, median of {args.rounds} rounds interleaved over "
           f"{len(chunks)} chunks")
     header = (f"{'method':<22} {'dtype':<9} {'sent/s':>8} {'vs ST same dtype':>17} "
               f"{'vs ST fp32':>11} {'max|Δ| vs ST fp32':>18} {'min cos vs ours fp32':>21}")

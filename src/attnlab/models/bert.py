@@ -150,15 +150,17 @@ class BertLayer(nn.Module):
         head_mask: Tensor | None = None, real: Tensor | None = None,
     ) -> tuple[Tensor, Tensor | None]:
         """``x`` ``(B, L, D)``, ``attn_mask`` boolean ``(B, 1, 1, L)`` (True = real key) or None.
-        With ``real`` ``(B, L)`` boolean (True = real token), the token-wise sub-layers run on
-        the real tokens only and padded positions come out as zeros.
+        With ``real`` ``(n,)``, the flat indices in ``B·L`` of the real tokens, the token-wise
+        sub-layers run on those tokens only and padded positions come out as zeros.
         Returns the new ``x`` ``(B, L, D)`` and the weights ``(B, H, L, L)`` or None."""
         attended, weights = self.attn(x, attn_mask=attn_mask, need_weights=need_weights,
                                       head_mask=head_mask)  # (B, L, D), (B, H, L, L) | None
         if real is None:
             return self._token_wise(x, attended), weights  # (B, L, D)
-        tokens = self._token_wise(x[real], attended[real])  # (n, D), n real tokens
-        return x.new_zeros(x.shape).index_put_((real,), tokens), weights  # (B, L, D)
+        flat = x.flatten(0, 1)  # (B·L, D)
+        tokens = self._token_wise(flat.index_select(0, real),
+                                  attended.flatten(0, 1).index_select(0, real))  # (n, D)
+        return flat.new_zeros(flat.shape).index_copy(0, real, tokens).view_as(x), weights
 
     def _token_wise(self, x: Tensor, attended: Tensor) -> Tensor:
         """Residual + LayerNorm around attention, then the feed-forward block; ``(..., D)``."""
@@ -253,7 +255,7 @@ class BertModel(nn.Module):
         if attention_mask is not None and not bool(attention_mask.all()):
             attn_mask = padding_mask(attention_mask)  # (B, 1, 1, L)
             if skip_padding:
-                real = attention_mask.bool()  # (B, L)
+                real = attention_mask.flatten().nonzero().squeeze(1)  # (n,) indices in B·L
         if head_mask is not None and head_mask.dim() == 1:
             head_mask = head_mask.expand(len(self.layers), -1)  # (N, H)
 

@@ -79,18 +79,17 @@ class SentenceEncoder(nn.Module):
         device = next(bert.parameters()).device
         lengths = torch.tensor([len(x) for x in ids], dtype=torch.long)  # (T,)
         order = torch.argsort(lengths, descending=True, stable=True)  # longest first
-        embeddings = torch.empty(len(ids), self.config.hidden_size)  # (T, D)
+        embeddings = torch.empty(len(ids), self.config.hidden_size, device=device)  # (T, D)
         with torch.inference_mode():
             for start in range(0, len(ids), batch_size):
-                rows = order[start:start + batch_size]  # (B,)
+                rows = order[start:start + batch_size]  # (B,), on the CPU
                 batch = self.tokenizer.pad([ids[int(r)] for r in rows]).to(device)
                 hidden = bert(batch.input_ids, batch.attention_mask,
                               skip_padding=True).last_hidden_state  # (B, L, D)
                 pooled = mean_pool(hidden.float(), batch.attention_mask)  # (B, D)
                 if normalize:
                     pooled = F.normalize(pooled, p=2, dim=-1)
-                embeddings[rows] = pooled.cpu()
-        embeddings = embeddings.to(device)
+                embeddings[rows.to(device)] = pooled
         return embeddings[0] if single else embeddings
 
     def _bert_in(self, dtype: torch.dtype | None) -> BertModel:
