@@ -1,11 +1,13 @@
 """Timing shared by the benchmarks: interleaved rounds, median, so that drift in machine load
-affects both sides of a ratio alike."""
+affects both sides of a ratio alike; and the name of the device timed, for the table header."""
 
 from __future__ import annotations
 
 import statistics
 import time
 from collections.abc import Callable
+
+import torch
 
 
 def time_pair(
@@ -51,3 +53,10 @@ def _per_call(fn: Callable[[], object], reps: int) -> float:
     for _ in range(reps):
         fn()
     return (time.perf_counter() - start) / reps
+
+
+def device_name(device: str) -> str:
+    """The GPU's name for a CUDA device, else the CPU with its torch thread count."""
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(torch.device(device))
+    return f"CPU, {torch.get_num_threads()} threads"

@@ -28,14 +28,17 @@ import argparse
 import copy
 import os
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the references must load from disk only
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from _timing import device_name  # noqa: E402
 
 from attnlab import load_pretrained  # noqa: E402
 from attnlab.models import mean_pool  # noqa: E402
@@ -123,10 +126,8 @@ def main(argv: list[str] | None = None) -> None:
 
     ref32 = results[("sentence-transformers", "float32")]
     ours32 = results[("attnlab", "float32")]
-    where = (torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda")
-             else f"CPU, {torch.get_num_threads()} threads")
     print(f"{len(texts)} SST-2 dev sentences, batch {BATCH}, torch {torch.__version__}, "
-          f"{where}, median of {args.rounds} rounds interleaved over "
+          f"{device_name(device)}, median of {args.rounds} rounds interleaved over "
           f"{len(chunks)} chunks")
     header = (f"{'method':<22} {'dtype':<9} {'sent/s':>8} {'vs ST same dtype':>17} "
               f"{'vs ST fp32':>11} {'max|Δ| vs ST fp32':>18} {'min cos vs ours fp32':>21}")

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _timing import time_pair  # noqa: E402
+from _timing import device_name, time_pair  # noqa: E402
 
 from attnlab.attention.positional import LearnedPositionalEmbedding  # noqa: E402
 from attnlab.models.classifier import ClassifierConfig, TextClassifier  # noqa: E402
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     print(f"Training step (fwd + bwd + clip + AdamW), B={B}, T={T}, d_model={config.d_model}, "
           f"H={config.n_heads}, layers={config.n_layers}, d_ff={config.d_ff}, "
-          f"V={config.vocab_size}, {n_ours:,} parameters, on {_device_name(args.device)}")
+          f"V={config.vocab_size}, {n_ours:,} parameters, on {device_name(args.device)}")
     header = f"{'comparison':<48} {'ours tok/s':>11} {'ref tok/s':>11} {'ratio':>7}  goal"
     print(header)
     print("-" * len(header))
@@ -127,12 +127,6 @@ def main(argv: list[str] | None = None) -> int:
         t_a, t_b = time_pair(steps[a], steps[b], rounds=rounds, min_time=0.2)
         print(f"{label:<48} {B * T / t_a:>11,.0f} {B * T / t_b:>11,.0f} {t_b / t_a:>6.2f}x  {goal}")
     return 0
-
-
-def _device_name(device: str) -> str:
-    if device.startswith("cuda"):
-        return torch.cuda.get_device_name(torch.device(device))
-    return f"CPU, {torch.get_num_threads()} threads"
 
 
 if __name__ == "__main__":

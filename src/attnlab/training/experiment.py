@@ -27,7 +27,6 @@ from attnlab.training.pipeline import (
     DataConfig,
     differences_from_saved,
     evaluate_run,
-    saved_configs,
     train_classifier,
 )
 from attnlab.training.trainer import FitResult
@@ -182,8 +181,7 @@ def _train_or_reuse(run_dir: Path, data: DataConfig, options: dict[str, Any],
     same = False
     if (run_dir / "last").exists():
         try:
-            same = (saved_configs(run_dir)[2] == train
-                    and not differences_from_saved(run_dir, data, options))
+            same = not differences_from_saved(run_dir, data, options, train)
         except (FileNotFoundError, ValueError):
             same = False
     if same and (run_dir / "result.json").exists():

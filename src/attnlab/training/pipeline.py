@@ -230,19 +230,26 @@ def _check_same_as_saved(out_dir: Path, data: DataConfig, options: dict[str, Any
 
 
 def differences_from_saved(out_dir: str | os.PathLike, data: DataConfig,
-                           model_options: dict[str, Any]) -> list[str]:
-    """How the run saved in ``out_dir/last`` differs from ``data`` and the classifier that
+                           model_options: dict[str, Any],
+                           train: TrainConfig | None = None) -> list[str]:
+    """How the run saved in ``out_dir/last`` differs from ``data``, the classifier that
     ``model_options`` give, defaults filled in (an option left out means its default, not
-    whatever was saved), as ``"name (saved x, now y)"`` strings; empty if it does not."""
-    saved_data, saved_model, _ = saved_configs(out_dir)
-    differ = [f"data.{k} (saved {v!r}, now {data.to_dict()[k]!r})"
-              for k, v in saved_data.to_dict().items() if data.to_dict()[k] != v]
+    whatever was saved), and ``train`` if given, as ``"name (saved x, now y)"`` strings; empty
+    if it does not."""
+    saved_data, saved_model, saved_train = saved_configs(out_dir)
+    now = data.to_dict()
+    differ = [f"data.{k} (saved {v!r}, now {now[k]!r})"
+              for k, v in saved_data.to_dict().items() if now[k] != v]
     defaults = {f.name: f.default for f in dataclasses.fields(ClassifierConfig)
                 if f.default is not dataclasses.MISSING and f.name != "n_classes"}
     wanted = {**defaults, **model_options}
     # a field missing from the saved config did not exist when the run was saved
     differ += [f"model.{k} (saved {saved_model[k]!r}, now {v!r})"
                for k, v in wanted.items() if k in saved_model and saved_model[k] != v]
+    if train is not None:
+        now = train.to_dict()
+        differ += [f"train.{k} (saved {v!r}, now {now[k]!r})"
+                   for k, v in saved_train.to_dict().items() if now[k] != v]
     return differ
 
 
