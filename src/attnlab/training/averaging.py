@@ -33,14 +33,15 @@ class ExponentialMovingAverage:
         self.decay = decay
         self.updates = 0
         self._params = [p for p in model.parameters() if p.requires_grad]
-        self._average = [p.detach().clone() for p in self._params]
+        self._weights = [p.detach() for p in self._params]  # views: follow optimizer steps
+        self._average = [w.clone() for w in self._weights]
 
     @torch.no_grad()
     def update(self) -> None:
         """Fold the current weights into the average (call after each optimizer step)."""
         self.updates += 1
         d = min(self.decay, 1.0 - 1.0 / self.updates)
-        torch._foreach_lerp_(self._average, [p.detach() for p in self._params], 1.0 - d)
+        torch._foreach_lerp_(self._average, self._weights, 1.0 - d)
 
     @contextmanager
     def applied(self) -> Iterator[None]:

@@ -237,9 +237,9 @@ def differences_from_saved(out_dir: str | os.PathLike, data: DataConfig,
     whatever was saved), and ``train`` if given, as ``"name (saved x, now y)"`` strings; empty
     if it does not."""
     saved_data, saved_model, saved_train = saved_configs(out_dir)
-    now = data.to_dict()
-    differ = [f"data.{k} (saved {v!r}, now {now[k]!r})"
-              for k, v in saved_data.to_dict().items() if now[k] != v]
+    data_now = data.to_dict()
+    differ = [f"data.{k} (saved {v!r}, now {data_now[k]!r})"
+              for k, v in saved_data.to_dict().items() if data_now[k] != v]
     defaults = {f.name: f.default for f in dataclasses.fields(ClassifierConfig)
                 if f.default is not dataclasses.MISSING and f.name != "n_classes"}
     wanted = {**defaults, **model_options}
@@ -247,9 +247,9 @@ def differences_from_saved(out_dir: str | os.PathLike, data: DataConfig,
     differ += [f"model.{k} (saved {saved_model[k]!r}, now {v!r})"
                for k, v in wanted.items() if k in saved_model and saved_model[k] != v]
     if train is not None:
-        now = train.to_dict()
-        differ += [f"train.{k} (saved {v!r}, now {now[k]!r})"
-                   for k, v in saved_train.to_dict().items() if now[k] != v]
+        train_now = train.to_dict()
+        differ += [f"train.{k} (saved {v!r}, now {train_now[k]!r})"
+                   for k, v in saved_train.to_dict().items() if train_now[k] != v]
     return differ
 
 
