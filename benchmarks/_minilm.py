@@ -6,8 +6,9 @@ import argparse
 
 import torch
 
-from attnlab.data import load_split
-from attnlab.models import SentenceEncoder, TokenizedBatch, load_pretrained
+from attnlab.io import load_pretrained
+from attnlab.models import SentenceEncoder
+from attnlab.text import TokenizedBatch, load_split
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -41,8 +41,8 @@ import torch.nn.functional as F  # noqa: E402
 from _timing import device_name  # noqa: E402
 
 from attnlab import load_pretrained  # noqa: E402
+from attnlab.io.pretrained import resolve_model_dir  # noqa: E402
 from attnlab.models import mean_pool  # noqa: E402
-from attnlab.models.pretrained import resolve_model_dir  # noqa: E402
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 BATCH = 32

@@ -22,9 +22,10 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from attnlab import load_pretrained
+from attnlab.io import load_bert_classifier, load_pretrained_classifier, save_bert_classifier
+from attnlab.io.pretrained import KNOWN_MODELS, resolve_model_dir
 from attnlab.models import BertConfig, BertModel, mean_pool
 from attnlab.models.bert_classifier import BertClassifierConfig, BertForSequenceClassification
-from attnlab.models.pretrained import KNOWN_MODELS, resolve_model_dir
 
 TOL = 1e-5
 NAME = "all-MiniLM-L6-v2"
@@ -351,7 +352,7 @@ def test_forward_rejects_bad_inputs(ours):
 
 
 def test_classifier_trains_and_round_trips(tmp_path, dev_texts):
-    model = BertForSequenceClassification.from_pretrained(NAME, num_labels=2, dropout=0.0)
+    model = load_pretrained_classifier(NAME, num_labels=2, dropout=0.0)
     texts = dev_texts[:8]
     batch = model.tokenizer(texts)
     labels = torch.tensor([0, 1] * 4)
@@ -369,8 +370,8 @@ def test_classifier_trains_and_round_trips(tmp_path, dev_texts):
     assert loss.item() < first  # it fits the batch
 
     model.eval()
-    model.save(tmp_path / "clf")
-    loaded = BertForSequenceClassification.load(tmp_path / "clf")
+    save_bert_classifier(model, tmp_path / "clf")
+    loaded = load_bert_classifier(tmp_path / "clf")
     with torch.no_grad():
         want = model(batch.input_ids, batch.attention_mask).logits
         got = loaded(batch.input_ids, batch.attention_mask).logits

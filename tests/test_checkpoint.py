@@ -11,9 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-import attnlab.training.checkpoint as ckpt_mod
-from attnlab.data import train_tokenizer
-from attnlab.training.checkpoint import (
+import attnlab.io.checkpoint as ckpt_mod
+from attnlab.io.checkpoint import (
     CheckpointError,
     decode_state,
     encode_state,
@@ -21,6 +20,7 @@ from attnlab.training.checkpoint import (
     load_weights,
     save_checkpoint,
 )
+from attnlab.text import train_tokenizer
 from toy_training import ToyClassifier
 
 

@@ -176,7 +176,7 @@ def test_forward_errors():
 
 
 def test_memorises_a_slice_of_sst2(data_dir):
-    from attnlab.data import LengthGroupedBatches, encode, load_split, train_tokenizer
+    from attnlab.text import LengthGroupedBatches, encode, load_split, train_tokenizer
 
     train = load_split(data_dir / "sst2", "train")
     texts, labels = train.texts[:128], train.labels[:128]

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from attnlab.cli import main
-from attnlab.training import MetricsLog, load_checkpoint
+from attnlab.io import load_checkpoint
+from attnlab.train import MetricsLog
 
 # A small model on the first 10,000 training phrases: ~900 steps, well under a minute.
 SLICE = ["--data", "sst2", "--train-limit", "10000", "--d-model", "32", "--d-ff", "64",
@@ -120,8 +121,8 @@ def test_resume_from_the_cli(tmp_path, capsys, one_thread, data_dir):
 def test_classifier_resume_is_exact(tmp_path, one_thread, data_dir):
     """The real TextClassifier (dropout, word dropout) on SST-2: crash after step 15 with a
     checkpoint at step 10, resume, and end with the uninterrupted run's weights."""
-    from attnlab.training import Callback, TrainConfig
-    from attnlab.training.pipeline import DataConfig, train_classifier
+    from attnlab.tasks.classification.pipeline import DataConfig, train_classifier
+    from attnlab.train import Callback, TrainConfig
 
     class Crash(Callback):
         def on_step_end(self, trainer, info):
@@ -147,8 +148,12 @@ def test_an_option_left_out_means_its_default_not_the_saved_value(tmp_path, one_
     """Resuming, or reusing a run in an experiment, compares the whole model: leaving an
     option out asks for its default, so a run saved with another value is not taken as equal."""
     from attnlab.models import ClassifierConfig
-    from attnlab.training import TrainConfig
-    from attnlab.training.pipeline import DataConfig, differences_from_saved, train_classifier
+    from attnlab.tasks.classification.pipeline import (
+        DataConfig,
+        differences_from_saved,
+        train_classifier,
+    )
+    from attnlab.train import TrainConfig
 
     default = ClassifierConfig.__dataclass_fields__["positional"].default
     other = "learned" if default != "learned" else "sinusoidal"

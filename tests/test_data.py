@@ -8,7 +8,7 @@ import random
 import pytest
 import torch
 
-from attnlab.data import (
+from attnlab.text import (
     DataFormatError,
     LengthGroupedBatches,
     encode,

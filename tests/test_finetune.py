@@ -17,12 +17,13 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from attnlab.cli import main
-from attnlab.models import BertConfig, BertForSequenceClassification, BertModel
-from attnlab.models.pretrained import bert_weight_names, resolve_model_dir
-from attnlab.training import Callback, TrainConfig, load_checkpoint
-from attnlab.training.config import FINETUNE_DEFAULTS
-from attnlab.training.finetune import FinetuneConfig, finetune_classifier
-from attnlab.training.pipeline import DataConfig
+from attnlab.io import load_bert_classifier, load_checkpoint
+from attnlab.io.pretrained import bert_weight_names, resolve_model_dir
+from attnlab.models import BertConfig, BertModel
+from attnlab.tasks.classification.finetune import FinetuneConfig, finetune_classifier
+from attnlab.tasks.classification.pipeline import DataConfig
+from attnlab.train import Callback, TrainConfig
+from attnlab.train.config import FINETUNE_DEFAULTS
 
 MINILM = resolve_model_dir("all-MiniLM-L6-v2")
 WORD_EMBEDDING = "bert.embeddings.word.weight"
@@ -104,7 +105,7 @@ def test_predict_matches_the_saved_model_run_directly(tiny_run, capsys):
     texts = ["a gripping , beautifully acted film", "dull and lifeless"]
     assert main(["predict", str(tiny_run), *texts, "--json"]) == 0
     got = json.loads(capsys.readouterr().out)
-    model = BertForSequenceClassification.load(tiny_run / "best")  # its own tokenizer path
+    model = load_bert_classifier(tiny_run / "best")  # its own tokenizer path
     batch = model.tokenizer(texts)
     with torch.no_grad():
         probs = torch.softmax(model(batch.input_ids, batch.attention_mask).logits, -1)  # (2, C)

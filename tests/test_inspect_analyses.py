@@ -202,7 +202,7 @@ def test_mha_prune_bad_heads():
 
 
 def test_model_prune_equals_masking_and_reloads(tmp_path):
-    from attnlab.training import load_checkpoint, load_weights, save_checkpoint
+    from attnlab.io import load_checkpoint, load_weights, save_checkpoint
 
     model = TinyEncoder(n_layers=3).eval()
     ids, mask = tiny_batch()

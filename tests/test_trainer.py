@@ -14,12 +14,13 @@ import pytest
 import torch
 from torch import nn
 
-from attnlab.training import Callback, MetricsLog, TrainConfig, Trainer, load_checkpoint
-from attnlab.training.averaging import ExponentialMovingAverage
-from attnlab.training.metrics import confusion_matrix, macro_f1, summarize
-from attnlab.training.optim import build_optimizer, lr_factor, warmup_steps_for
-from attnlab.training.progress import ProgressBar
-from attnlab.training.sharding import ShardedBatches
+from attnlab.io import load_checkpoint
+from attnlab.train import Callback, MetricsLog, TrainConfig, Trainer
+from attnlab.train.averaging import ExponentialMovingAverage
+from attnlab.train.metrics import confusion_matrix, macro_f1, summarize
+from attnlab.train.optim import build_optimizer, lr_factor, warmup_steps_for
+from attnlab.train.progress import ProgressBar
+from attnlab.train.sharding import ShardedBatches
 from toy_training import ToyClassifier, toy_loaders, train_toy
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -363,7 +364,7 @@ def test_bf16_autocast_runs_and_learns():
 def test_label_smoothing_loss_matches_the_formula():
     """Step 1's loss equals (1 - e) * NLL + e * mean over classes of -log p, at the
     initial weights on the first batch (computed here from the model's logits)."""
-    from attnlab.training import seed_everything
+    from attnlab.train import seed_everything
 
     eps = 0.2
     seed_everything(0)
@@ -439,7 +440,7 @@ def test_sharded_batches_partition_rows_and_trim_padding():
 
 
 def test_batch_size_must_split_over_processes():
-    from attnlab.training.distributed import DistInfo
+    from attnlab.train.distributed import DistInfo
 
     train, dev = toy_loaders(32)
     fake = DistInfo(rank=0, world_size=3, local_rank=0, device=torch.device("cpu"))

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import torch
 
-from attnlab.data import train_tokenizer
+from attnlab.io import save_checkpoint
 from attnlab.models.classifier import ClassifierConfig, TextClassifier
-from attnlab.training import save_checkpoint
+from attnlab.text import train_tokenizer
 
 TEXTS = ["a good film", "a bad film", "great acting and a fine story", "dull , boring and long",
          "the best movie of the year", "the worst plot", "i loved it", "i hated it"]

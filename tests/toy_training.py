@@ -18,10 +18,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from attnlab.data import LengthGroupedBatches
-from attnlab.training import RunArtifacts, TrainConfig, Trainer, seed_everything
-from attnlab.training.distributed import cleanup_distributed, setup_distributed
-from attnlab.training.sharding import ShardedBatches
+from attnlab.text import LengthGroupedBatches
+from attnlab.train import RunArtifacts, TrainConfig, Trainer, seed_everything
+from attnlab.train.distributed import cleanup_distributed, setup_distributed
+from attnlab.train.sharding import ShardedBatches
 
 VOCAB = 24
 

@@ -22,7 +22,8 @@ from attnlab.attention import (
     scaled_dot_product_attention,
 )
 from attnlab.inspect import capture
-from attnlab.models import BertConfig, BertModel, SentenceEncoder, load_pretrained
+from attnlab.io import load_pretrained
+from attnlab.models import BertConfig, BertModel, SentenceEncoder
 
 __version__ = "0.1.0"
 

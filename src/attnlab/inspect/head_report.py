@@ -27,12 +27,12 @@ import torch.nn.functional as F
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from attnlab.inspect._io import write_text_atomic
 from attnlab.inspect.capture import capture
 from attnlab.inspect.gates import head_gates
 from attnlab.inspect.importance import HeadImportance, head_importance
 from attnlab.inspect.statistics import HeadStats, head_statistics
 from attnlab.inspect.subject import Encoded, Subject
+from attnlab.io.atomic import write_text_atomic
 
 __all__ = [
     "HeadReport",

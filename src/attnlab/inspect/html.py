@@ -28,8 +28,8 @@ from pathlib import Path
 
 import torch
 
-from attnlab.inspect._io import write_text_atomic
 from attnlab.inspect.subject import Attended, Subject
+from attnlab.io.atomic import write_text_atomic
 
 __all__ = ["AttentionView", "attention_payload", "attention_view", "embed_json", "render_page"]
 

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from torch import nn
 
 from attnlab.inspect.capture import attention_modules
-from attnlab.models.registry import KEPT_HEADS_KEY, restore_pruning
+from attnlab.io.registry import KEPT_HEADS_KEY, restore_pruning
 
 __all__ = ["KEPT_HEADS_KEY", "kept_heads", "prune_heads", "restore_pruning"]
 

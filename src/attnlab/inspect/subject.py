@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from attnlab.inspect.capture import capture
 from attnlab.inspect.pruning import prune_heads
 from attnlab.inspect.rollout import attention_rollout
-from attnlab.models.registry import KEPT_HEADS_KEY, LoadedModel, load_model
+from attnlab.io.registry import KEPT_HEADS_KEY, LoadedModel, load_model
 
 __all__ = ["Attended", "Encoded", "Prediction", "Subject", "load_subject", "save_pruned_run"]
 
@@ -169,7 +169,7 @@ def load_subject(spec: str | os.PathLike, *, device: str = "cpu") -> Subject:
     if (path.is_dir() and not _is_pretrained_dir(path)) or (
             not path.is_dir() and path.parent != Path(".")):
         return _load_run(path, device)
-    from attnlab.models import load_pretrained
+    from attnlab.io import load_pretrained
 
     encoder = load_pretrained(str(spec), device=device)
     return Subject(encoder, Tokenizer.from_file(str(encoder.tokenizer.path)), labels=None,
@@ -178,7 +178,7 @@ def load_subject(spec: str | os.PathLike, *, device: str = "cpu") -> Subject:
 
 def _is_pretrained_dir(path: Path) -> bool:
     """A Hugging Face model folder (its config.json is not an attnlab checkpoint's)."""
-    from attnlab.training.checkpoint import FORMAT
+    from attnlab.io.checkpoint import FORMAT
 
     config = path / "config.json"
     if not config.is_file():
@@ -204,7 +204,7 @@ def save_pruned_run(run: str | os.PathLike, heads, out: str | os.PathLike) -> Pa
         out: the new checkpoint folder; its config records the remaining heads under
             ``kept_heads`` so that :func:`load_subject` rebuilds the smaller model.
     """
-    from attnlab.training.checkpoint import save_checkpoint
+    from attnlab.io.checkpoint import save_checkpoint
 
     run_model = _read_run(Path(run))
     config = {k: v for k, v in run_model.config.items() if k not in ("format", "version")}

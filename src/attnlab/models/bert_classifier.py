@@ -1,28 +1,25 @@
 """A sequence classifier on a (pretrained) BERT encoder: pool, dropout, linear.
 
-``forward(input_ids, attention_mask, labels)`` returns ``.logits`` and ``.loss``, the interface
-of :class:`attnlab.training.Trainer`. Saved as an attnlab checkpoint folder (safetensors + JSON).
+``forward(input_ids, attention_mask, labels)`` returns ``.logits`` and ``.loss``. Built on a
+pretrained encoder by :func:`attnlab.io.load_pretrained_classifier`, saved and read back by
+:func:`attnlab.io.save_bert_classifier` / :func:`attnlab.io.load_bert_classifier`.
 
 Legend: ``B`` batch, ``L`` sequence length, ``D`` hidden size, ``C`` classes.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass
-from pathlib import Path
+from typing import Any
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from attnlab.models.bert import BertConfig, BertModel, mean_pool
+from attnlab.models.bert import BertModel, mean_pool
 from attnlab.models.classifier import ClassifierOutput
-from attnlab.models.pretrained import load_pretrained
-from attnlab.models.tokenizer import BertTokenizer
 
 __all__ = ["BertClassifierConfig", "BertForSequenceClassification"]
 
-MODEL_TYPE = "bert-sequence-classifier"
 POOLINGS = ("mean", "pooler")
 
 
@@ -58,14 +55,14 @@ class BertForSequenceClassification(nn.Module):
 
     Example::
 
-        >>> model = BertForSequenceClassification.from_pretrained("all-MiniLM-L6-v2", num_labels=2)
+        >>> model = load_pretrained_classifier("all-MiniLM-L6-v2", num_labels=2)
         >>> batch = model.tokenizer(["a fine film", "dull"])
         >>> model(batch.input_ids, batch.attention_mask).logits.shape
         torch.Size([2, 2])
     """
 
     def __init__(self, bert: BertModel, head: BertClassifierConfig,
-                 tokenizer: BertTokenizer | None = None) -> None:
+                 tokenizer: Any = None) -> None:
         super().__init__()
         if head.pooling == "pooler" and bert.pooler is None:
             raise ValueError("pooling='pooler' needs an encoder with a pooler; use 'mean'")
@@ -76,16 +73,6 @@ class BertForSequenceClassification(nn.Module):
         self.classifier = nn.Linear(bert.config.hidden_size, head.num_labels)
         nn.init.normal_(self.classifier.weight, std=bert.config.initializer_range)
         nn.init.zeros_(self.classifier.bias)
-
-    @classmethod
-    def from_pretrained(cls, name_or_path: str | os.PathLike, num_labels: int = 2, *,
-                        pooling: str = "mean", dropout: float = 0.1,
-                        max_length: int | None = None) -> BertForSequenceClassification:
-        """A fresh head on a pretrained encoder (see :func:`attnlab.load_pretrained`), in
-        training mode."""
-        encoder = load_pretrained(name_or_path, max_length=max_length)
-        head = BertClassifierConfig(num_labels=num_labels, pooling=pooling, dropout=dropout)
-        return cls(encoder.bert, head, encoder.tokenizer).train()
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
                 labels: Tensor | None = None, token_type_ids: Tensor | None = None
@@ -110,37 +97,8 @@ class BertForSequenceClassification(nn.Module):
         return ClassifierOutput(logits, loss)
 
     def config_dict(self) -> dict:
-        """What rebuilds this model (see :func:`attnlab.models.registry.build_model`): the
+        """What rebuilds this model (see :func:`attnlab.io.build_model`): the
         encoder's and the head's configs, whether there is a pooler, the longest input."""
         return {"bert": self.bert.config.to_dict(), "head": asdict(self.head),
                 "with_pooler": self.bert.pooler is not None,
                 "max_length": None if self.tokenizer is None else self.tokenizer.max_length}
-
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write the weights, both configs and the tokenizer (if any) to the folder ``path``,
-        atomically."""
-        from attnlab.training.checkpoint import save_checkpoint  # not at import: models first
-
-        config = {"model_type": MODEL_TYPE, **self.config_dict()}
-        tokenizer = None if self.tokenizer is None else self.tokenizer.path
-        return save_checkpoint(path, self, config, tokenizer=tokenizer)
-
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> BertForSequenceClassification:
-        """Read a folder written by :meth:`save` (or a checkpoint of a fine-tuning run, whose
-        configs sit under ``"model"``), in evaluation mode."""
-        from attnlab.training.checkpoint import CheckpointError, load_checkpoint, load_weights
-
-        checkpoint = load_checkpoint(path)
-        config = checkpoint.config
-        if config.get("model_type") != MODEL_TYPE:
-            raise CheckpointError(f"{checkpoint.path}: not a {MODEL_TYPE} checkpoint "
-                                  f"(model_type={config.get('model_type')!r})")
-        config = config if "bert" in config else config["model"]
-        bert = BertModel(BertConfig.from_dict(config["bert"]), add_pooler=config["with_pooler"])
-        tokenizer = None
-        if checkpoint.tokenizer_path is not None and config.get("max_length"):
-            tokenizer = BertTokenizer(checkpoint.tokenizer_path, max_length=config["max_length"])
-        model = cls(bert, BertClassifierConfig(**config["head"]), tokenizer)
-        load_weights(model, checkpoint)
-        return model.eval()

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attnlab.models.bert import BertConfig, BertModel, BertOutput, mean_pool
-from attnlab.models.tokenizer import BertTokenizer
 
 __all__ = ["SentenceEncoder"]
 
@@ -25,10 +25,11 @@ class SentenceEncoder(nn.Module):
 
     Args:
         bert: the encoder.
-        tokenizer: turns texts into ids for ``bert``.
+        tokenizer: turns texts into ids for ``bert``: ``encode_unpadded(texts)`` and
+            ``pad(ids)``, as :class:`attnlab.text.BertTokenizer`.
     """
 
-    def __init__(self, bert: BertModel, tokenizer: BertTokenizer) -> None:
+    def __init__(self, bert: BertModel, tokenizer: Any) -> None:
         super().__init__()
         self.bert = bert
         self.tokenizer = tokenizer

@@ -21,15 +21,15 @@ from pathlib import Path
 from typing import Any
 
 from attnlab.models.classifier import POSITIONAL, ClassifierConfig
-from attnlab.training.config import TrainConfig
-from attnlab.training.metrics import MetricsLog
-from attnlab.training.pipeline import (
+from attnlab.tasks.classification.pipeline import (
     DataConfig,
     differences_from_saved,
     evaluate_run,
     train_classifier,
 )
-from attnlab.training.trainer import FitResult
+from attnlab.train.config import TrainConfig
+from attnlab.train.metrics import MetricsLog
+from attnlab.train.trainer import FitResult
 
 __all__ = [
     "EXPERIMENTS",

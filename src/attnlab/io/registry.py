@@ -1,7 +1,7 @@
 """Rebuild the model a checkpoint folder describes: its ``config.json`` names a ``model_type``,
 the registry builds that model at full size, prunes it as recorded, and loads the weights.
 
-Training (evaluate/predict a run) and inspection (look inside a run) both open run folders
+Tasks (evaluate/predict a run) and inspection (look inside a run) both open run folders
 through :func:`load_model`, so a model family is registered here once.
 """
 
@@ -16,18 +16,28 @@ from typing import Any
 from tokenizers import Tokenizer
 from torch import nn
 
+from attnlab.attention.multihead import MultiHeadAttention
+from attnlab.io.checkpoint import CheckpointError, load_checkpoint, load_weights, save_checkpoint
+from attnlab.models.bert import BertConfig, BertModel
+from attnlab.models.bert_classifier import BertClassifierConfig, BertForSequenceClassification
+from attnlab.models.classifier import ClassifierConfig, TextClassifier
+from attnlab.text.bert_tokenizer import BertTokenizer
+
 __all__ = [
     "KEPT_HEADS_KEY",
     "MODEL_TYPES",
     "BuiltModel",
     "LoadedModel",
     "build_model",
+    "load_bert_classifier",
+    "save_bert_classifier",
     "checkpoint_dir",
     "load_model",
     "restore_pruning",
 ]
 
-MODEL_TYPES = ("classifier", "bert-sequence-classifier")
+BERT_CLASSIFIER = "bert-sequence-classifier"
+MODEL_TYPES = ("classifier", BERT_CLASSIFIER)
 KEPT_HEADS_KEY = "kept_heads"  # config.json key: {module name: remaining original head indices}
 
 
@@ -62,19 +72,11 @@ def build_model(config: Mapping[str, Any]) -> BuiltModel:
     """
     model_type = config.get("model_type", "classifier")
     if model_type == "classifier":
-        from attnlab.models.classifier import ClassifierConfig, TextClassifier
-
         c = ClassifierConfig.from_dict(config["model"])
         # max and attention pooling read every real token, as the mean does
         rows = "cls" if c.pooling == "cls" else "mean"
         return BuiltModel(TextClassifier(c), rows, c.max_len, c.n_classes)
-    if model_type == "bert-sequence-classifier":
-        from attnlab.models.bert import BertConfig, BertModel
-        from attnlab.models.bert_classifier import (
-            BertClassifierConfig,
-            BertForSequenceClassification,
-        )
-
+    if model_type == BERT_CLASSIFIER:
         c = config if "bert" in config else config["model"]
         bert_config = BertConfig.from_dict(c["bert"])
         head = BertClassifierConfig(**c["head"])
@@ -92,8 +94,6 @@ def restore_pruning(model: nn.Module, kept: Mapping[str, list[int]] | None) -> N
 
     ``None`` or an empty record does nothing, so loaders may call it for every checkpoint.
     """
-    from attnlab.attention.multihead import MultiHeadAttention
-
     if not kept:
         return
     modules = {name: m for name, m in model.named_modules() if isinstance(m, MultiHeadAttention)}
@@ -144,8 +144,6 @@ def load_model(path: str | os.PathLike, *, device: str = "cpu") -> LoadedModel:
         FileNotFoundError: no checkpoint in ``path``.
         ValueError: an unknown ``model_type`` or a bad pruning record.
     """
-    from attnlab.training.checkpoint import load_checkpoint, load_weights  # models come first
-
     ckpt = load_checkpoint(checkpoint_dir(path))
     built = build_model(ckpt.config)
     restore_pruning(built.model, ckpt.config.get(KEPT_HEADS_KEY))
@@ -159,3 +157,29 @@ def load_model(path: str | os.PathLike, *, device: str = "cpu") -> LoadedModel:
     return LoadedModel(built.model.to(device).eval(), tokenizer, [str(x) for x in labels],
                        built.pooling, built.max_length, ckpt.config, ckpt.path,
                        ckpt.tokenizer_path)
+
+
+def save_bert_classifier(model: BertForSequenceClassification, path: str | os.PathLike) -> Path:
+    """Write the weights, both configs and the tokenizer (if any) to the folder ``path``,
+    atomically."""
+    config = {"model_type": BERT_CLASSIFIER, **model.config_dict()}
+    tokenizer = None if model.tokenizer is None else model.tokenizer.path
+    return save_checkpoint(path, model, config, tokenizer=tokenizer)
+
+
+def load_bert_classifier(path: str | os.PathLike) -> BertForSequenceClassification:
+    """Read a folder written by :func:`save_bert_classifier` (or a checkpoint of a fine-tuning
+    run, whose configs sit under ``"model"``), in evaluation mode, with its tokenizer."""
+    checkpoint = load_checkpoint(path)
+    config = checkpoint.config
+    if config.get("model_type") != BERT_CLASSIFIER:
+        raise CheckpointError(f"{checkpoint.path}: not a {BERT_CLASSIFIER} checkpoint "
+                              f"(model_type={config.get('model_type')!r})")
+    config = config if "bert" in config else config["model"]
+    bert = BertModel(BertConfig.from_dict(config["bert"]), add_pooler=config["with_pooler"])
+    tokenizer = None
+    if checkpoint.tokenizer_path is not None and config.get("max_length"):
+        tokenizer = BertTokenizer(checkpoint.tokenizer_path, max_length=config["max_length"])
+    model = BertForSequenceClassification(bert, BertClassifierConfig(**config["head"]), tokenizer)
+    load_weights(model, checkpoint)
+    return model.eval()

@@ -150,7 +150,7 @@ def encode_batch(
 ) -> dict[str, torch.Tensor]:
     """Encode and right-pad ``texts`` into ``{"input_ids": (B, T), "attention_mask": (B, T)}``
     (``attention_mask`` 1 = token, 0 = padding; ``T`` the longest sequence)."""
-    from attnlab.data.batching import pad_sequences
+    from attnlab.text.batching import pad_sequences
 
     input_ids, attention_mask = pad_sequences(
         encode(tokenizer, texts, max_length=max_length, add_special_tokens=add_special_tokens))

@@ -18,11 +18,12 @@ from safetensors.torch import load_file
 from torch import Tensor
 
 from attnlab.models.bert import BertConfig, BertModel
+from attnlab.models.bert_classifier import BertClassifierConfig, BertForSequenceClassification
 from attnlab.models.sentence_encoder import SentenceEncoder
-from attnlab.models.tokenizer import BertTokenizer
+from attnlab.text.bert_tokenizer import BertTokenizer
 
 __all__ = ["KNOWN_MODELS", "bert_weight_names", "load_bert_state", "load_pretrained",
-           "resolve_model_dir"]
+           "load_pretrained_classifier", "resolve_model_dir"]
 
 REQUIRED_FILES = ("config.json", "model.safetensors", "tokenizer.json")
 
@@ -181,3 +182,14 @@ def load_pretrained(
         raise ValueError(f"{folder}: tokenizer has {tokenizer.vocab_size} tokens but the model's "
                          f"vocab_size is {config.vocab_size}")
     return SentenceEncoder(bert, tokenizer).to(device).eval()
+
+
+def load_pretrained_classifier(
+    name_or_path: str | os.PathLike, num_labels: int = 2, *, pooling: str = "mean",
+    dropout: float = 0.1, max_length: int | None = None,
+) -> BertForSequenceClassification:
+    """A fresh classification head on a pretrained encoder (see :func:`load_pretrained`), in
+    training mode; the encoder's tokenizer rides along (``model.tokenizer``)."""
+    encoder = load_pretrained(name_or_path, max_length=max_length)
+    head = BertClassifierConfig(num_labels=num_labels, pooling=pooling, dropout=dropout)
+    return BertForSequenceClassification(encoder.bert, head, encoder.tokenizer).train()

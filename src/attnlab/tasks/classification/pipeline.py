@@ -20,7 +20,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from attnlab.data import (
+from attnlab.io.checkpoint import load_checkpoint
+from attnlab.io.registry import LoadedModel, load_model
+from attnlab.models.classifier import ClassifierConfig, TextClassifier
+from attnlab.text import (
     LengthGroupedBatches,
     TextDataset,
     encode,
@@ -29,16 +32,13 @@ from attnlab.data import (
     pad_sequences,
     train_tokenizer,
 )
-from attnlab.data.tokenization import save_tokenizer
-from attnlab.models.classifier import ClassifierConfig, TextClassifier
-from attnlab.models.registry import LoadedModel, load_model
-from attnlab.training.checkpoint import load_checkpoint
-from attnlab.training.config import TrainConfig
-from attnlab.training.distributed import DistInfo, barrier, setup_distributed
-from attnlab.training.evaluation import evaluate
-from attnlab.training.metrics import EvalResult
-from attnlab.training.sharding import ShardedBatches
-from attnlab.training.trainer import (
+from attnlab.text.tokenizer import save_tokenizer
+from attnlab.train.config import TrainConfig
+from attnlab.train.distributed import DistInfo, barrier, setup_distributed
+from attnlab.train.evaluation import evaluate
+from attnlab.train.metrics import EvalResult
+from attnlab.train.sharding import ShardedBatches
+from attnlab.train.trainer import (
     Callback,
     FitResult,
     RunArtifacts,

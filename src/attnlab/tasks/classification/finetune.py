@@ -1,7 +1,7 @@
 """Fine-tuning a pretrained BERT encoder (e.g. all-MiniLM-L6-v2) for text classification.
 
 :func:`finetune_classifier` puts a fresh head on the pretrained encoder
-(:meth:`~attnlab.models.BertForSequenceClassification.from_pretrained`), keeps the pretrained
+(:func:`~attnlab.io.load_pretrained_classifier`), keeps the pretrained
 ``tokenizer.json`` and trains with the same :class:`~attnlab.training.Trainer` and run folder
 as :func:`~attnlab.training.pipeline.train_classifier`; ``evaluate_run``/``predict`` read it
 back through :mod:`attnlab.models.registry`. The training defaults for fine-tuning are
@@ -17,20 +17,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from attnlab.data import load_tokenizer
-from attnlab.models.bert_classifier import MODEL_TYPE, BertForSequenceClassification
-from attnlab.models.pretrained import resolve_model_dir
-from attnlab.models.registry import build_model
-from attnlab.training.checkpoint import load_checkpoint
-from attnlab.training.config import TrainConfig
-from attnlab.training.distributed import DistInfo, setup_distributed
-from attnlab.training.pipeline import (
+from attnlab.io.checkpoint import load_checkpoint
+from attnlab.io.pretrained import load_pretrained_classifier, resolve_model_dir
+from attnlab.io.registry import BERT_CLASSIFIER, build_model
+from attnlab.tasks.classification.pipeline import (
     DataConfig,
     TrainedRun,
     fit_on_splits,
     load_splits,
 )
-from attnlab.training.trainer import Callback, RunArtifacts, seed_everything
+from attnlab.text import load_tokenizer
+from attnlab.train.config import TrainConfig
+from attnlab.train.distributed import DistInfo, setup_distributed
+from attnlab.train.trainer import Callback, RunArtifacts, seed_everything
 
 __all__ = ["INIT_KEY", "FinetuneConfig", "finetune_classifier", "saved_finetune"]
 
@@ -106,7 +105,7 @@ def finetune_classifier(
         ValueError: ``finetune.init`` is neither a known name nor a folder.
         FileNotFoundError: the folder lacks config.json, model.safetensors or tokenizer.json.
     """
-    from attnlab.training.config import FINETUNE_DEFAULTS
+    from attnlab.train.config import FINETUNE_DEFAULTS
 
     out_dir = Path(out_dir)
     data = data or DataConfig()
@@ -119,7 +118,7 @@ def finetune_classifier(
         tokenizer_path = last.tokenizer_path
     else:
         seed_everything(train.seed)  # the head's initial weights
-        model = BertForSequenceClassification.from_pretrained(
+        model = load_pretrained_classifier(
             finetune.init, num_labels=data.n_classes, pooling=finetune.pooling,
             dropout=finetune.head_dropout, max_length=finetune.max_length)
         tokenizer_path = resolve_model_dir(finetune.init) / "tokenizer.json"
@@ -130,7 +129,7 @@ def finetune_classifier(
     train_set, dev_set = load_splits(data)
     artifacts = RunArtifacts(
         model_config={**model.config_dict(), "max_length": finetune.max_length},
-        model_type=MODEL_TYPE, labels=data.label_names(),
+        model_type=BERT_CLASSIFIER, labels=data.label_names(),
         tokenizer=tokenizer_path,
         extra={"data": data.to_dict(), INIT_KEY: finetune.to_dict(),
                "n_parameters": n_trainable},

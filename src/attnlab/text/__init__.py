@@ -1,7 +1,9 @@
-"""Data: reading labelled text files, tokenizers, and length-grouped batches."""
+"""Text: reading data sets, tokenizers, padding and length-grouped batches. Imports no other
+attnlab package."""
 
-from attnlab.data.batching import LengthGroupedBatches, pad_sequences
-from attnlab.data.reading import (
+from attnlab.text.batching import LengthGroupedBatches, pad_sequences
+from attnlab.text.bert_tokenizer import BertTokenizer, TokenizedBatch
+from attnlab.text.reading import (
     DataFormatError,
     TextDataset,
     load_split,
@@ -9,7 +11,7 @@ from attnlab.data.reading import (
     read_table,
     resolve_source,
 )
-from attnlab.data.tokenization import (
+from attnlab.text.tokenizer import (
     SPECIAL_TOKENS,
     encode,
     encode_batch,
@@ -19,6 +21,8 @@ from attnlab.data.tokenization import (
 )
 
 __all__ = [
+    "BertTokenizer",
+    "TokenizedBatch",
     "SPECIAL_TOKENS",
     "DataFormatError",
     "LengthGroupedBatches",

@@ -30,7 +30,7 @@ def load_from_hub(name: str, split: str, *, text_column=None, label_column=None)
     """Download ``split`` of ``name`` with ``datasets.load_dataset`` into a :class:`TextDataset`."""
     import datasets  # optional dependency
 
-    from attnlab.data.reading import LABEL_COLUMNS, TEXT_COLUMNS, TextDataset
+    from attnlab.text.reading import LABEL_COLUMNS, TEXT_COLUMNS, TextDataset
 
     path, config = HUB_NAMES.get(name.lower(), (name, None))
     hub_split = "validation" if split == "dev" else split

@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _add_explain(sub) -> None:
-    from attnlab import cli_explain
+    from attnlab.cli import explain as cli_explain
 
     parser = sub.add_parser(
         "explain", help="attention on small matrices, step by step",
@@ -44,7 +44,7 @@ def _add_explain(sub) -> None:
 
 
 def _add_show(sub) -> None:
-    from attnlab import cli_inspect
+    from attnlab.cli import inspect as cli_inspect
 
     parser = sub.add_parser(
         "show", help="draw a model's attention on sentences (PNG, HTML explorer)",
@@ -59,7 +59,7 @@ def _add_show(sub) -> None:
 
 
 def _add_heads(sub) -> None:
-    from attnlab import cli_inspect
+    from attnlab.cli import inspect as cli_inspect
 
     parser = sub.add_parser(
         "heads", help="importance, statistics and pruning curve of every head",
@@ -73,7 +73,7 @@ def _add_heads(sub) -> None:
 
 
 def _add_serve(sub) -> None:
-    from attnlab import cli_inspect
+    from attnlab.cli import inspect as cli_inspect
 
     parser = sub.add_parser(
         "serve", help="live attention explorer in the browser",
@@ -86,7 +86,7 @@ def _add_serve(sub) -> None:
 
 
 def _add_train(sub) -> None:
-    from attnlab import cli_train
+    from attnlab.cli import train as cli_train
 
     parser = sub.add_parser(
         "train", help="train a Transformer classifier (tokenizer included) into a run folder, "
@@ -105,7 +105,7 @@ def _add_train(sub) -> None:
 
 
 def _add_evaluate(sub) -> None:
-    from attnlab import cli_train
+    from attnlab.cli import train as cli_train
 
     parser = sub.add_parser(
         "evaluate", help="loss, accuracy and F1 of a trained run on a split",
@@ -117,7 +117,7 @@ def _add_evaluate(sub) -> None:
 
 
 def _add_predict(sub) -> None:
-    from attnlab import cli_train
+    from attnlab.cli import train as cli_train
 
     parser = sub.add_parser(
         "predict", help="label and probability of each text",
@@ -129,7 +129,7 @@ def _add_predict(sub) -> None:
 
 
 def _add_experiment(sub) -> None:
-    from attnlab import cli_train
+    from attnlab.cli import train as cli_train
 
     parser = sub.add_parser(
         "experiment", help="single- vs multi-head, or positional encodings, over seeds",

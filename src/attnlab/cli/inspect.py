@@ -84,7 +84,6 @@ def add_heads_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_heads(args: argparse.Namespace) -> int:
-    from attnlab.data import load_split
     from attnlab.inspect.head_report import (
         compare_pruned,
         encode_batches,
@@ -95,6 +94,7 @@ def run_heads(args: argparse.Namespace) -> int:
         write_report,
     )
     from attnlab.inspect.subject import load_subject, save_pruned_run
+    from attnlab.text import load_split
 
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")

@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from attnlab.training.distributed import all_reduce_sum
-from attnlab.training.metrics import EvalResult, confusion_matrix, summarize
+from attnlab.train.distributed import all_reduce_sum
+from attnlab.train.metrics import EvalResult, confusion_matrix, summarize
 
 __all__ = ["evaluate"]
 

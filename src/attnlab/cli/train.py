@@ -31,10 +31,10 @@ _FINETUNE_RENAME = {"pooling": "head_pooling", "max_length": "max_length"}
 
 
 def _add_config_groups(parser: argparse.ArgumentParser) -> None:
+    from attnlab.cli.options import add_config_options
     from attnlab.models.classifier import ClassifierConfig
-    from attnlab.training.config import TrainConfig
-    from attnlab.training.options import add_config_options
-    from attnlab.training.pipeline import DataConfig
+    from attnlab.tasks.classification.pipeline import DataConfig
+    from attnlab.train.config import TrainConfig
 
     add_config_options(parser.add_argument_group("data"), DataConfig, "data",
                        rename={"source": "data"})
@@ -46,9 +46,9 @@ def _add_config_groups(parser: argparse.ArgumentParser) -> None:
 
 def _configs(args: argparse.Namespace, saved=None):
     """(DataConfig, model options, TrainConfig) from the options given, on top of ``saved``."""
-    from attnlab.training.config import TrainConfig
-    from attnlab.training.options import options_given
-    from attnlab.training.pipeline import DataConfig
+    from attnlab.cli.options import options_given
+    from attnlab.tasks.classification.pipeline import DataConfig
+    from attnlab.train.config import TrainConfig
 
     data_opts = options_given(args, "data")
     model_opts = options_given(args, "model")
@@ -69,9 +69,9 @@ def _is_main() -> bool:
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
-    from attnlab.training.config import FINETUNE_DEFAULTS
-    from attnlab.training.finetune import FinetuneConfig
-    from attnlab.training.options import add_config_options
+    from attnlab.cli.options import add_config_options
+    from attnlab.tasks.classification.finetune import FinetuneConfig
+    from attnlab.train.config import FINETUNE_DEFAULTS
 
     parser.add_argument("--out", required=True, type=Path,
                         help="run folder: best/, last/, metrics.jsonl, result.json")
@@ -93,10 +93,10 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from attnlab.training.distributed import cleanup_distributed
-    from attnlab.training.finetune import saved_finetune
-    from attnlab.training.options import options_given
-    from attnlab.training.pipeline import saved_configs, train_classifier
+    from attnlab.cli.options import options_given
+    from attnlab.tasks.classification.finetune import saved_finetune
+    from attnlab.tasks.classification.pipeline import saved_configs, train_classifier
+    from attnlab.train.distributed import cleanup_distributed
 
     finetune = options_given(args, "finetune")
     saved_init = saved_finetune(args.out) if args.resume else None
@@ -117,11 +117,11 @@ def run_train(args: argparse.Namespace) -> int:
 
 def _finetune(args: argparse.Namespace, given: dict, saved_init):
     """Fine-tune ``--init`` (or resume a fine-tuned run) with the options given."""
-    from attnlab.training.config import FINETUNE_DEFAULTS, TrainConfig
-    from attnlab.training.distributed import cleanup_distributed
-    from attnlab.training.finetune import FinetuneConfig, finetune_classifier
-    from attnlab.training.options import options_given
-    from attnlab.training.pipeline import DataConfig, saved_configs
+    from attnlab.cli.options import options_given
+    from attnlab.tasks.classification.finetune import FinetuneConfig, finetune_classifier
+    from attnlab.tasks.classification.pipeline import DataConfig, saved_configs
+    from attnlab.train.config import FINETUNE_DEFAULTS, TrainConfig
+    from attnlab.train.distributed import cleanup_distributed
 
     model_options = options_given(args, "model")
     if model_options:
@@ -175,7 +175,7 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from attnlab.training.pipeline import evaluate_run
+    from attnlab.tasks.classification.pipeline import evaluate_run
 
     source = args.data or _trained_on(args.run)
     if args.batch_size < 1:
@@ -190,7 +190,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def _trained_on(run: Path) -> str:
-    from attnlab.models.registry import checkpoint_dir
+    from attnlab.io.registry import checkpoint_dir
 
     config = json.loads((checkpoint_dir(run) / "config.json").read_text(encoding="utf-8"))
     source = (config.get("data") or {}).get("source")
@@ -211,7 +211,7 @@ def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    from attnlab.training.pipeline import predict
+    from attnlab.tasks.classification.pipeline import predict
 
     texts = list(args.texts)
     if args.file is not None:
@@ -235,7 +235,7 @@ def run_predict(args: argparse.Namespace) -> int:
 
 
 def add_experiment_arguments(parser: argparse.ArgumentParser) -> None:
-    from attnlab.training.experiment import EXPERIMENTS
+    from attnlab.tasks.classification.experiment import EXPERIMENTS
 
     parser.add_argument("kind", choices=EXPERIMENTS,
                         help="heads: 1 head vs --heads heads; positional: none, sinusoidal, "
@@ -250,7 +250,7 @@ def add_experiment_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_experiment(args: argparse.Namespace) -> int:
-    from attnlab.training.experiment import run_experiment as run
+    from attnlab.tasks.classification.experiment import run_experiment as run
 
     data, model_options, train = _configs(args)
     train = train.replace(seed=args.first_seed)

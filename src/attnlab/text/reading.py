@@ -277,7 +277,7 @@ def load_split(
         return read_labelled_file(path, text_column=text_column, label_column=label_column,
                                   label_names=label_names, n_classes=n_classes,
                                   on_error=on_error)
-    from attnlab.data.hub import hub_available, load_from_hub
+    from attnlab.text.hub import hub_available, load_from_hub
 
     looked = [str(d) for d in _candidate_dirs(source)]
     if hub_available():

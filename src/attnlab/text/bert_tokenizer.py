@@ -13,7 +13,7 @@ import torch
 from tokenizers import Tokenizer
 from torch import Tensor
 
-from attnlab.data.batching import pad_sequences
+from attnlab.text.batching import pad_sequences
 
 __all__ = ["BertTokenizer", "TokenizedBatch"]
 

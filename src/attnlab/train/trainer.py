@@ -34,14 +34,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
-from attnlab.training.averaging import ExponentialMovingAverage
-from attnlab.training.checkpoint import load_checkpoint, load_weights, save_checkpoint
-from attnlab.training.config import TrainConfig
-from attnlab.training.distributed import DistInfo, all_reduce_sum, barrier, setup_distributed
-from attnlab.training.evaluation import evaluate
-from attnlab.training.metrics import EvalResult, MetricsLog
-from attnlab.training.optim import build_optimizer, lr_factor, set_lr, warmup_steps_for
-from attnlab.training.progress import ProgressBar
+from attnlab.io.checkpoint import load_checkpoint, load_weights, save_checkpoint
+from attnlab.train.averaging import ExponentialMovingAverage
+from attnlab.train.config import TrainConfig
+from attnlab.train.distributed import DistInfo, all_reduce_sum, barrier, setup_distributed
+from attnlab.train.evaluation import evaluate
+from attnlab.train.metrics import EvalResult, MetricsLog
+from attnlab.train.optim import build_optimizer, lr_factor, set_lr, warmup_steps_for
+from attnlab.train.progress import ProgressBar
 
 __all__ = [
     "Callback",
