@@ -121,7 +121,8 @@ def test_resume_from_the_cli(tmp_path, capsys, one_thread, data_dir):
 def test_classifier_resume_is_exact(tmp_path, one_thread, data_dir):
     """The real TextClassifier (dropout, word dropout) on SST-2: crash after step 15 with a
     checkpoint at step 10, resume, and end with the uninterrupted run's weights."""
-    from attnlab.tasks.classification.pipeline import DataConfig, train_classifier
+    from attnlab.tasks.classification.config import DataConfig
+    from attnlab.tasks.classification.pipeline import train_classifier
     from attnlab.train import Callback, TrainConfig
 
     class Crash(Callback):

@@ -20,10 +20,9 @@ from attnlab.cli import main
 from attnlab.io import load_bert_classifier, load_checkpoint
 from attnlab.io.pretrained import bert_weight_names, resolve_model_dir
 from attnlab.models import BertConfig, BertModel
-from attnlab.tasks.classification.finetune import FinetuneConfig, finetune_classifier
-from attnlab.tasks.classification.pipeline import DataConfig
+from attnlab.tasks.classification.config import FINETUNE_DEFAULTS, DataConfig, FinetuneConfig
+from attnlab.tasks.classification.finetune import finetune_classifier
 from attnlab.train import Callback, TrainConfig
-from attnlab.train.config import FINETUNE_DEFAULTS
 
 MINILM = resolve_model_dir("all-MiniLM-L6-v2")
 WORD_EMBEDDING = "bert.embeddings.word.weight"

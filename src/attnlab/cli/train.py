@@ -33,7 +33,7 @@ _FINETUNE_RENAME = {"pooling": "head_pooling", "max_length": "max_length"}
 def _add_config_groups(parser: argparse.ArgumentParser) -> None:
     from attnlab.cli.options import add_config_options
     from attnlab.models.classifier import ClassifierConfig
-    from attnlab.tasks.classification.pipeline import DataConfig
+    from attnlab.tasks.classification.config import DataConfig
     from attnlab.train.config import TrainConfig
 
     add_config_options(parser.add_argument_group("data"), DataConfig, "data",
@@ -47,7 +47,7 @@ def _add_config_groups(parser: argparse.ArgumentParser) -> None:
 def _configs(args: argparse.Namespace, saved=None):
     """(DataConfig, model options, TrainConfig) from the options given, on top of ``saved``."""
     from attnlab.cli.options import options_given
-    from attnlab.tasks.classification.pipeline import DataConfig
+    from attnlab.tasks.classification.config import DataConfig
     from attnlab.train.config import TrainConfig
 
     data_opts = options_given(args, "data")
@@ -70,8 +70,7 @@ def _is_main() -> bool:
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     from attnlab.cli.options import add_config_options
-    from attnlab.tasks.classification.finetune import FinetuneConfig
-    from attnlab.train.config import FINETUNE_DEFAULTS
+    from attnlab.tasks.classification.config import FINETUNE_DEFAULTS, FinetuneConfig
 
     parser.add_argument("--out", required=True, type=Path,
                         help="run folder: best/, last/, metrics.jsonl, result.json")
@@ -118,9 +117,10 @@ def run_train(args: argparse.Namespace) -> int:
 def _finetune(args: argparse.Namespace, given: dict, saved_init):
     """Fine-tune ``--init`` (or resume a fine-tuned run) with the options given."""
     from attnlab.cli.options import options_given
-    from attnlab.tasks.classification.finetune import FinetuneConfig, finetune_classifier
-    from attnlab.tasks.classification.pipeline import DataConfig, saved_configs
-    from attnlab.train.config import FINETUNE_DEFAULTS, TrainConfig
+    from attnlab.tasks.classification.config import FINETUNE_DEFAULTS, DataConfig, FinetuneConfig
+    from attnlab.tasks.classification.finetune import finetune_classifier
+    from attnlab.tasks.classification.pipeline import saved_configs
+    from attnlab.train.config import TrainConfig
     from attnlab.train.distributed import cleanup_distributed
 
     model_options = options_given(args, "model")

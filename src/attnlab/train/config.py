@@ -6,26 +6,9 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["FINETUNE_DEFAULTS", "SCHEDULES", "TrainConfig"]
+__all__ = ["SCHEDULES", "TrainConfig"]
 
 SCHEDULES = ("linear", "cosine", "constant")
-
-# Fine-tuning a pretrained encoder (``attnlab train --init``): these replace the TrainConfig
-# defaults below (which suit a small classifier trained from scratch); options given win.
-FINETUNE_DEFAULTS = {
-    "lr": 8e-5,  # small encoders (MiniLM) take more than BERT-base's 2e-5..5e-5 in one epoch
-    "batch_size": 32,
-    "epochs": 1,  # one pass over SST-2's 67k phrases is enough for a pretrained encoder
-    "warmup_ratio": 0.06,
-    "schedule": "linear",
-    "weight_decay": 0.01,
-    "label_smoothing": 0.0,
-    "ema_decay": None,  # no gain for MiniLM: an EMA moved dev loss by < 0.001 at the end
-    "patience": None,  # one epoch: nothing to stop early
-    "eval_steps": 500,  # a dev pass takes ~20 s on two CPU cores: four per epoch
-    "save_every": 500,  # last/ every 500 steps, so a long run can resume
-}
-
 
 @dataclass
 class TrainConfig:

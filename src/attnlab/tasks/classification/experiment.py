@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from attnlab.models.classifier import POSITIONAL, ClassifierConfig
+from attnlab.tasks.classification.config import DataConfig
 from attnlab.tasks.classification.pipeline import (
-    DataConfig,
     differences_from_saved,
     evaluate_run,
     train_classifier,

@@ -5,23 +5,25 @@
 ``tokenizer.json`` and trains with the same :class:`~attnlab.training.Trainer` and run folder
 as :func:`~attnlab.training.pipeline.train_classifier`; ``evaluate_run``/``predict`` read it
 back through :mod:`attnlab.models.registry`. The training defaults for fine-tuning are
-:data:`~attnlab.training.config.FINETUNE_DEFAULTS`.
+:data:`~attnlab.tasks.classification.config.FINETUNE_DEFAULTS`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from attnlab.io.checkpoint import load_checkpoint
 from attnlab.io.pretrained import load_pretrained_classifier, resolve_model_dir
 from attnlab.io.registry import BERT_CLASSIFIER, build_model
-from attnlab.tasks.classification.pipeline import (
+from attnlab.tasks.classification.config import (
+    FINETUNE_DEFAULTS,
+    INIT_KEY,
     DataConfig,
+    FinetuneConfig,
+)
+from attnlab.tasks.classification.pipeline import (
     TrainedRun,
     fit_on_splits,
     load_splits,
@@ -31,44 +33,7 @@ from attnlab.train.config import TrainConfig
 from attnlab.train.distributed import DistInfo, setup_distributed
 from attnlab.train.trainer import Callback, RunArtifacts, seed_everything
 
-__all__ = ["INIT_KEY", "FinetuneConfig", "finetune_classifier", "saved_finetune"]
-
-INIT_KEY = "init"  # config.json key holding the FinetuneConfig of a fine-tuned run
-HEAD_POOLINGS = ("mean", "pooler")
-
-
-@dataclass
-class FinetuneConfig:
-    """Which pretrained encoder, and the head and inputs put on it."""
-
-    init: str  # pretrained name (all-MiniLM-L6-v2) or folder with the model and tokenizer.json
-    pooling: str = "mean"  # head input: "mean" over real tokens, or "pooler" (tanh(W h_[CLS]))
-    head_dropout: float = 0.1  # dropout on the pooled vector before the classification layer
-    max_length: int = 64  # longest input in tokens, [CLS]/[SEP] included (SST-2 dev: 60)
-    freeze_word_embeddings: bool = True  # keep the word embeddings fixed (faster steps on CPU)
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.init, str) or not self.init:
-            raise ValueError(f"init must be a pretrained name or a folder, got {self.init!r}")
-        if self.pooling not in HEAD_POOLINGS:
-            raise ValueError(f"pooling must be one of {HEAD_POOLINGS}, got {self.pooling!r}")
-        if not 0.0 <= self.head_dropout < 1.0:
-            raise ValueError(f"head_dropout must be in [0, 1), got {self.head_dropout}")
-        if isinstance(self.max_length, bool) or not isinstance(self.max_length, int) or (
-                self.max_length < 3):
-            raise ValueError(f"max_length must be an integer >= 3 ([CLS] text [SEP]), "
-                             f"got {self.max_length!r}")
-        if not isinstance(self.freeze_word_embeddings, bool):
-            raise TypeError(f"freeze_word_embeddings must be a bool, "
-                            f"got {self.freeze_word_embeddings!r}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> FinetuneConfig:
-        return cls(**data)
-
+__all__ = ["finetune_classifier", "saved_finetune"]
 
 def saved_finetune(out_dir: str | os.PathLike) -> FinetuneConfig | None:
     """The fine-tuning settings stored in ``out_dir/last``, or ``None`` for a run trained from
@@ -105,8 +70,6 @@ def finetune_classifier(
         ValueError: ``finetune.init`` is neither a known name nor a folder.
         FileNotFoundError: the folder lacks config.json, model.safetensors or tokenizer.json.
     """
-    from attnlab.train.config import FINETUNE_DEFAULTS
-
     out_dir = Path(out_dir)
     data = data or DataConfig()
     train = train or TrainConfig(**FINETUNE_DEFAULTS)

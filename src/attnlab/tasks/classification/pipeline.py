@@ -23,6 +23,7 @@ from torch import nn
 from attnlab.io.checkpoint import load_checkpoint
 from attnlab.io.registry import LoadedModel, load_model
 from attnlab.models.classifier import ClassifierConfig, TextClassifier
+from attnlab.tasks.classification.config import DataConfig
 from attnlab.text import (
     LengthGroupedBatches,
     TextDataset,
@@ -47,7 +48,6 @@ from attnlab.train.trainer import (
 )
 
 __all__ = [
-    "DataConfig",
     "Prediction",
     "TrainedRun",
     "differences_from_saved",
@@ -60,51 +60,7 @@ __all__ = [
     "train_classifier",
 ]
 
-# Class names of known data sets (index = class id); others get "0", "1", ...
-KNOWN_LABELS = {"sst2": ["negative", "positive"], "sst-2": ["negative", "positive"]}
 EVAL_BATCH = 256  # examples per evaluation batch
-
-
-@dataclass
-class DataConfig:
-    """Which data, and how it becomes token ids."""
-
-    source: str = "sst2"  # a name under $ATTNLAB_DATA, or a folder with train/dev/test files
-    dev_split: str = "dev"  # split evaluated after each epoch (early stopping, best/)
-    vocab_size: int = 16000  # largest tokenizer vocabulary (SST-2 has ~14k distinct words)
-    tokenizer: str = "word"  # "word" (one id per word) or "wordpiece" (sub-words)
-    min_frequency: int = 1  # least count for a word to enter the vocabulary
-    train_limit: int | None = None  # use only the first N training examples (quick runs)
-    n_classes: int = 2  # classes in the labels
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.source, str) or not self.source:
-            raise ValueError(f"source must be a non-empty string, got {self.source!r}")
-        for name in ("vocab_size", "min_frequency", "n_classes"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-        if self.train_limit is not None and (
-            not isinstance(self.train_limit, int) or self.train_limit < 1
-        ):
-            raise ValueError(
-                f"train_limit must be None or an integer >= 1, got {self.train_limit!r}"
-            )
-        if self.tokenizer not in ("word", "wordpiece"):
-            raise ValueError(f"tokenizer must be 'word' or 'wordpiece', got {self.tokenizer!r}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> DataConfig:
-        return cls(**data)
-
-    def label_names(self) -> list[str]:
-        known = KNOWN_LABELS.get(Path(self.source).name.lower())
-        if known is not None and len(known) == self.n_classes:
-            return list(known)
-        return [str(i) for i in range(self.n_classes)]
 
 
 @dataclass
