@@ -15,9 +15,11 @@ import torch
 from torch import nn
 
 from attnlab.io import load_checkpoint
+from attnlab.tasks.classification.evaluation import evaluate
+from attnlab.tasks.classification.metrics import confusion_matrix, macro_f1, summarize
+from attnlab.tasks.classification.training import ClassificationLoss, classification_trainer
 from attnlab.train import Callback, MetricsLog, TrainConfig, Trainer
 from attnlab.train.averaging import ExponentialMovingAverage
-from attnlab.train.metrics import confusion_matrix, macro_f1, summarize
 from attnlab.train.optim import build_optimizer, lr_factor, warmup_steps_for
 from attnlab.train.progress import ProgressBar
 from attnlab.train.sharding import ShardedBatches
@@ -263,7 +265,7 @@ def test_eval_steps_evaluates_mid_epoch_and_keeps_the_best_step(tmp_path):
     model = ToyClassifier()
     model.load_state_dict(saved.weights)
     _, dev = toy_loaders(FAST["batch_size"])
-    assert Trainer(model, cfg, dev, progress=False).evaluate(dev).loss == pytest.approx(
+    assert evaluate(model, dev).loss == pytest.approx(
         best["loss"], abs=1e-6)  # best/ holds the weights of the best evaluation
 
 
@@ -344,7 +346,7 @@ def test_ema_is_what_is_evaluated_and_kept_in_best(tmp_path):
     averaged = ToyClassifier()
     averaged.load_state_dict(best.weights)
     _, dev = toy_loaders(FAST["batch_size"])
-    assert Trainer(averaged, cfg, dev, progress=False).evaluate(dev).loss == pytest.approx(
+    assert evaluate(averaged, dev).loss == pytest.approx(
         result.best_val.loss, abs=1e-6)
 
 
@@ -397,7 +399,8 @@ def test_nan_loss_raises(tmp_path):
             return out._replace(loss=out.loss * float("nan"))
 
     train, dev = toy_loaders(32)
-    trainer = Trainer(Broken(), TrainConfig(epochs=1, **FAST), train, dev, progress=False)
+    trainer = classification_trainer(Broken(), TrainConfig(epochs=1, **FAST), train, dev,
+                                     progress=False)
     with pytest.raises(FloatingPointError, match="training loss is nan at step 1"):
         trainer.fit()
 
@@ -405,9 +408,9 @@ def test_nan_loss_raises(tmp_path):
 def test_trainer_rejects_bad_arguments():
     train, dev = toy_loaders(32)
     with pytest.raises(TypeError, match="config must be a TrainConfig"):
-        Trainer(ToyClassifier(), {"lr": 1e-3}, train, dev)
+        Trainer(ToyClassifier(), {"lr": 1e-3}, train, ClassificationLoss())
     with pytest.raises(TypeError, match="train_data must have len"):
-        Trainer(ToyClassifier(), TrainConfig(), iter(train), dev)
+        Trainer(ToyClassifier(), TrainConfig(), iter(train), ClassificationLoss())
 
 
 def test_progress_bar_plain_lines_when_not_a_tty(capsys):
@@ -445,7 +448,7 @@ def test_batch_size_must_split_over_processes():
     train, dev = toy_loaders(32)
     fake = DistInfo(rank=0, world_size=3, local_rank=0, device=torch.device("cpu"))
     with pytest.raises(ValueError, match=r"batch_size \(32\) must be divisible by .* \(3\)"):
-        Trainer(ToyClassifier(), TrainConfig(**FAST), train, dev, dist_info=fake)
+        classification_trainer(ToyClassifier(), TrainConfig(**FAST), train, dev, dist_info=fake)
 
 
 @pytest.mark.slow

@@ -18,8 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from attnlab.tasks.classification.training import RunArtifacts, classification_trainer
 from attnlab.text import LengthGroupedBatches
-from attnlab.train import RunArtifacts, TrainConfig, Trainer, seed_everything
+from attnlab.train import TrainConfig, seed_everything
 from attnlab.train.distributed import cleanup_distributed, setup_distributed
 from attnlab.train.sharding import ShardedBatches
 
@@ -93,9 +94,9 @@ def train_toy(config: TrainConfig, out_dir=None, *, dropout: float = 0.0, resume
     model = ToyClassifier(dropout=dropout)
     train, dev = toy_loaders(config.batch_size, config.seed, world_size=world_size, rank=rank,
                              flip_dev=flip_dev)
-    trainer = Trainer(model, config, train, dev, out_dir=out_dir, callbacks=callbacks,
-                      progress=False, dist_info=dist_info,
-                      artifacts=RunArtifacts(model.config, "toy", ["bad", "good"]))
+    trainer = classification_trainer(
+        model, config, train, dev, out_dir=out_dir, callbacks=callbacks, progress=False,
+        dist_info=dist_info, artifacts=RunArtifacts(model.config, "toy", ["bad", "good"]))
     return model, trainer.fit(resume=resume)
 
 

@@ -175,7 +175,7 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from attnlab.tasks.classification.pipeline import evaluate_run
+    from attnlab.tasks.classification.use import evaluate_run
 
     source = args.data or _trained_on(args.run)
     if args.batch_size < 1:
@@ -211,7 +211,7 @@ def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    from attnlab.tasks.classification.pipeline import predict
+    from attnlab.tasks.classification.use import predict
 
     texts = list(args.texts)
     if args.file is not None:

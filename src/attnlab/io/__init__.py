@@ -23,14 +23,17 @@ from attnlab.io.registry import (
     load_model,
     save_bert_classifier,
 )
+from attnlab.io.run_folder import RunFolder, config_differences
 
 __all__ = [
     "KNOWN_MODELS",
     "Checkpoint",
     "CheckpointError",
     "LoadedModel",
+    "RunFolder",
     "build_model",
     "checkpoint_dir",
+    "config_differences",
     "load_checkpoint",
     "load_bert_classifier",
     "load_model",

@@ -1,12 +1,13 @@
-"""A small progress bar on stderr: redrawn in place on a terminal, plain lines otherwise."""
+"""What training prints: a progress bar on stderr (redrawn in place on a terminal, plain lines
+otherwise) and one line per epoch."""
 
 from __future__ import annotations
 
 import sys
 import time
-from typing import TextIO
+from typing import Any, TextIO
 
-__all__ = ["ProgressBar"]
+__all__ = ["ProgressBar", "epoch_line"]
 
 
 class ProgressBar:
@@ -42,7 +43,8 @@ class ProgressBar:
     def update(self, n: int = 1, **stats: float | str) -> None:
         """Advance by ``n`` steps and show ``stats`` (floats printed with 3 decimals)."""
         self.n += n
-        self._stats = {k: f"{v:.3f}" if isinstance(v, float) else str(v) for k, v in stats.items()}
+        if stats:
+            self.set_stats(**stats)
         if not self.enabled:
             return
         now = time.perf_counter()
@@ -52,6 +54,10 @@ class ProgressBar:
                 self._last_draw = now
         elif self.n % self.line_every == 0:
             self._draw("", "\n")
+
+    def set_stats(self, **stats: float | str) -> None:
+        """Show ``stats`` from the next redraw on (floats printed with 3 decimals)."""
+        self._stats = {k: f"{v:.3f}" if isinstance(v, float) else str(v) for k, v in stats.items()}
 
     def close(self) -> None:
         """Finish the line (terminal) or print the final state (log)."""
@@ -84,3 +90,16 @@ def _clock(seconds: float) -> str:
     m, s = divmod(int(seconds), 60)
     h, m = divmod(m, 60)
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+# Short names of training statistics in the epoch line.
+_SHORT = {"accuracy": "acc"}
+
+
+def epoch_line(record: Any, improved: bool) -> str:
+    """``epoch 1: train loss 0.4512 acc 0.7901 | val loss ... * | 27.0s`` for an EpochRecord."""
+    line = f"epoch {record.epoch}: train loss {record.train_loss:.4f}"
+    line += "".join(f" {_SHORT.get(k, k)} {v:.4f}" for k, v in record.train_stats.items())
+    if record.val is not None:
+        line += f" | val {record.val.describe()}{' *' if improved else ''}"
+    return line + f" | {record.seconds:.1f}s"

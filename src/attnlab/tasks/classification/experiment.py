@@ -22,14 +22,11 @@ from typing import Any
 
 from attnlab.models.classifier import POSITIONAL, ClassifierConfig
 from attnlab.tasks.classification.config import DataConfig
-from attnlab.tasks.classification.pipeline import (
-    differences_from_saved,
-    evaluate_run,
-    train_classifier,
-)
+from attnlab.tasks.classification.metrics import EvalResult
+from attnlab.tasks.classification.pipeline import differences_from_saved, train_classifier
+from attnlab.tasks.classification.use import evaluate_run
+from attnlab.train import FitResult, MetricsLog
 from attnlab.train.config import TrainConfig
-from attnlab.train.metrics import MetricsLog
-from attnlab.train.trainer import FitResult
 
 __all__ = [
     "EXPERIMENTS",
@@ -142,7 +139,7 @@ def run_experiment(
         kind: ``"heads"`` or ``"positional"``.
         out_dir: experiment folder.
         data, model_options, train: the settings shared by all arms (see
-            :func:`~attnlab.training.pipeline.train_classifier`).
+            :func:`~attnlab.tasks.classification.pipeline.train_classifier`).
         seeds: runs per variant (>= 2 to state a spread).
         progress: show each run's progress.
         log: where one line per finished run goes.
@@ -185,7 +182,8 @@ def _train_or_reuse(run_dir: Path, data: DataConfig, options: dict[str, Any],
         except (FileNotFoundError, ValueError):
             same = False
     if same and (run_dir / "result.json").exists():
-        result = FitResult.from_dict(json.loads((run_dir / "result.json").read_text()))
+        result = FitResult.from_dict(json.loads((run_dir / "result.json").read_text()),
+                                     EvalResult)
         n_params = json.loads((run_dir / "last" / "config.json").read_text())["n_parameters"]
     else:
         run = train_classifier(run_dir, data, options, train, resume=same, progress=progress)
@@ -213,7 +211,7 @@ def summarize_run(name: str, seed: int, n_parameters: int, result: FitResult,
     return RunSummary(
         variant=name, seed=seed, n_parameters=n_parameters, best_epoch=best.epoch,
         best_step=result.best_step,
-        train_loss=best.train_loss, train_accuracy=best.train_accuracy,
+        train_loss=best.train_loss, train_accuracy=best.train_stats["accuracy"],
         val_loss=val.loss, val_accuracy=val.accuracy, val_f1=val.f1,
         wall_time=result.wall_time, epochs=[r.to_dict() for r in result.history], steps=steps,
         evals=evals,

@@ -2,9 +2,9 @@
 
 :func:`finetune_classifier` puts a fresh head on the pretrained encoder
 (:func:`~attnlab.io.load_pretrained_classifier`), keeps the pretrained
-``tokenizer.json`` and trains with the same :class:`~attnlab.training.Trainer` and run folder
-as :func:`~attnlab.training.pipeline.train_classifier`; ``evaluate_run``/``predict`` read it
-back through :mod:`attnlab.models.registry`. The training defaults for fine-tuning are
+``tokenizer.json`` and trains with the same loop and run folder as
+:func:`~attnlab.tasks.classification.pipeline.train_classifier`; ``evaluate_run``/``predict``
+read it back through :mod:`attnlab.io.registry`. The training defaults for fine-tuning are
 :data:`~attnlab.tasks.classification.config.FINETUNE_DEFAULTS`.
 """
 
@@ -23,15 +23,11 @@ from attnlab.tasks.classification.config import (
     DataConfig,
     FinetuneConfig,
 )
-from attnlab.tasks.classification.pipeline import (
-    TrainedRun,
-    fit_on_splits,
-    load_splits,
-)
+from attnlab.tasks.classification.pipeline import TrainedRun, fit_on_splits, load_splits
+from attnlab.tasks.classification.training import RunArtifacts
 from attnlab.text import load_tokenizer
-from attnlab.train.config import TrainConfig
+from attnlab.train import Callback, TrainConfig, seed_everything
 from attnlab.train.distributed import DistInfo, setup_distributed
-from attnlab.train.trainer import Callback, RunArtifacts, seed_everything
 
 __all__ = ["finetune_classifier", "saved_finetune"]
 
@@ -75,7 +71,9 @@ def finetune_classifier(
     train = train or TrainConfig(**FINETUNE_DEFAULTS)
     info = dist_info or setup_distributed(train.device)
     if resume:
-        _check_same_as_saved(out_dir, finetune, data)
+        if saved_finetune(out_dir) is None:
+            raise ValueError(f"{out_dir} was trained from scratch, not fine-tuned; resume it "
+                             f"without --init")
         last = load_checkpoint(out_dir / "last")
         model = build_model(last.config).model
         tokenizer_path = last.tokenizer_path
@@ -101,17 +99,3 @@ def finetune_classifier(
                            train, artifacts, resume=resume, progress=progress, dist_info=info,
                            callbacks=callbacks)
     return TrainedRun(out_dir, result, model, n_trainable, artifacts.model_config)
-
-
-def _check_same_as_saved(out_dir: Path, finetune: FinetuneConfig, data: DataConfig) -> None:
-    saved = saved_finetune(out_dir)
-    if saved is None:
-        raise ValueError(f"{out_dir} was trained from scratch, not fine-tuned; resume it "
-                         f"without --init")
-    saved_data = DataConfig.from_dict(load_checkpoint(out_dir / "last").config["data"])
-    differ = [f"init.{k} (saved {v!r}, now {getattr(finetune, k)!r})"
-              for k, v in saved.to_dict().items() if getattr(finetune, k) != v]
-    differ += [f"data.{k} (saved {v!r}, now {getattr(data, k)!r})"
-               for k, v in saved_data.to_dict().items() if getattr(data, k) != v]
-    if differ:
-        raise ValueError("cannot resume with different settings: " + ", ".join(differ))

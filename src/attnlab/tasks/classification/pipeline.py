@@ -1,11 +1,9 @@
-"""Text classification end to end: data -> tokenizer -> TextClassifier -> Trainer -> run folder;
-and evaluation / prediction from a run folder.
+"""Training a text classifier end to end: data -> tokenizer -> TextClassifier -> the training
+loop -> run folder (see :mod:`attnlab.io.run_folder`).
 
-A run folder (``runs/h4``) holds ``best/`` and ``last/`` checkpoints (weights, config.json with
-model, training and data settings and label names, tokenizer.json), ``metrics.jsonl`` and
-``result.json``. Any model that :func:`attnlab.models.registry.build_model` knows from a
-checkpoint's ``model_type`` evaluates and predicts the same way (fine-tuned pretrained encoders
-included, see :mod:`attnlab.training.finetune`).
+The run folder's checkpoints hold, in config.json, the model, training and data settings and the
+label names; resuming checks them all against the settings given
+(:func:`attnlab.io.config_differences`).
 """
 
 from __future__ import annotations
@@ -17,50 +15,35 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
+from attnlab.io.atomic import write_text_atomic
 from attnlab.io.checkpoint import load_checkpoint
-from attnlab.io.registry import LoadedModel, load_model
+from attnlab.io.run_folder import config_differences
 from attnlab.models.classifier import ClassifierConfig, TextClassifier
 from attnlab.tasks.classification.config import DataConfig
+from attnlab.tasks.classification.training import RunArtifacts, classification_trainer
+from attnlab.tasks.classification.use import EVAL_BATCH
 from attnlab.text import (
     LengthGroupedBatches,
     TextDataset,
     encode,
     load_split,
     load_tokenizer,
-    pad_sequences,
     train_tokenizer,
 )
-from attnlab.text.tokenizer import save_tokenizer
-from attnlab.train.config import TrainConfig
+from attnlab.train import Callback, FitResult, TrainConfig, seed_everything
 from attnlab.train.distributed import DistInfo, barrier, setup_distributed
-from attnlab.train.evaluation import evaluate
-from attnlab.train.metrics import EvalResult
 from attnlab.train.sharding import ShardedBatches
-from attnlab.train.trainer import (
-    Callback,
-    FitResult,
-    RunArtifacts,
-    Trainer,
-    seed_everything,
-)
 
 __all__ = [
-    "Prediction",
     "TrainedRun",
     "differences_from_saved",
-    "evaluate_run",
     "fit_on_splits",
-    "load_run",
     "load_splits",
-    "predict",
     "saved_configs",
     "train_classifier",
 ]
-
-EVAL_BATCH = 256  # examples per evaluation batch
 
 
 @dataclass
@@ -100,15 +83,15 @@ def train_classifier(
         data: data settings (default SST-2, word tokenizer).
         model_options: :class:`~attnlab.models.ClassifierConfig` fields besides
             ``vocab_size``/``n_classes`` (which come from the tokenizer and the data).
-        train: training settings (default :class:`TrainConfig`).
-        resume: continue from ``out_dir/last``: the settings must equal the saved ones (see
-            :func:`saved_configs`), the saved tokenizer is reused.
+        train: training settings (default :class:`~attnlab.train.TrainConfig`).
+        resume: continue from ``out_dir/last``: the settings must equal the saved ones, the
+            saved tokenizer is reused.
         progress: progress bar and per-epoch lines on stderr.
         dist_info: process placement; default from the ``torchrun`` environment.
-        callbacks: passed to the :class:`~attnlab.training.Trainer`.
+        callbacks: passed to the :class:`~attnlab.train.Trainer`.
 
     Under ``torchrun`` every process reads the data; rank 0 trains the tokenizer and the others
-    load it; each global batch is split across processes (see :mod:`~attnlab.training.sharding`).
+    load it; each global batch is split across processes (see :mod:`attnlab.train.sharding`).
     """
     out_dir = Path(out_dir)
     data = data or DataConfig()
@@ -118,19 +101,15 @@ def train_classifier(
         if fixed in options:
             raise ValueError(f"model option {fixed!r} is set from the tokenizer/data, not given")
     info = dist_info or setup_distributed(train.device)
-    if resume:
-        _check_same_as_saved(out_dir, data, options)
     train_set, dev_set = load_splits(data)
-    texts = train_set.texts
-
     tok_file = out_dir / "tokenizer.json"
     if resume:
         tokenizer = load_tokenizer(load_checkpoint(out_dir / "last").tokenizer_path)
     else:
         if info.is_main:
-            tokenizer = train_tokenizer(texts, data.vocab_size, kind=data.tokenizer,
+            tokenizer = train_tokenizer(train_set.texts, data.vocab_size, kind=data.tokenizer,
                                         min_frequency=data.min_frequency)
-            save_tokenizer(tokenizer, tok_file)
+            write_text_atomic(tok_file, tokenizer.to_str())
         barrier()
         tokenizer = load_tokenizer(tok_file)
     model_config = ClassifierConfig(vocab_size=tokenizer.get_vocab_size(),
@@ -164,7 +143,7 @@ def fit_on_splits(
     progress: bool, dist_info: DistInfo, callbacks: Sequence[Callback] = (),
 ) -> FitResult:
     """Tokenize both splits (to ``max_length`` ids), batch them by length (sharded under
-    ``torchrun``) and run the :class:`~attnlab.training.Trainer` into ``out_dir``."""
+    ``torchrun``) and run the training loop into ``out_dir``."""
     train_ids = encode(tokenizer, train_set.texts, max_length=max_length)
     dev_ids = encode(tokenizer, dev_set.texts, max_length=max_length)
     train_batches: Any = LengthGroupedBatches(train_ids, train_set.labels, train.batch_size,
@@ -173,112 +152,22 @@ def fit_on_splits(
     if dist_info.distributed:
         train_batches = ShardedBatches(train_batches, dist_info.world_size, dist_info.rank)
         dev_batches = ShardedBatches(dev_batches, dist_info.world_size, dist_info.rank)
-    trainer = Trainer(model, train, train_batches, dev_batches, out_dir=out_dir,
-                      artifacts=artifacts, progress=progress, dist_info=dist_info,
-                      callbacks=callbacks)
+    trainer = classification_trainer(model, train, train_batches, dev_batches, out_dir=out_dir,
+                                     artifacts=artifacts, progress=progress,
+                                     dist_info=dist_info, callbacks=callbacks)
     return trainer.fit(resume=resume)
-
-
-def _check_same_as_saved(out_dir: Path, data: DataConfig, options: dict[str, Any]) -> None:
-    differ = differences_from_saved(out_dir, data, options)
-    if differ:
-        raise ValueError("cannot resume with different settings: " + ", ".join(differ))
 
 
 def differences_from_saved(out_dir: str | os.PathLike, data: DataConfig,
                            model_options: dict[str, Any],
                            train: TrainConfig | None = None) -> list[str]:
     """How the run saved in ``out_dir/last`` differs from ``data``, the classifier that
-    ``model_options`` give, defaults filled in (an option left out means its default, not
-    whatever was saved), and ``train`` if given, as ``"name (saved x, now y)"`` strings; empty
-    if it does not."""
-    saved_data, saved_model, saved_train = saved_configs(out_dir)
-    data_now = data.to_dict()
-    differ = [f"data.{k} (saved {v!r}, now {data_now[k]!r})"
-              for k, v in saved_data.to_dict().items() if data_now[k] != v]
-    defaults = {f.name: f.default for f in dataclasses.fields(ClassifierConfig)
-                if f.default is not dataclasses.MISSING and f.name != "n_classes"}
-    wanted = {**defaults, **model_options}
-    # a field missing from the saved config did not exist when the run was saved
-    differ += [f"model.{k} (saved {saved_model[k]!r}, now {v!r})"
-               for k, v in wanted.items() if k in saved_model and saved_model[k] != v]
+    ``model_options`` give (an option left out means its default, not whatever was saved),
+    and ``train`` if given, as ``"name (saved x, now y)"`` strings; empty if it does not."""
+    saved = load_checkpoint(Path(out_dir) / "last").config
+    model = ClassifierConfig(vocab_size=saved["model"]["vocab_size"],
+                             n_classes=saved["model"]["n_classes"], **model_options)
+    now = {"data": data.to_dict(), "model": model.to_dict()}
     if train is not None:
-        train_now = train.to_dict()
-        differ += [f"train.{k} (saved {v!r}, now {train_now[k]!r})"
-                   for k, v in saved_train.to_dict().items() if train_now[k] != v]
-    return differ
-
-
-# --- using a trained run ----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Prediction:
-    """The model's answer for one text."""
-
-    text: str
-    label: str  # the most probable class name
-    probability: float  # its softmax probability
-    probs: dict[str, float]  # every class name -> probability
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-def load_run(path: str | os.PathLike, device: str = "cpu") -> LoadedModel:
-    """The model, tokenizer and labels of a run folder (its ``best/``, else ``last/``) or of a
-    checkpoint folder, in eval mode (see :func:`attnlab.models.registry.load_model`)."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"run folder not found: {path}")
-    run = load_model(path, device=device)
-    if run.tokenizer is None:
-        raise FileNotFoundError(f"{run.path} has no tokenizer.json; cannot turn text into ids")
-    return run
-
-
-def evaluate_run(
-    path: str | os.PathLike, source: str = "sst2", split: str = "test", *,
-    batch_size: int = EVAL_BATCH, device: str = "cpu",
-) -> EvalResult:
-    """Loss, accuracy and macro F1 of a trained run on ``split`` of ``source``."""
-    run = load_run(path, device)
-    dataset = load_split(source, split, n_classes=len(run.labels))
-    ids = encode(run.tokenizer, dataset.texts, max_length=run.max_length)
-    batches = LengthGroupedBatches(ids, dataset.labels, batch_size, shuffle=False,
-                                   pad_id=_pad_id(run))
-    return evaluate(run.model, batches, device=device)
-
-
-def _pad_id(run: LoadedModel) -> int:
-    pad = run.tokenizer.token_to_id("[PAD]")
-    return 0 if pad is None else pad
-
-
-@torch.no_grad()
-def predict(
-    path_or_run: str | os.PathLike | LoadedModel, texts: Sequence[str], *,
-    batch_size: int = EVAL_BATCH, device: str = "cpu",
-) -> list[Prediction]:
-    """Class and probability for each text, from a run folder (or a run loaded with
-    :func:`load_run`)."""
-    if isinstance(texts, str):
-        raise TypeError("texts must be a sequence of strings, got a single str; wrap it in a list")
-    if not texts:
-        raise ValueError("texts is empty: give at least one text to classify")
-    run = (path_or_run if isinstance(path_or_run, LoadedModel)
-           else load_run(path_or_run, device))
-    run.model.eval()
-    out: list[Prediction] = []
-    for start in range(0, len(texts), batch_size):
-        chunk = list(texts[start:start + batch_size])
-        ids = encode(run.tokenizer, chunk, max_length=run.max_length)
-        input_ids, attention_mask = pad_sequences(ids, _pad_id(run))  # (B, L) each
-        output = run.model(input_ids.to(device), attention_mask.to(device))
-        logits = getattr(output, "logits", output)  # (B, C)
-        probs = torch.softmax(logits.float(), dim=-1).cpu()  # (B, C)
-        for text, row in zip(chunk, probs.tolist(), strict=True):
-            best = max(range(len(row)), key=row.__getitem__)
-            out.append(Prediction(text, run.labels[best], row[best],
-                                  dict(zip(run.labels, row, strict=True))))
-    return out
+        now["train"] = train.to_dict()
+    return config_differences(saved, now)
