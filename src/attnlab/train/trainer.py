@@ -19,41 +19,28 @@ stopping), a :class:`~attnlab.train.store.RunStore` (checkpoints, ``metrics.json
 from __future__ import annotations
 
 import contextlib
-import math
 import sys
 import time
 from collections.abc import Callable, Collection, Iterable, Sequence
-from dataclasses import asdict
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from attnlab.train.averaging import ExponentialMovingAverage
 from attnlab.train.config import TrainConfig
-from attnlab.train.distributed import DistInfo, all_reduce_sum, barrier, setup_distributed
+from attnlab.train.distributed import DistInfo, all_reduce_sum, setup_distributed
 from attnlab.train.evaluation import Evaluator
+from attnlab.train.ledger import StepLedger
 from attnlab.train.metrics_log import MetricsLog
 from attnlab.train.optim import build_optimizer, lr_factor, set_lr, warmup_steps_for
 from attnlab.train.progress import ProgressBar, epoch_line
-from attnlab.train.state import (
-    EpochRecord,
-    FitResult,
-    Loss,
-    StepInfo,
-    TrainState,
-    rng_state,
-    set_rng_state,
-)
+from attnlab.train.resume import restore_last, save_last
+from attnlab.train.state import EpochRecord, FitResult, Loss, StepInfo, TrainState
 from attnlab.train.store import RunStore
 
-__all__ = ["RESUME_MAY_DIFFER", "Callback", "Trainer"]
-
-# TrainConfig fields that may differ between an interrupted run and its resumption (they do not
-# change the arithmetic of training).
-RESUME_MAY_DIFFER = ("log_every", "save_every", "device", "time_limit")
+__all__ = ["Callback", "Trainer"]
 
 
 class Callback:
@@ -120,10 +107,7 @@ class Trainer:
         writes = store is not None and self.dist.is_main
         self.log = MetricsLog(store.metrics_path if writes else "metrics.jsonl", writes)
         self.state = TrainState()
-        self._pending: list[tuple[int, Loss]] = []  # (step, loss) not yet read from the device
-        self._grad_norm: Tensor | None = None  # of the latest step
-        self._grad_norm_value: float | None = None  # the same, read back
-        self._window = [0.0, 0]  # loss sum and steps since the last step line
+        self.ledger = StepLedger(self.dist.device)
         self._wrapped: nn.Module = (
             DistributedDataParallel(self.model, device_ids=None if self.dist.device.type == "cpu"
                                     else [self.dist.device])
@@ -177,7 +161,7 @@ class Trainer:
                                 line_every=cfg.log_every)
         self._bar.n = st.batch_in_epoch
         self._epoch_start = time.perf_counter() - st.epoch_seconds
-        self._window = [0.0, 0]
+        self.ledger.start_window()
         self.model.train()
         for i, batch in enumerate(self.train_data):
             if i < st.batch_in_epoch:
@@ -214,9 +198,9 @@ class Trainer:
             outputs = self._wrapped(**inputs)
         loss = self.loss_fn(outputs, batch)
         loss.value.backward()
+        grad_norm = None
         if cfg.grad_clip:
-            self._grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(),
-                                                             cfg.grad_clip)
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
         lr = cfg.lr * lr_factor(st.global_step, self.total_steps, self.warmup_steps, cfg.schedule)
         set_lr(self.optimizer, lr)
         self.optimizer.step()
@@ -225,42 +209,12 @@ class Trainer:
             self.ema.update()
         st.global_step += 1
         st.batch_in_epoch += 1
-        detached = Loss(loss.value.detach(), loss.examples, loss.tokens,
-                        {k: v.detach() for k, v in loss.stats.items()})
-        self._pending.append((st.global_step, detached))
-        return detached, lr
+        return self.ledger.add(st.global_step, loss, grad_norm), lr
 
     def _read_back(self) -> None:
-        """Fold the pending steps into the epoch's sums: one host synchronisation."""
-        if not self._pending:
-            return
-        st, dev, n = self.state, self.dist.device, len(self._pending)
-        names = sorted(self._pending[0][1].stats)
-        parts = [torch.stack([p.value for _, p in self._pending]).double(),  # (n,)
-                 torch.stack([torch.as_tensor(p.tokens, device=dev)
-                              for _, p in self._pending]).double()]  # (n,)
-        parts += [torch.stack([p.stats[k] for _, p in self._pending]).double() for k in names]
-        if self._grad_norm is not None:
-            parts.append(self._grad_norm.detach().double().reshape(1))
-        values = torch.cat(parts).tolist()  # the one read from the device
-        losses, tokens = values[:n], values[n:2 * n]
-        for (step, loss), value in zip(self._pending, losses, strict=True):
-            if not math.isfinite(value):
-                raise FloatingPointError(
-                    f"training loss is {value} at step {step} (epoch {st.epoch + 1}); lower lr "
-                    f"(now {self.config.lr}) or enable grad_clip")
-            st.loss_sum += value * loss.examples
-            st.examples += loss.examples
-            self._window[0] += value
-            self._window[1] += 1
-        st.tokens += int(sum(tokens))
-        for j, name in enumerate(names):
-            chunk = values[(2 + j) * n:(3 + j) * n]
-            st.stat_sums[name] = st.stat_sums.get(name, 0) + int(sum(chunk))
-        self._grad_norm_value = values[-1] if self._grad_norm is not None else None
-        self._pending.clear()
-        if st.examples:
-            self._bar.set_stats(loss=st.loss_sum / st.examples,
+        """Read the pending steps' losses from the device (one synchronisation)."""
+        if self.ledger.read_back(self.state, self.config.lr) and self.state.examples:
+            self._bar.set_stats(loss=self.state.loss_sum / self.state.examples,
                                 **{"tok/s": _si(self._tokens_per_s())})
 
     def _tokens_per_s(self) -> float:
@@ -272,11 +226,10 @@ class Trainer:
         st = self.state
         self.log.write({
             "type": "step", "step": st.global_step, "epoch": st.epoch + 1,
-            "loss": self._window[0] / self._window[1], "lr": lr,
-            "grad_norm": self._grad_norm_value, "tokens_per_s": self._tokens_per_s(),
+            "loss": self.ledger.window_mean(), "lr": lr,
+            "grad_norm": self.ledger.grad_norm_value, "tokens_per_s": self._tokens_per_s(),
             "time": time.perf_counter() - fit_start,
         })
-        self._window = [0.0, 0]
 
     def _end_epoch(self, fit_start: float) -> None:
         cfg, st = self.config, self.state
@@ -337,36 +290,12 @@ class Trainer:
             if not epoch_done:
                 st.epoch_seconds = time.perf_counter() - self._epoch_start
             st.wall_time = time.perf_counter() - fit_start
-        rngs = [rng_state()]
-        if self.dist.distributed:
-            rngs = [None] * self.dist.world_size
-            dist.all_gather_object(rngs, rng_state())  # each process continues its own streams
-        if self.dist.is_main:
-            progress = asdict(st)
-            if self.evaluator is not None:
-                progress.update(self.evaluator.state_dict())
-            state = {"progress": progress, "optimizer": self.optimizer.state_dict(),
-                     "ema": None if self.ema is None else self.ema.state_dict(),
-                     "rng": rngs, "world_size": self.dist.world_size}
-            self.store.save("last", self.model, metrics=st.history[-1] if st.history else None,
-                            state=state)
-        barrier()
+        save_last(self)
 
     def _restore(self) -> None:
         if self.store is None:
             raise ValueError("resume needs a run store (the run folder holding last/)")
-        state = self.store.restore("last", self.model,
-                                   may_differ=[f"train.{k}" for k in RESUME_MAY_DIFFER])
-        if state["world_size"] != self.dist.world_size:
-            raise ValueError(f"cannot resume on {self.dist.world_size} processes a run saved on "
-                             f"{state['world_size']} (the data shards would differ)")
-        self.optimizer.load_state_dict(state["optimizer"])
-        if self.ema is not None:
-            self.ema.load_state_dict(state["ema"])
-        self.state = TrainState.from_dict(state["progress"])
-        if self.evaluator is not None:
-            self.evaluator.load_state_dict(state["progress"])
-        set_rng_state(state["rng"][self.dist.rank])
+        restore_last(self)
         self.log.truncate_after(self.state.global_step)
 
     # --- helpers --------------------------------------------------------------------------
