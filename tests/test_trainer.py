@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from attnlab.io import load_checkpoint
 from attnlab.tasks.classification.evaluation import evaluate
@@ -472,3 +473,50 @@ def test_two_processes_match_one_process(tmp_path):
                                    atol=1e-5, rtol=1e-4, msg=name)
     assert results[2]["val"]["n"] == 128  # every dev example counted once over both ranks
     assert results[1]["val"]["accuracy"] == pytest.approx(results[2]["val"]["accuracy"])
+
+
+# --- host synchronisation ---------------------------------------------------------------------
+
+
+class HostReads(TorchFunctionMode):
+    """Counts reads of tensor values by the host (``item``, ``tolist``, ``float()``, ...) made
+    directly from the given source files: the loop's own, not the model's or the data's. Reads
+    inside ``torch.optim`` are of the optimizer's step counters, which stay on the host even
+    when training on a GPU, and are not counted."""
+
+    READS = {torch.Tensor.item, torch.Tensor.tolist, torch.Tensor.__bool__,
+             torch.Tensor.__float__, torch.Tensor.__int__, torch.Tensor.__index__}
+
+    def __init__(self, *sources: str) -> None:
+        super().__init__()
+        self.sources, self.count = sources, 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func in self.READS:
+            frame, in_optim = sys._getframe(1), False
+            while frame is not None and f"{os.sep}torch{os.sep}" in frame.f_code.co_filename:
+                in_optim |= f"{os.sep}torch{os.sep}optim{os.sep}" in frame.f_code.co_filename
+                frame = frame.f_back  # from inside torch (clipping, optimizer) to its caller
+            if (frame is not None and not in_optim
+                    and frame.f_code.co_filename.endswith(self.sources)):
+                self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+LOOP_SOURCES = tuple(os.path.join("attnlab", *p) for p in [
+    ("train", "trainer.py"), ("train", "ledger.py"), ("train", "state.py"),
+    ("train", "optim.py"), ("train", "averaging.py"),
+    ("tasks", "classification", "training.py")])
+
+
+@pytest.mark.parametrize("log_every", [1, 4, 8])
+def test_the_loop_reads_the_device_once_per_log_interval(log_every):
+    """16 steps, no evaluation, no saving: one read per ``log_every`` steps (the pending losses,
+    statistics and gradient norm together) and one at the epoch's end (the reduced totals)."""
+    config = TrainConfig(epochs=1, **{**FAST, "log_every": log_every})
+    train, _ = toy_loaders(config.batch_size)
+    trainer = classification_trainer(ToyClassifier(), config, train, progress=False)
+    with HostReads(*LOOP_SOURCES) as reads:
+        result = trainer.fit()
+    assert result.global_step == 16
+    assert reads.count == 16 // log_every + 1
