@@ -124,9 +124,15 @@ def test_word_dropout_replaces_only_words_and_only_in_training():
     assert 0.45 < share < 0.55, share
     assert (dropped[~words] == ids[~words]).all()
     assert ((dropped == ids) | (dropped == 1)).all()
-    model.eval()
-    few = torch.tensor([[2, 5, 6, 7, 3]])
-    torch.testing.assert_close(model(few).logits, model(few).logits)
+    # Evaluation sees every word: the logits of the same weights without word dropout.
+    dropping = TextClassifier(_config(word_dropout=0.5, dropout=0.0))
+    plain = TextClassifier(_config(word_dropout=0.0, dropout=0.0))
+    plain.load_state_dict(dropping.state_dict())
+    few = torch.tensor([[2] + list(range(4, 30)) + [3]])
+    dropping.eval(), plain.eval()
+    torch.testing.assert_close(dropping(few).logits, plain(few).logits, atol=0, rtol=0)
+    dropping.train(), plain.train()  # ... while training replaces some words
+    assert not torch.equal(dropping(few).logits, plain(few).logits)
 
 
 def test_config_round_trip_through_json():

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import socket
+from collections.abc import Sequence
 
 __all__ = ["hub_available", "load_from_hub"]
 
@@ -26,22 +27,22 @@ def hub_available(timeout: float = 2.0) -> bool:
         return False
 
 
-def load_from_hub(name: str, split: str, *, text_column=None, label_column=None):
-    """Download ``split`` of ``name`` with ``datasets.load_dataset`` into a :class:`TextDataset`."""
+def load_from_hub(name: str, split: str, *, text_columns: Sequence[str],
+                  label_columns: Sequence[str]) -> tuple[list[str], list[int], str]:
+    """Download ``split`` of ``name`` with ``datasets.load_dataset``: its texts, labels and
+    ``hf://`` address. The first of ``text_columns`` / ``label_columns`` present is read."""
     import datasets  # optional dependency
-
-    from attnlab.text.reading import LABEL_COLUMNS, TEXT_COLUMNS, TextDataset
 
     path, config = HUB_NAMES.get(name.lower(), (name, None))
     hub_split = "validation" if split == "dev" else split
     data = datasets.load_dataset(path, config, split=hub_split)
     columns = data.column_names
-    text_col = text_column or next((c for c in TEXT_COLUMNS if c in columns), None)
-    label_col = label_column or next((c for c in LABEL_COLUMNS if c in columns), None)
+    text_col = next((c for c in text_columns if c in columns), None)
+    label_col = next((c for c in label_columns if c in columns), None)
     if text_col is None or label_col is None:
         raise ValueError(f"hub data set {name!r} has columns {columns}; pass text_column and "
                          f"label_column")
     labels = [int(x) for x in data[label_col]]
     if any(x < 0 for x in labels):
         raise ValueError(f"hub split {name}/{hub_split} has no labels (label -1); use a local copy")
-    return TextDataset(list(data[text_col]), labels, f"hf://{path}/{config or ''}/{hub_split}")
+    return list(data[text_col]), labels, f"hf://{path}/{config or ''}/{hub_split}"

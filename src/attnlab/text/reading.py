@@ -20,6 +20,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from attnlab.text import hub
+
 __all__ = [
     "LABEL_COLUMNS",
     "TEXT_COLUMNS",
@@ -277,12 +279,13 @@ def load_split(
         return read_labelled_file(path, text_column=text_column, label_column=label_column,
                                   label_names=label_names, n_classes=n_classes,
                                   on_error=on_error)
-    from attnlab.text.hub import hub_available, load_from_hub
-
     looked = [str(d) for d in _candidate_dirs(source)]
-    if hub_available():
-        return load_from_hub(str(source), split, text_column=text_column,
-                             label_column=label_column)
+    if hub.hub_available():
+        texts, labels, address = hub.load_from_hub(
+            str(source), split,
+            text_columns=[text_column] if text_column else TEXT_COLUMNS,
+            label_columns=[label_column] if label_column else LABEL_COLUMNS)
+        return TextDataset(texts, labels, address)
     raise FileNotFoundError(
         f"no {split!r} split of {str(source)!r}: looked for {split}.tsv/.csv/.jsonl in "
         f"{', '.join(looked)} (and the Hugging Face hub is unavailable: the `datasets` package "
