@@ -63,7 +63,7 @@ def transformers_encoder(model_dir: Path, ours, dtype: torch.dtype, device: str)
     hf = hf.eval().to(device=device, dtype=dtype)
 
     def encode(texts: list[str]) -> torch.Tensor:
-        ids = ours.tokenizer.encode_unpadded(texts)
+        ids = ours.tokenizer.encode(texts, allow_empty=True)
         order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
         out = torch.empty(len(ids), hf.config.hidden_size)  # (T, D)
         with torch.inference_mode():

@@ -20,7 +20,7 @@ from attnlab.io.checkpoint import (
     load_weights,
     save_checkpoint,
 )
-from attnlab.text import train_tokenizer
+from attnlab.text import TextTokenizer
 from toy_training import ToyClassifier
 
 
@@ -71,7 +71,7 @@ def test_state_encoding_rejects_unknown_types():
 def test_checkpoint_round_trip(tmp_path):
     model = ToyClassifier()
     state = make_state(model)
-    tok = train_tokenizer(["a gorgeous witty film", "a dull film"], vocab_size=50)
+    tok = TextTokenizer.train(["a gorgeous witty film", "a dull film"], vocab_size=50)
     save_checkpoint(tmp_path / "ck", model, {"model": model.config, "labels": ["bad", "good"]},
                     tokenizer=tok, metrics={"loss": 0.5}, trainer_state=state)
     loaded = load_checkpoint(tmp_path / "ck", with_state=True)
@@ -85,7 +85,7 @@ def test_checkpoint_round_trip(tmp_path):
     from tokenizers import Tokenizer
 
     assert Tokenizer.from_file(str(loaded.tokenizer_path)).encode("a film").ids == \
-        tok.encode("a film").ids
+        tok.tokenizer.encode("a film").ids
     # The optimizer state restores into a fresh optimizer and steps identically.
     opt = torch.optim.AdamW(fresh.parameters(), lr=1e-3)
     opt.load_state_dict(loaded.trainer_state["optimizer"])

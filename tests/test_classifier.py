@@ -182,13 +182,13 @@ def test_forward_errors():
 
 
 def test_memorises_a_slice_of_sst2(data_dir):
-    from attnlab.text import LengthGroupedBatches, encode, load_split, train_tokenizer
+    from attnlab.text import LengthGroupedBatches, TextTokenizer, load_split
 
     train = load_split(data_dir / "sst2", "train")
     texts, labels = train.texts[:128], train.labels[:128]
-    tok = train_tokenizer(texts, vocab_size=2000)
-    batches = LengthGroupedBatches(encode(tok, texts), labels, 32, seed=0)
-    model = TextClassifier(_config(vocab_size=tok.get_vocab_size(), max_len=64, dropout=0.0,
+    tok = TextTokenizer.train(texts, vocab_size=2000)
+    batches = LengthGroupedBatches(tok.encode(texts), labels, 32, seed=0)
+    model = TextClassifier(_config(vocab_size=tok.vocab_size, max_len=64, dropout=0.0,
                                    word_dropout=0.0))
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     first = None

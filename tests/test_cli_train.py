@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import json
 import re
 import statistics
@@ -9,9 +11,14 @@ import statistics
 import pytest
 import torch
 
-from attnlab.cli import main
+from attnlab.cli import build_parser, main
+from attnlab.errors import UsageError
 from attnlab.io import load_checkpoint
+from attnlab.models.classifier import ClassifierConfig
+from attnlab.tasks.classification.config import DataConfig, FinetuneConfig
+from attnlab.tasks.classification.launch import experiment_from_options, train_from_options
 from attnlab.train import MetricsLog
+from attnlab.train.config import TrainConfig
 
 # A small model on the first 10,000 training phrases: ~900 steps, well under a minute.
 SLICE = ["--data", "sst2", "--train-limit", "10000", "--d-model", "32", "--d-ff", "64",
@@ -104,6 +111,42 @@ def test_unknown_and_bad_options_fail(capsys):
     assert "schedule must be one of" in capsys.readouterr().err
 
 
+def test_option_help_is_the_field_metadata(capsys):
+    for cls in (DataConfig, ClassifierConfig, TrainConfig, FinetuneConfig):
+        for f in dataclasses.fields(cls):
+            assert f.metadata.get("help"), f"{cls.__name__}.{f.name} has no help"
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = " ".join(capsys.readouterr().out.split())  # argparse wraps the lines
+    for cls, name in ((TrainConfig, "lr"), (ClassifierConfig, "n_heads"),
+                      (DataConfig, "train_limit"), (FinetuneConfig, "head_dropout")):
+        field = cls.__dataclass_fields__[name]
+        assert f"{field.metadata['help']} [default: {field.default}]" in out
+
+
+def test_experiment_has_no_seed_option():
+    """An experiment seeds its runs itself (--first-seed); only train has --seed."""
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+
+    def dests(command):
+        return {action.dest for action in sub.choices[command]._actions}
+
+    assert "train.seed" in dests("train") and "train.lr" in dests("experiment")
+    assert "train.seed" not in dests("experiment")
+
+
+def test_wrong_option_combinations_are_usage_errors(tmp_path):
+    out = tmp_path / "r"
+    with pytest.raises(UsageError, match="^--d-model, --heads configure a classifier trained "):
+        train_from_options(out, data={}, model={"d_model": 64, "n_heads": 2}, train={},
+                           finetune={"init": "all-MiniLM-L6-v2"})
+    with pytest.raises(UsageError, match="^--head-pooling apply to fine-tuning only; add --init"):
+        train_from_options(out, data={}, model={}, train={}, finetune={"pooling": "pooler"})
+    with pytest.raises(UsageError, match="first_seed"):
+        experiment_from_options("heads", out, data={}, model={}, train={"seed": 1})
+    assert not out.exists()
+
+
 def test_resume_from_the_cli(tmp_path, capsys, one_thread, data_dir):
     out = tmp_path / "run"
     assert main(["train", *TINY, "--save-every", "5", "--max-steps", "12", "--out", str(out)]) == 0
@@ -184,10 +227,17 @@ def test_experiment_heads_report(tmp_path, capsys, one_thread, data_dir):
                  "--out", str(out)]) == 0
     stdout = capsys.readouterr().out
     report = (out / "report.md").read_text()
+    summary = json.loads((out / "summary.json").read_text())
+    # The verb follows from the mean paired (same-seed) differences of heads-2 - heads-1.
+    base, other = ({r["seed"]: r for r in v["runs"]} for v in summary["variants"])
+    d_acc = statistics.fmean(100 * (other[s]["val_accuracy"] - base[s]["val_accuracy"])
+                             for s in other)
+    d_loss = statistics.fmean(other[s]["val_loss"] - base[s]["val_loss"] for s in other)
+    verb = ("beats" if d_acc > 0 and d_loss < 0 else
+            "does not beat" if d_acc <= 0 and d_loss >= 0 else "is mixed against")
     for text in (stdout, report):
         assert "| heads-1 | 1 |" in text and "| heads-2 | 2 |" in text
-        assert "heads-2 beats heads-1" in text or "heads-2 does not beat heads-1" in text \
-            or "heads-2 is mixed against heads-1" in text
+        assert f"heads-2 {verb} heads-1: val accuracy {d_acc:+.2f} ± " in text
         assert "Target (val loss < 0.40 and val acc > 78%) for heads-1:" in text
         # Each difference is weighed against its own spread.
         found = re.search(r"val accuracy ([-+][\d.]+) ± ([\d.]+) points, val loss ([-+][\d.]+) "
@@ -198,7 +248,6 @@ def test_experiment_heads_report(tmp_path, capsys, one_thread, data_dir):
         assert found[5] == ("larger" if abs(acc) > acc_sd else "no larger")
         assert found[6] == ("larger" if abs(loss) > loss_sd else "no larger")
     assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    summary = json.loads((out / "summary.json").read_text())
     for variant in summary["variants"]:
         runs = variant["runs"]
         mean, n = _mean_from_runs(out, variant["name"], "accuracy")

@@ -11,14 +11,11 @@ import torch
 from attnlab.text import (
     DataFormatError,
     LengthGroupedBatches,
-    encode,
-    encode_batch,
+    TextTokenizer,
+    by_length,
     hub,
     load_split,
-    load_tokenizer,
     pad_sequences,
-    save_tokenizer,
-    train_tokenizer,
 )
 
 # ---------------------------------------------------------------- reading SST-2
@@ -142,45 +139,45 @@ def sst2_texts(data_dir):
 
 @pytest.mark.parametrize("kind", ["word", "wordpiece"])
 def test_tokenizer_specials_lowercase_and_round_trip(sst2_texts, tmp_path, kind):
-    tok = train_tokenizer(sst2_texts, vocab_size=2000, kind=kind)
+    tok = TextTokenizer.train(sst2_texts, vocab_size=2000, kind=kind)
     assert [tok.token_to_id(t) for t in ("[PAD]", "[UNK]", "[CLS]", "[SEP]")] == [0, 1, 2, 3]
-    assert tok.get_vocab_size() <= 2000
-    ids = encode(tok, ["The FILM is Good .", "the film is good ."])
+    assert tok.vocab_size <= 2000
+    ids = tok.encode(["The FILM is Good .", "the film is good ."])
     assert ids[0] == ids[1] and ids[0][0] == 2 and ids[0][-1] == 3
-    path = save_tokenizer(tok, tmp_path)
-    assert path.name == "tokenizer.json"
-    assert encode(load_tokenizer(tmp_path), sst2_texts[:50]) == encode(tok, sst2_texts[:50])
+    tok.save(tmp_path / "tokenizer.json")
+    assert TextTokenizer.load(tmp_path).encode(sst2_texts[:50]) == tok.encode(sst2_texts[:50])
 
 
 def test_wordpiece_splits_unseen_words_word_level_maps_to_unk(sst2_texts):
     text = ["filmmakingness"]
-    word = encode(train_tokenizer(sst2_texts, 2000, kind="word"), text, add_special_tokens=False)
-    piece = encode(train_tokenizer(sst2_texts, 2000, kind="wordpiece"), text,
-                   add_special_tokens=False)
+    word = TextTokenizer.train(sst2_texts, 2000, kind="word").encode(
+        text, add_special_tokens=False)
+    piece = TextTokenizer.train(sst2_texts, 2000, kind="wordpiece").encode(
+        text, add_special_tokens=False)
     assert word == [[1]]
     assert 1 not in piece[0] and len(piece[0]) > 1
 
 
 def test_encode_truncates_keeping_sep_and_pads(sst2_texts):
-    tok = train_tokenizer(sst2_texts, 2000, kind="word")
-    ids = encode(tok, ["a b c d e f g h"], max_length=5)[0]
+    tok = TextTokenizer.train(sst2_texts, 2000, kind="word")
+    ids = tok.encode(["a b c d e f g h"], max_length=5)[0]
     assert len(ids) == 5 and ids[0] == 2 and ids[-1] == 3
-    batch = encode_batch(tok, ["good", "a very good film"])
-    assert batch["input_ids"].shape == batch["attention_mask"].shape == (2, 6)
-    assert batch["attention_mask"].sum(1).tolist() == [3, 6]
-    assert (batch["input_ids"][batch["attention_mask"] == 0] == 0).all()
+    batch = tok(["good", "a very good film"])
+    assert batch.input_ids.shape == batch.attention_mask.shape == (2, 6)
+    assert batch.attention_mask.sum(1).tolist() == [3, 6]
+    assert (batch.input_ids[batch.attention_mask == 0] == 0).all()
 
 
 def test_tokenizer_errors(sst2_texts):
     with pytest.raises(ValueError, match="kind"):
-        train_tokenizer(sst2_texts, kind="bpe")
+        TextTokenizer.train(sst2_texts, kind="bpe")
     with pytest.raises(ValueError, match="vocab_size"):
-        train_tokenizer(sst2_texts, vocab_size=3)
-    tok = train_tokenizer(sst2_texts, 500)
+        TextTokenizer.train(sst2_texts, vocab_size=3)
+    tok = TextTokenizer.train(sst2_texts, 500)
     with pytest.raises(TypeError, match="single str"):
-        encode(tok, "a text")
+        tok.encode("a text")
     with pytest.raises(ValueError, match="no tokens"):
-        encode(tok, ["   "])
+        tok.encode(["   "])
 
 
 # ---------------------------------------------------------------- batching
@@ -217,19 +214,6 @@ def test_order_is_deterministic_per_epoch():
     assert a.batch_indices() == b.batch_indices()
 
 
-@pytest.mark.parametrize("world_size, drop_last", [(2, False), (3, False), (3, True), (50, False)])
-def test_sharding_gives_every_rank_the_same_number_of_batches(world_size, drop_last):
-    ids = _random_lengths(1003)
-    shards = [LengthGroupedBatches(ids, None, 50, seed=0, world_size=world_size, rank=r,
-                                   drop_last=drop_last) for r in range(world_size)]
-    counts = {len(s.batch_indices()) for s in shards}
-    assert counts == {len(shards[0])}
-    covered = {i for s in shards for b in s.batch_indices() for i in b}
-    expected = 1003 - (1003 % 50 if drop_last else 0)
-    assert len(covered) == expected
-    assert sum(len(b) for s in shards for b in s.batch_indices()) >= expected
-
-
 def test_grouping_pads_much_less_than_random_batches(data_dir):
     texts = load_split(data_dir / "sst2", "train").texts[:5000]
     ids = [[1] * len(t.split()) for t in texts]
@@ -247,9 +231,13 @@ def test_unshuffled_batches_are_sorted_by_length():
     assert lengths == sorted(lengths)
 
 
+def test_by_length_keeps_the_order_of_equal_lengths_both_ways():
+    lengths = [3, 1, 3, 2, 1]
+    assert by_length(lengths, 2) == [[1, 4], [3, 0], [2]]
+    assert by_length(lengths, 2, longest_first=True) == [[0, 2], [3, 1], [4]]
+
+
 def test_batching_errors():
-    with pytest.raises(ValueError, match="rank"):
-        LengthGroupedBatches([[1]], None, 1, world_size=2, rank=2)
     with pytest.raises(ValueError, match="batch_size"):
         LengthGroupedBatches([[1]], None, 0)
     with pytest.raises(ValueError, match="differ in length"):

@@ -9,7 +9,9 @@ import pytest
 import torch
 
 from attnlab.attention import explain_attention, scaled_dot_product_attention
+from attnlab.cli import explain as cli_explain
 from attnlab.cli import main
+from attnlab.errors import UsageError
 
 
 def _t(x):
@@ -135,3 +137,19 @@ def test_cli_subprocess_error_has_exit_code_2_and_no_traceback():
                          timeout=120)
     assert bad.returncode == 2 and bad.stdout == "" and "Traceback" not in bad.stderr
     assert bad.stderr.strip().startswith("attnlab explain: error: --q: not valid JSON")
+
+
+def test_cli_only_bad_input_becomes_exit_code_2(monkeypatch, capsys):
+    """A UsageError is the user's: one line, exit 2. A TypeError is a bug: it propagates."""
+    def usage(args):
+        raise UsageError("--q is wrong")
+
+    def bug(args):
+        raise TypeError("unsupported operand")
+
+    monkeypatch.setattr(cli_explain, "run", usage)
+    assert main(["explain", *EXAMPLE]) == 2
+    assert capsys.readouterr().err == "attnlab explain: error: --q is wrong\n"
+    monkeypatch.setattr(cli_explain, "run", bug)
+    with pytest.raises(TypeError, match="unsupported operand"):
+        main(["explain", *EXAMPLE])

@@ -9,7 +9,7 @@ import torch
 
 from attnlab.io import save_checkpoint
 from attnlab.models.classifier import ClassifierConfig, TextClassifier
-from attnlab.text import train_tokenizer
+from attnlab.text import TextTokenizer
 
 TEXTS = ["a good film", "a bad film", "great acting and a fine story", "dull , boring and long",
          "the best movie of the year", "the worst plot", "i loved it", "i hated it"]
@@ -22,13 +22,13 @@ def make_tiny_run(folder: Path, *, pooling: str = "cls", n_layers: int = 2, n_he
                   seed: int = 0, train_steps: int = 30, max_len: int = 64) -> Path:
     """Write the checkpoint, after ``train_steps`` full-batch Adam steps on :data:`TEXTS`."""
     torch.manual_seed(seed)
-    tokenizer = train_tokenizer([*TEXTS, XSS], vocab_size=64, kind="word")
-    config = ClassifierConfig(vocab_size=tokenizer.get_vocab_size(), d_model=16,
+    tokenizer = TextTokenizer.train([*TEXTS, XSS], vocab_size=64, kind="word")
+    config = ClassifierConfig(vocab_size=tokenizer.vocab_size, d_model=16,
                               n_heads=n_heads, n_layers=n_layers, d_ff=32, max_len=max_len,
                               pooling=pooling, dropout=0.0)
     model = TextClassifier(config)
     if train_steps:
-        encodings = tokenizer.encode_batch(TEXTS)
+        encodings = tokenizer.tokenizer.encode_batch(TEXTS)
         L = max(len(e.ids) for e in encodings)
         ids = torch.tensor([e.ids + [0] * (L - len(e.ids)) for e in encodings])  # (B, L)
         mask = (ids != 0).long()  # (B, L)

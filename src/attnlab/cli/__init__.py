@@ -1,7 +1,7 @@
 """The ``attnlab`` command line: one subcommand per task, each a thin layer over the library.
 
 Each subcommand is added by an ``_add_<name>(subparsers)`` function below and runs through its
-``func``; the work itself lives in the library modules (the ``cli_*`` modules only parse and
+``func``; the work itself lives in the library (the modules of this package only parse and
 print).
 """
 
@@ -10,8 +10,21 @@ from __future__ import annotations
 import argparse
 import sys
 
+from attnlab.cli import explain as cli_explain
+from attnlab.cli import inspect as cli_inspect
+from attnlab.cli import train as cli_train
+from attnlab.errors import UsageError
+from attnlab.io import CheckpointError
+
+__all__ = ["build_parser", "main"]
+
+# Errors of bad input, printed as one line with exit code 2. Anything else (a TypeError, say)
+# is a bug and keeps its traceback.
+USER_ERRORS = (UsageError, CheckpointError, ValueError, FileNotFoundError, ImportError)
+
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``attnlab`` parser with every subcommand."""
     parser = argparse.ArgumentParser(
         prog="attnlab", description="Self-attention and multi-head attention for NLP."
     )
@@ -22,17 +35,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command in ``argv`` (default ``sys.argv[1:]``); its exit code, 2 for bad input."""
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, TypeError, ImportError) as err:
+    except USER_ERRORS as err:
         print(f"attnlab {args.command}: error: {err}", file=sys.stderr)
         return 2
 
 
 def _add_explain(sub) -> None:
-    from attnlab.cli import explain as cli_explain
-
     parser = sub.add_parser(
         "explain", help="attention on small matrices, step by step",
         description="Show each step of softmax(Q Kᵀ · scale + mask) V on matrices given as JSON.",
@@ -44,8 +56,6 @@ def _add_explain(sub) -> None:
 
 
 def _add_show(sub) -> None:
-    from attnlab.cli import inspect as cli_inspect
-
     parser = sub.add_parser(
         "show", help="draw a model's attention on sentences (PNG, HTML explorer)",
         description="Print the prediction and rollout relevance of each sentence; draw a heat "
@@ -59,8 +69,6 @@ def _add_show(sub) -> None:
 
 
 def _add_heads(sub) -> None:
-    from attnlab.cli import inspect as cli_inspect
-
     parser = sub.add_parser(
         "heads", help="importance, statistics and pruning curve of every head",
         description="Per layer and head: importance (Michel et al. 2019), entropy, attention "
@@ -73,8 +81,6 @@ def _add_heads(sub) -> None:
 
 
 def _add_serve(sub) -> None:
-    from attnlab.cli import inspect as cli_inspect
-
     parser = sub.add_parser(
         "serve", help="live attention explorer in the browser",
         description="Serve a page to type a sentence and see the prediction, the rollout and "
@@ -86,8 +92,6 @@ def _add_serve(sub) -> None:
 
 
 def _add_train(sub) -> None:
-    from attnlab.cli import train as cli_train
-
     parser = sub.add_parser(
         "train", help="train a Transformer classifier (tokenizer included) into a run folder, "
                       "or fine-tune a pretrained encoder (--init)",
@@ -105,8 +109,6 @@ def _add_train(sub) -> None:
 
 
 def _add_evaluate(sub) -> None:
-    from attnlab.cli import train as cli_train
-
     parser = sub.add_parser(
         "evaluate", help="loss, accuracy and F1 of a trained run on a split",
         description="Evaluate a run folder's best checkpoint on a labelled split.",
@@ -117,8 +119,6 @@ def _add_evaluate(sub) -> None:
 
 
 def _add_predict(sub) -> None:
-    from attnlab.cli import train as cli_train
-
     parser = sub.add_parser(
         "predict", help="label and probability of each text",
         description="Classify texts given as arguments and/or lines of --file.",
@@ -129,8 +129,6 @@ def _add_predict(sub) -> None:
 
 
 def _add_experiment(sub) -> None:
-    from attnlab.cli import train as cli_train
-
     parser = sub.add_parser(
         "experiment", help="single- vs multi-head, or positional encodings, over seeds",
         description="Train each variant with several seeds, everything else equal; write "

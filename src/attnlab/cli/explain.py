@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from attnlab.attention import AttentionSteps, explain_attention
+from attnlab.errors import UsageError
 
 __all__ = ["add_arguments", "format_json", "format_text", "parse_matrix", "run"]
 
@@ -41,24 +42,24 @@ def run(args: argparse.Namespace) -> int:
     """Parse the matrices, explain the attention, print it."""
     q, k, v = (parse_matrix(getattr(args, n), f"--{n}") for n in ("q", "k", "v"))
     if k.shape[1] != q.shape[1]:
-        raise ValueError(f"--k rows must have as many numbers as --q rows (d_k): --q is "
+        raise UsageError(f"--k rows must have as many numbers as --q rows (d_k): --q is "
                          f"{_dims(q)}, --k is {_dims(k)}")
     if v.shape[0] != k.shape[0]:
-        raise ValueError(f"--v must have as many rows as --k (one value per key): --k is "
+        raise UsageError(f"--v must have as many rows as --k (one value per key): --k is "
                          f"{_dims(k)}, --v is {_dims(v)}")
     mask = None
     if args.mask is not None:
         mask = parse_matrix(args.mask, "--mask")
         if mask.shape != (q.shape[0], k.shape[0]):
-            raise ValueError(f"--mask must be L × S = {q.shape[0]} × {k.shape[0]} (queries × "
+            raise UsageError(f"--mask must be L × S = {q.shape[0]} × {k.shape[0]} (queries × "
                              f"keys), got {_dims(mask)}")
         if not ((mask == 0) | (mask == 1)).all():
-            raise ValueError("--mask entries must be 0 (blocked) or 1 (attend)")
+            raise UsageError("--mask entries must be 0 (blocked) or 1 (attend)")
         mask = mask.bool()
     if args.scale is not None and not math.isfinite(args.scale):
-        raise ValueError(f"--scale must be a finite number, got {args.scale}")
+        raise UsageError(f"--scale must be a finite number, got {args.scale}")
     if args.decimals < 0:
-        raise ValueError(f"--decimals must be >= 0, got {args.decimals}")
+        raise UsageError(f"--decimals must be >= 0, got {args.decimals}")
     steps = explain_attention(q, k, v, mask, args.scale, is_causal=args.causal)
     text = format_json(steps, q, k, v, args.decimals) if args.json else format_text(
         steps, q, k, v, args.decimals)
@@ -67,25 +68,26 @@ def run(args: argparse.Namespace) -> int:
 
 
 def parse_matrix(text: str, option: str) -> Tensor:
-    """A rectangular JSON matrix of numbers as a float64 tensor; errors name ``option``."""
+    """A rectangular JSON matrix of numbers as a float64 tensor; errors (:class:`UsageError`)
+    name ``option``."""
     try:
         data = json.loads(text)
     except json.JSONDecodeError as err:
-        raise ValueError(f"{option}: not valid JSON ({err.msg} at column {err.colno}): "
+        raise UsageError(f"{option}: not valid JSON ({err.msg} at column {err.colno}): "
                          f"{text!r}") from None
     if not (isinstance(data, list) and data and all(isinstance(row, list) for row in data)):
-        raise ValueError(f"{option}: expected a non-empty matrix, a JSON list of rows such as "
+        raise UsageError(f"{option}: expected a non-empty matrix, a JSON list of rows such as "
                          f"{_EXAMPLE}, got {text!r}")
     lengths = [len(row) for row in data]
     if len(set(lengths)) != 1:
-        raise ValueError(f"{option}: ragged matrix, its rows have lengths {lengths}; every row "
+        raise UsageError(f"{option}: ragged matrix, its rows have lengths {lengths}; every row "
                          f"must have the same length")
     if lengths[0] == 0:
-        raise ValueError(f"{option}: the rows are empty")
+        raise UsageError(f"{option}: the rows are empty")
     for row in data:
         for x in row:
             if isinstance(x, bool) or not isinstance(x, int | float) or not math.isfinite(x):
-                raise ValueError(f"{option}: entries must be finite numbers, got {x!r}")
+                raise UsageError(f"{option}: entries must be finite numbers, got {x!r}")
     return torch.tensor(data, dtype=torch.float64)
 
 

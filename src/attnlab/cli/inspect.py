@@ -1,5 +1,5 @@
 """``attnlab show``, ``attnlab heads`` and ``attnlab serve``: thin wrappers over
-:mod:`attnlab.inspect`."""
+:mod:`attnlab.inspect` (parse, call, print)."""
 
 from __future__ import annotations
 
@@ -7,12 +7,38 @@ import argparse
 import time
 from pathlib import Path
 
+from attnlab.errors import UsageError
+from attnlab.inspect.app import MAX_CHARS, serve
+from attnlab.inspect.head_report import (
+    compare_pruned,
+    encode_batches,
+    format_curve,
+    format_table,
+    head_report,
+    heads_to_prune,
+    write_report,
+)
+from attnlab.inspect.html import attention_view
+from attnlab.inspect.pictures import head_grid, heatmap, relevance_plot
+from attnlab.inspect.subject import load_subject, save_pruned_run
+from attnlab.text import load_split
+
+__all__ = [
+    "add_heads_arguments",
+    "add_serve_arguments",
+    "add_show_arguments",
+    "run_heads",
+    "run_serve",
+    "run_show",
+]
+
 MODEL_HELP = "a training run or checkpoint folder, or a pretrained name (all-MiniLM-L6-v2)"
 
 
 # --- show -------------------------------------------------------------------------------------
 
 def add_show_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``attnlab show``."""
     parser.add_argument("model", help=MODEL_HELP)
     parser.add_argument("texts", nargs="+", metavar="TEXT", help="sentence(s) to look at")
     parser.add_argument("--layer", type=int, help="layer to draw (default: rollout only)")
@@ -23,12 +49,9 @@ def add_show_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_show(args: argparse.Namespace) -> int:
-    from attnlab.inspect.html import attention_view
-    from attnlab.inspect.pictures import head_grid, heatmap, relevance_plot
-    from attnlab.inspect.subject import load_subject
-
+    """Print each sentence's prediction and rollout; draw the picture and page asked for."""
     if args.head is not None and args.layer is None:
-        raise ValueError("--head needs --layer")
+        raise UsageError("--head needs --layer")
     subject = load_subject(args.model)
     attended = subject.attend(args.texts)
     for a in attended:
@@ -42,7 +65,7 @@ def run_show(args: argparse.Namespace) -> int:
     first = attended[0]
     n_layers = len(first.weights)
     if args.layer is not None and not -n_layers <= args.layer < n_layers:
-        raise ValueError(f"--layer must be in [0, {n_layers}) for {subject.name}, got "
+        raise UsageError(f"--layer must be in [0, {n_layers}) for {subject.name}, got "
                          f"{args.layer}")
     if args.out is not None:
         if args.layer is None:
@@ -53,7 +76,7 @@ def run_show(args: argparse.Namespace) -> int:
             if args.head is None:
                 fig = head_grid(w, first.tokens, layer=args.layer)
             elif not 0 <= args.head < w.shape[0]:
-                raise ValueError(f"--head must be in [0, {w.shape[0]}) for layer {args.layer}, "
+                raise UsageError(f"--head must be in [0, {w.shape[0]}) for layer {args.layer}, "
                                  f"got {args.head}")
             else:
                 fig = heatmap(w[args.head], first.tokens,
@@ -69,6 +92,7 @@ def run_show(args: argparse.Namespace) -> int:
 # --- heads ------------------------------------------------------------------------------------
 
 def add_heads_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``attnlab heads``."""
     parser.add_argument("run", type=Path, help="a training run or checkpoint folder")
     parser.add_argument("--data", default="sst2",
                         help="data set name (looked up under $ATTNLAB_DATA) or folder")
@@ -84,28 +108,17 @@ def add_heads_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_heads(args: argparse.Namespace) -> int:
-    from attnlab.inspect.head_report import (
-        compare_pruned,
-        encode_batches,
-        format_curve,
-        format_table,
-        head_report,
-        heads_to_prune,
-        write_report,
-    )
-    from attnlab.inspect.subject import load_subject, save_pruned_run
-    from attnlab.text import load_split
-
+    """Measure every head, write and print the report; prune for real with ``--prune``."""
     if args.batch_size < 1:
-        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+        raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.prune is not None and not (0 < args.prune < 1 and args.pruned_out):
-        raise ValueError("--prune needs a share in (0, 1) and --pruned-out FOLDER")
+        raise UsageError("--prune needs a share in (0, 1) and --pruned-out FOLDER")
     subject = load_subject(args.run)
     data = load_split(args.data, args.split)
     texts, labels = data.texts, data.labels
     if args.max_examples is not None:
         if args.max_examples < 1:
-            raise ValueError(f"--max-examples must be >= 1, got {args.max_examples}")
+            raise UsageError(f"--max-examples must be >= 1, got {args.max_examples}")
         texts, labels = texts[:args.max_examples], labels[:args.max_examples]
     start = time.perf_counter()
     report = head_report(subject, texts, labels, data_name=f"{args.data} {args.split}",
@@ -133,8 +146,7 @@ def run_heads(args: argparse.Namespace) -> int:
 # --- serve ------------------------------------------------------------------------------------
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
-    from attnlab.inspect.app import MAX_CHARS
-
+    """The options of ``attnlab serve``."""
     parser.add_argument("model", help=MODEL_HELP)
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to bind (default 127.0.0.1: this machine only)")
@@ -144,9 +156,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    from attnlab.inspect.app import serve
-    from attnlab.inspect.subject import load_subject
-
+    """Load the model and serve the explorer until interrupted."""
     subject = load_subject(args.model)
     print(f"attnlab: serving {subject.name} on http://{args.host}:{args.port}/")
     serve(subject, host=args.host, port=args.port, max_chars=args.max_chars)

@@ -1,5 +1,5 @@
 """Command-line options generated from config dataclasses: one option per field, its help the
-field's comment, its default the dataclass default (so defaults live in one place).
+field's ``metadata["help"]``, its default the dataclass default (so defaults live in one place).
 
 Options not given stay out of the parsed namespace, so :func:`options_given` tells explicit
 choices from defaults (needed to check a resumed run against its saved settings).
@@ -9,13 +9,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import inspect
-import re
 from typing import Any
 
 __all__ = ["add_config_options", "options_given"]
-
-_FIELD_LINE = re.compile(r"^\s+(\w+)\s*:\s*([^=]+?)\s*=\s*.+?#\s*(.+)$")
 
 
 def add_config_options(
@@ -38,16 +34,12 @@ def add_config_options(
     Booleans become ``--x/--no-x``; ``T | None`` fields accept ``none``.
     """
     rename = rename or {}
-    comments = _field_comments(cls)
-    defaults = cls.__dataclass_fields__
     for f in dataclasses.fields(cls):
         if f.name in skip:
             continue
         flag = "--" + rename.get(f.name, f.name).replace("_", "-")
         annotation = str(f.type)
-        default = defaults[f.name].default
-        shown = "(required)" if default is dataclasses.MISSING else f"default: {default}"
-        help_text = f"{comments.get(f.name, f.name)} [{shown}]".replace("%", "%%")
+        help_text = f"{f.metadata.get('help', f.name)} [{_shown_default(f)}]".replace("%", "%%")
         kwargs: dict[str, Any] = {"dest": f"{group}.{f.name}", "default": argparse.SUPPRESS,
                                   "help": help_text}
         if annotation == "bool":
@@ -64,7 +56,16 @@ def options_given(args: argparse.Namespace, group: str) -> dict[str, Any]:
     return {k[len(prefix):]: v for k, v in vars(args).items() if k.startswith(prefix)}
 
 
+def _shown_default(f: dataclasses.Field) -> str:
+    if f.default is not dataclasses.MISSING:
+        return f"default: {f.default}"
+    if f.default_factory is not dataclasses.MISSING:
+        return f"default: {f.default_factory()}"
+    return "(required)"
+
+
 def _converter(annotation: str, flag: str):
+    """Text -> the field's type (``none`` -> None for optional fields), naming ``flag`` on error."""
     kinds = [part.strip() for part in annotation.split("|")]
     optional = "None" in kinds
     base = {"int": int, "float": float, "str": str}.get(kinds[0], str)
@@ -81,17 +82,3 @@ def _converter(annotation: str, flag: str):
 
     convert.__name__ = kinds[0]
     return convert
-
-
-def _field_comments(cls: type) -> dict[str, str]:
-    """``{field: its trailing comment}`` read from the class source."""
-    try:
-        source = inspect.getsource(cls)
-    except (OSError, TypeError):  # pragma: no cover - source not available
-        return {}
-    found = {}
-    for line in source.splitlines():
-        match = _FIELD_LINE.match(line)
-        if match:
-            found.setdefault(match.group(1), match.group(3).strip())
-    return found

@@ -33,6 +33,7 @@ from attnlab.inspect.importance import HeadImportance, head_importance
 from attnlab.inspect.statistics import HeadStats, head_statistics
 from attnlab.inspect.subject import Encoded, Subject
 from attnlab.io.atomic import write_text_atomic
+from attnlab.text import by_length
 
 __all__ = [
     "HeadReport",
@@ -66,12 +67,11 @@ class HeadReport:
 
 
 def encode_batches(subject: Subject, texts: Sequence[str], labels: Sequence[int], batch_size: int
-             ) -> list[tuple[Encoded, Tensor]]:
-    """Texts sorted by length and cut into padded batches (little padding)."""
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+                   ) -> list[tuple[Encoded, Tensor]]:
+    """Texts grouped by token length and cut into padded batches (little padding)."""
+    lengths = [len(ids) for ids in subject.tokenizer.encode(texts, allow_empty=True)]
     out = []
-    for start in range(0, len(order), batch_size):
-        rows = order[start:start + batch_size]
+    for rows in by_length(lengths, batch_size):
         enc = subject.encode([texts[i] for i in rows])
         out.append((enc, torch.tensor([labels[i] for i in rows], dtype=torch.long)))  # (B,)
     return out

@@ -19,15 +19,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from tokenizers import Tokenizer
 from torch import Tensor, nn
 
 from attnlab.inspect.capture import capture
 from attnlab.inspect.pruning import prune_heads
 from attnlab.inspect.rollout import attention_rollout
+from attnlab.io.checkpoint import FORMAT, save_checkpoint
+from attnlab.io.pretrained import load_pretrained
 from attnlab.io.registry import KEPT_HEADS_KEY, LoadedModel, load_model
+from attnlab.models.prediction import Prediction
+from attnlab.text import TextTokenizer, pad_sequences
 
-__all__ = ["Attended", "Encoded", "Prediction", "Subject", "load_subject", "save_pruned_run"]
+__all__ = ["Attended", "Encoded", "Subject", "load_subject", "save_pruned_run"]
 
 
 @dataclass(frozen=True)
@@ -39,15 +42,6 @@ class Encoded:
     special_mask: Tensor  # (B, L) long, 1 = special token ([CLS], [SEP], ...)
     tokens: list[list[str]]  # per text, its real tokens
     truncated: list[bool]  # per text, whether it was cut to max_length
-
-
-@dataclass(frozen=True)
-class Prediction:
-    """A classifier's answer for one text."""
-
-    label: str  # the most probable class
-    index: int  # its index
-    probs: list[float]  # softmax over the C classes
 
 
 @dataclass(frozen=True)
@@ -71,27 +65,30 @@ class Subject:
     Attributes:
         model: a module built from MultiHeadAttention; ``model(input_ids, attention_mask)``
             returns logits ``(B, C)``, an object with ``.logits``, or hidden states (encoder).
-        tokenizer: a ``tokenizers.Tokenizer`` that adds the special tokens itself.
+        tokenizer: turns texts into the model's inputs; it truncates to the model's longest
+            input (``tokenizer.max_length``).
         labels: class names, or ``None`` when the model has no classification head.
         pooling: ``"cls"`` or ``"mean"``: which rows the prediction reads (for rollout).
-        max_length: longest input in tokens; longer texts are truncated.
         name: shown in pictures and pages.
     """
 
     model: nn.Module
-    tokenizer: Tokenizer
+    tokenizer: TextTokenizer
     labels: list[str] | None
     pooling: str
-    max_length: int
     name: str
 
     def __post_init__(self) -> None:
         if self.pooling not in ("cls", "mean"):
             raise ValueError(f"pooling must be 'cls' or 'mean', got {self.pooling!r}")
-        if not isinstance(self.max_length, int) or self.max_length < 1:
-            raise ValueError(f"max_length must be an integer >= 1, got {self.max_length!r}")
-        self.tokenizer.no_padding()
-        self.tokenizer.enable_truncation(max_length=self.max_length)
+        if self.tokenizer.max_length is None:
+            raise ValueError("the tokenizer must truncate to the model's longest input "
+                             "(TextTokenizer(..., max_length=N))")
+
+    @property
+    def max_length(self) -> int:
+        """Longest input in tokens; longer texts are truncated."""
+        return self.tokenizer.max_length
 
     def encode(self, texts: Sequence[str]) -> Encoded:
         """Tokenize and pad ``texts``."""
@@ -99,20 +96,12 @@ class Subject:
             raise TypeError("texts must be a sequence of strings")
         if not texts:
             raise ValueError("texts must not be empty")
-        encodings = self.tokenizer.encode_batch(list(texts))
-        L = max(len(e.ids) for e in encodings)
-        pad = self.tokenizer.token_to_id("[PAD]") or 0
-
-        def padded(rows: list[list[int]], fill: int) -> Tensor:
-            return torch.tensor([r + [fill] * (L - len(r)) for r in rows], dtype=torch.long)
-
+        seen = self.tokenizer.tokenize(texts)
+        batch = self.tokenizer.pad([t.ids for t in seen])  # (B, L) each
         return Encoded(
-            input_ids=padded([e.ids for e in encodings], pad),  # (B, L)
-            attention_mask=padded([[1] * len(e.ids) for e in encodings], 0),  # (B, L)
-            special_mask=padded([e.special_tokens_mask for e in encodings], 0),  # (B, L)
-            tokens=[list(e.tokens) for e in encodings],
-            truncated=[bool(e.overflowing) for e in encodings],
-        )
+            input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+            special_mask=pad_sequences([t.special for t in seen], 0)[0],  # (B, L)
+            tokens=[t.tokens for t in seen], truncated=[t.truncated for t in seen])
 
     def logits(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor | None:
         """The model's class scores ``(B, C)``, or ``None`` if it has no classification head."""
@@ -141,8 +130,7 @@ class Subject:
             n = len(enc.tokens[b])
             prediction = None
             if probs is not None:
-                index = int(probs[b].argmax())
-                prediction = Prediction(self.labels[index], index, probs[b].tolist())
+                prediction = Prediction.from_probs(text, self.labels, probs[b].tolist())
             out.append(Attended(
                 text=text, tokens=enc.tokens[b], special=enc.special_mask[b, :n].tolist(),
                 layer_names=[n_ for n_ in cap.names if n_ in cap.weights],
@@ -169,17 +157,12 @@ def load_subject(spec: str | os.PathLike, *, device: str = "cpu") -> Subject:
     if (path.is_dir() and not _is_pretrained_dir(path)) or (
             not path.is_dir() and path.parent != Path(".")):
         return _load_run(path, device)
-    from attnlab.io import load_pretrained
-
     encoder = load_pretrained(str(spec), device=device)
-    return Subject(encoder, Tokenizer.from_file(str(encoder.tokenizer.path)), labels=None,
-                   pooling="mean", max_length=encoder.tokenizer.max_length, name=str(spec))
+    return Subject(encoder, encoder.tokenizer, labels=None, pooling="mean", name=str(spec))
 
 
 def _is_pretrained_dir(path: Path) -> bool:
     """A Hugging Face model folder (its config.json is not an attnlab checkpoint's)."""
-    from attnlab.io.checkpoint import FORMAT
-
     config = path / "config.json"
     if not config.is_file():
         return False
@@ -204,8 +187,6 @@ def save_pruned_run(run: str | os.PathLike, heads, out: str | os.PathLike) -> Pa
         out: the new checkpoint folder; its config records the remaining heads under
             ``kept_heads`` so that :func:`load_subject` rebuilds the smaller model.
     """
-    from attnlab.io.checkpoint import save_checkpoint
-
     run_model = _read_run(Path(run))
     config = {k: v for k, v in run_model.config.items() if k not in ("format", "version")}
     config[KEPT_HEADS_KEY] = prune_heads(run_model.model, heads,
@@ -219,5 +200,4 @@ def _load_run(path: Path, device: str) -> Subject:
         raise FileNotFoundError(f"{run_model.path} has no tokenizer.json; cannot turn text "
                                 f"into ids")
     return Subject(run_model.model.to(device).eval(), run_model.tokenizer,
-                   labels=run_model.labels, pooling=run_model.pooling,
-                   max_length=run_model.max_length, name=str(path))
+                   labels=run_model.labels, pooling=run_model.pooling, name=str(path))

@@ -20,7 +20,7 @@ from torch import Tensor
 from attnlab.models.bert import BertConfig, BertModel
 from attnlab.models.bert_classifier import BertClassifierConfig, BertForSequenceClassification
 from attnlab.models.sentence_encoder import SentenceEncoder
-from attnlab.text.bert_tokenizer import BertTokenizer
+from attnlab.text.tokenizer import TextTokenizer
 
 __all__ = ["KNOWN_MODELS", "bert_weight_names", "load_bert_state", "load_pretrained",
            "load_pretrained_classifier", "resolve_model_dir"]
@@ -177,7 +177,7 @@ def load_pretrained(
     if not 2 <= max_length <= config.max_position_embeddings:
         raise ValueError(f"max_length must be in [2, max_position_embeddings="
                          f"{config.max_position_embeddings}], got {max_length}")
-    tokenizer = BertTokenizer(folder / "tokenizer.json", max_length=max_length)
+    tokenizer = TextTokenizer.load(folder / "tokenizer.json", max_length=max_length)
     if tokenizer.vocab_size > config.vocab_size:
         raise ValueError(f"{folder}: tokenizer has {tokenizer.vocab_size} tokens but the model's "
                          f"vocab_size is {config.vocab_size}")

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tokenizers import Tokenizer
 from torch import nn
 
 from attnlab.attention.multihead import MultiHeadAttention
@@ -21,7 +20,7 @@ from attnlab.io.checkpoint import CheckpointError, load_checkpoint, load_weights
 from attnlab.models.bert import BertConfig, BertModel
 from attnlab.models.bert_classifier import BertClassifierConfig, BertForSequenceClassification
 from attnlab.models.classifier import ClassifierConfig, TextClassifier
-from attnlab.text.bert_tokenizer import BertTokenizer
+from attnlab.text.tokenizer import TextTokenizer
 
 __all__ = [
     "KEPT_HEADS_KEY",
@@ -117,8 +116,8 @@ class LoadedModel:
 
     Attributes:
         model: the module, pruned as recorded, weights loaded.
-        tokenizer: the checkpoint's ``tokenizers.Tokenizer`` (no padding, no truncation: the
-            caller truncates to ``max_length``), or ``None`` if it has none.
+        tokenizer: the checkpoint's tokenizer, truncating to ``max_length``, or ``None`` if it
+            has none.
         labels: class names (``"0"``, ``"1"``, ... when the checkpoint records none).
         pooling: ``"cls"`` or ``"mean"``: what the classification head reads.
         max_length: longest input in tokens.
@@ -128,7 +127,7 @@ class LoadedModel:
     """
 
     model: nn.Module
-    tokenizer: Tokenizer | None
+    tokenizer: TextTokenizer | None
     labels: list[str]
     pooling: str
     max_length: int
@@ -150,9 +149,7 @@ def load_model(path: str | os.PathLike, *, device: str = "cpu") -> LoadedModel:
     load_weights(built.model, ckpt)
     tokenizer = None
     if ckpt.tokenizer_path is not None:
-        tokenizer = Tokenizer.from_file(str(ckpt.tokenizer_path))
-        tokenizer.no_padding()
-        tokenizer.no_truncation()
+        tokenizer = TextTokenizer.load(ckpt.tokenizer_path, max_length=built.max_length)
     labels = ckpt.config.get("labels") or [str(i) for i in range(built.n_classes)]
     return LoadedModel(built.model.to(device).eval(), tokenizer, [str(x) for x in labels],
                        built.pooling, built.max_length, ckpt.config, ckpt.path,
@@ -179,7 +176,7 @@ def load_bert_classifier(path: str | os.PathLike) -> BertForSequenceClassificati
     bert = BertModel(BertConfig.from_dict(config["bert"]), add_pooler=config["with_pooler"])
     tokenizer = None
     if checkpoint.tokenizer_path is not None and config.get("max_length"):
-        tokenizer = BertTokenizer(checkpoint.tokenizer_path, max_length=config["max_length"])
+        tokenizer = TextTokenizer.load(checkpoint.tokenizer_path, max_length=config["max_length"])
     model = BertForSequenceClassification(bert, BertClassifierConfig(**config["head"]), tokenizer)
     load_weights(model, checkpoint)
     return model.eval()

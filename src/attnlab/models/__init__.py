@@ -5,9 +5,11 @@ encoders and their heads. Knows only :mod:`attnlab.attention` (weights are loade
 from attnlab.models.bert import BertConfig, BertModel, BertOutput, mean_pool
 from attnlab.models.bert_classifier import BertClassifierConfig, BertForSequenceClassification
 from attnlab.models.classifier import ClassifierConfig, ClassifierOutput, TextClassifier
+from attnlab.models.prediction import Prediction
 from attnlab.models.sentence_encoder import SentenceEncoder
 
 __all__ = [
+    "Prediction",
     "BertClassifierConfig",
     "BertConfig",
     "BertForSequenceClassification",

@@ -10,7 +10,7 @@ Legend: ``B`` batch, ``T`` sequence length, ``D`` ``d_model``, ``C`` classes, ``
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, NamedTuple
 
 import torch
@@ -49,23 +49,35 @@ class ClassifierConfig:
     rotary 0.396 ± 0.005), none 0.401 and sinusoidal ones worse (0.415).
     """
 
-    vocab_size: int  # V, rows of the token embedding (the tokenizer's vocabulary size)
-    n_classes: int = 2  # C, output classes
-    d_model: int = 256  # D, width of embeddings and of every layer
-    n_heads: int = 4  # H, attention heads; d_model must be divisible by n_heads
-    n_layers: int = 2  # encoder layers
-    d_ff: int = 512  # feed-forward hidden size
-    dropout: float = 0.4  # on embeddings, sub-layer outputs and inside the feed-forward net
-    attn_dropout: float = 0.0  # on the attention weights
-    positional: str = "rotary"  # "none" | "sinusoidal" | "learned" | "rotary"
-    max_len: int = 128  # longest input accepted (positions 0 .. max_len-1)
-    norm_first: bool = True  # pre-norm (True) or post-norm (False) layers
-    pooling: str = "mean"  # "mean", "max" or "attention" over real tokens, or "cls" (first)
-    word_dropout: float = 0.1  # training only: share of word tokens replaced by [UNK]
-    embed_init_std: float = 0.02  # std of the normal init of token embeddings (torch's is 1.0)
-    pad_token_id: int = 0  # id of [PAD]; its embedding stays zero
-    unk_token_id: int = 1  # id of [UNK], what word dropout substitutes
-    n_special_tokens: int = 4  # ids below this ([PAD], [UNK], [CLS], [SEP]) are never dropped
+    vocab_size: int = field(metadata={
+        "help": "V, rows of the token embedding (the tokenizer's vocabulary size)"})
+    n_classes: int = field(default=2, metadata={"help": "C, output classes"})
+    d_model: int = field(default=256, metadata={
+        "help": "D, width of embeddings and of every layer"})
+    n_heads: int = field(default=4, metadata={
+        "help": "H, attention heads; d_model must be divisible by n_heads"})
+    n_layers: int = field(default=2, metadata={"help": "encoder layers"})
+    d_ff: int = field(default=512, metadata={"help": "feed-forward hidden size"})
+    dropout: float = field(default=0.4, metadata={
+        "help": "on embeddings, sub-layer outputs and inside the feed-forward net"})
+    attn_dropout: float = field(default=0.0, metadata={"help": "on the attention weights"})
+    positional: str = field(default="rotary", metadata={
+        "help": '"none" | "sinusoidal" | "learned" | "rotary"'})
+    max_len: int = field(default=128, metadata={
+        "help": "longest input accepted (positions 0 .. max_len-1)"})
+    norm_first: bool = field(default=True, metadata={
+        "help": "pre-norm (True) or post-norm (False) layers"})
+    pooling: str = field(default="mean", metadata={
+        "help": '"mean", "max" or "attention" over real tokens, or "cls" (first)'})
+    word_dropout: float = field(default=0.1, metadata={
+        "help": "training only: share of word tokens replaced by [UNK]"})
+    embed_init_std: float = field(default=0.02, metadata={
+        "help": "std of the normal init of token embeddings (torch's is 1.0)"})
+    pad_token_id: int = field(default=0, metadata={"help": "id of [PAD]; its embedding stays zero"})
+    unk_token_id: int = field(default=1, metadata={
+        "help": "id of [UNK], what word dropout substitutes"})
+    n_special_tokens: int = field(default=4, metadata={
+        "help": "ids below this ([PAD], [UNK], [CLS], [SEP]) are never dropped"})
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "n_classes", "d_model", "n_heads", "n_layers", "d_ff",

@@ -25,8 +25,8 @@ class SentenceEncoder(nn.Module):
 
     Args:
         bert: the encoder.
-        tokenizer: turns texts into ids for ``bert``: ``encode_unpadded(texts)`` and
-            ``pad(ids)``, as :class:`attnlab.text.BertTokenizer`.
+        tokenizer: turns texts into padded batches for ``bert``, as
+            :class:`attnlab.text.TextTokenizer` does (``batches(texts, batch_size, ...)``).
     """
 
     def __init__(self, bert: BertModel, tokenizer: Any) -> None:
@@ -75,22 +75,20 @@ class SentenceEncoder(nn.Module):
         if dtype is not None and not dtype.is_floating_point:
             raise TypeError(f"dtype must be a floating dtype, got {dtype}")
         single = isinstance(texts, str)
-        ids = self.tokenizer.encode_unpadded(texts)  # T lists, [CLS] ... [SEP]
+        texts = [texts] if single else texts
         bert = self._bert_in(dtype)
         device = next(bert.parameters()).device
-        lengths = torch.tensor([len(x) for x in ids], dtype=torch.long)  # (T,)
-        order = torch.argsort(lengths, descending=True, stable=True)  # longest first
-        embeddings = torch.empty(len(ids), self.config.hidden_size, device=device)  # (T, D)
+        embeddings = torch.empty(len(texts), self.config.hidden_size, device=device)  # (T, D)
         with torch.inference_mode():
-            for start in range(0, len(ids), batch_size):
-                rows = order[start:start + batch_size]  # (B,), on the CPU
-                batch = self.tokenizer.pad([ids[int(r)] for r in rows]).to(device)
+            for rows, batch in self.tokenizer.batches(texts, batch_size, longest_first=True,
+                                                      allow_empty=True):
+                batch = batch.to(device)
                 hidden = bert(batch.input_ids, batch.attention_mask,
                               skip_padding=True).last_hidden_state  # (B, L, D)
                 pooled = mean_pool(hidden.float(), batch.attention_mask)  # (B, D)
                 if normalize:
                     pooled = F.normalize(pooled, p=2, dim=-1)
-                embeddings[rows.to(device)] = pooled
+                embeddings[torch.tensor(rows, device=device)] = pooled
         return embeddings[0] if single else embeddings
 
     def _bert_in(self, dtype: torch.dtype | None) -> BertModel:

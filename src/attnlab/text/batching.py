@@ -3,9 +3,9 @@
 Each epoch, :class:`LengthGroupedBatches` shuffles the examples, cuts them into pools of
 ``pool_batches`` batches, sorts each pool by length, cuts it into batches and shuffles the batches
 ("bucket sort, then shuffle the buckets"). The order depends only on ``seed`` and the epoch set
-with :meth:`~LengthGroupedBatches.set_epoch`, so every rank of a distributed run computes the same
-batches and takes its share: batch ``rank``, ``rank + world_size``, ... (the list is first
-extended by repeating its first batches so that every rank gets the same number).
+with :meth:`~LengthGroupedBatches.set_epoch`, so every process of a distributed run computes the
+same batches (:class:`attnlab.train.sharding.ShardedBatches` then gives each its rows).
+:func:`by_length` is the same grouping without shuffling, for evaluation and inference.
 
 Legend: ``B`` batch size, ``T`` longest sequence in the batch.
 """
@@ -17,7 +17,7 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["LengthGroupedBatches", "pad_sequences"]
+__all__ = ["LengthGroupedBatches", "by_length", "pad_sequences"]
 
 
 def pad_sequences(sequences: Sequence[Sequence[int]], pad_id: int = 0) -> tuple[Tensor, Tensor]:
@@ -35,6 +35,16 @@ def pad_sequences(sequences: Sequence[Sequence[int]], pad_id: int = 0) -> tuple[
     return input_ids, attention_mask
 
 
+def by_length(lengths: Sequence[int], batch_size: int, *, longest_first: bool = False
+              ) -> list[list[int]]:
+    """Indices sorted by length (equal lengths keep their order) and cut into batches of
+    ``batch_size``, so that each batch pads little."""
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    order = sorted(range(len(lengths)), key=lengths.__getitem__, reverse=longest_first)
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+
 class LengthGroupedBatches:
     """Iterable of padded batches grouped by length, deterministic given ``seed`` and epoch.
 
@@ -47,7 +57,6 @@ class LengthGroupedBatches:
             sorted by length (for evaluation).
         seed: base seed; the epoch's generator is seeded with ``seed + epoch``.
         pool_batches: batches per sorting pool; larger pools pad less and shuffle less.
-        world_size, rank: shard batches across processes (``DistributedDataParallel``).
         drop_last: drop the last incomplete batch.
         pad_id: padding id (``[PAD]`` = 0).
 
@@ -65,8 +74,6 @@ class LengthGroupedBatches:
         shuffle: bool = True,
         seed: int = 0,
         pool_batches: int = 50,
-        world_size: int = 1,
-        rank: int = 0,
         drop_last: bool = False,
         pad_id: int = 0,
     ) -> None:
@@ -75,12 +82,9 @@ class LengthGroupedBatches:
                              f"{len(labels)}")
         if len(input_ids) == 0:
             raise ValueError("input_ids is empty")
-        for name, value in (("batch_size", batch_size), ("pool_batches", pool_batches),
-                            ("world_size", world_size)):
+        for name, value in (("batch_size", batch_size), ("pool_batches", pool_batches)):
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-        if not isinstance(rank, int) or not 0 <= rank < world_size:
-            raise ValueError(f"rank must be in [0, world_size={world_size}), got {rank!r}")
         if drop_last and len(input_ids) < batch_size:
             raise ValueError(f"drop_last with {len(input_ids)} examples < batch_size "
                              f"{batch_size} leaves no batch")
@@ -90,7 +94,7 @@ class LengthGroupedBatches:
         if int(self.lengths.min()) == 0:
             raise ValueError(f"example {int(self.lengths.argmin())} has no tokens")
         self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
-        self.pool_batches, self.world_size, self.rank = pool_batches, world_size, rank
+        self.pool_batches = pool_batches
         self.drop_last, self.pad_id = drop_last, pad_id
         self.epoch = 0
 
@@ -99,31 +103,28 @@ class LengthGroupedBatches:
         self.epoch = int(epoch)
 
     def batch_indices(self) -> list[list[int]]:
-        """This rank's batches for the current epoch, as lists of example indices."""
+        """The current epoch's batches, as lists of example indices."""
         N, size = len(self.input_ids), self.batch_size
-        if self.shuffle:
+        if not self.shuffle:
+            batches = by_length(self.lengths.tolist(), size)
+        else:
             g = torch.Generator().manual_seed(self.seed + self.epoch)
             order = torch.randperm(N, generator=g, device="cpu")  # (N,)
             pool = size * self.pool_batches
             pools = [order[i:i + pool] for i in range(0, N, pool)]
             # Stable sort of an already random order keeps equal lengths randomly ordered.
             order = torch.cat([p[torch.sort(self.lengths[p], stable=True).indices] for p in pools])
-        else:
-            order = torch.sort(self.lengths, stable=True).indices  # (N,)
-        batches = [order[i:i + size].tolist() for i in range(0, N, size)]
+            batches = [order[i:i + size].tolist() for i in range(0, N, size)]
         if self.drop_last and len(batches[-1]) < size:
             batches.pop()
         if self.shuffle:
             perm = torch.randperm(len(batches), generator=g, device="cpu").tolist()
             batches = [batches[i] for i in perm]
-        n = len(batches)  # repeat the first batches so every rank gets as many:
-        batches += [batches[i % n] for i in range(-n % self.world_size)]
-        return batches[self.rank::self.world_size]
+        return batches
 
     def __len__(self) -> int:
         N, size = len(self.input_ids), self.batch_size
-        n = N // size if self.drop_last else -(-N // size)
-        return -(-n // self.world_size)
+        return N // size if self.drop_last else -(-N // size)
 
     def __iter__(self) -> Iterator[dict[str, Tensor]]:
         for indices in self.batch_indices():

@@ -1,157 +1,213 @@
-"""Tokenizers trained on the training texts with the Hugging Face ``tokenizers`` library.
+"""The one tokenizer wrapper: train, load, encode and pad, over a Hugging Face ``tokenizers``
+``Tokenizer`` (the ``tokenizer.json`` format).
 
-Two kinds: ``"wordpiece"`` (sub-words, as BERT; rare words split into known pieces) and
-``"word"`` (one id per whitespace/punctuation-separated word; unknown words map to ``[UNK]``).
-Both lower-case, reserve ``[PAD]`` = 0, ``[UNK]``, ``[CLS]``, ``[SEP]``, and wrap a sequence
-as ``[CLS] tokens [SEP]`` when ``add_special_tokens=True``. Saved and loaded as ``tokenizer.json``.
+Tokenizers trained here come in two kinds: ``"wordpiece"`` (sub-words, as BERT: rare words
+split into known pieces) and ``"word"`` (one id per whitespace/punctuation-separated word;
+unknown words map to ``[UNK]``). Both lower-case and reserve ``[PAD]`` = 0, ``[UNK]``,
+``[CLS]``, ``[SEP]``, and wrap a text as ``[CLS] tokens [SEP]``. A pretrained model's
+``tokenizer.json`` (all-MiniLM-L6-v2's) loads the same way. Padding and truncation stored in a
+file are switched off: :meth:`TextTokenizer.encode` truncates, :meth:`TextTokenizer.pad` pads.
+
+Legend: ``B`` batch (texts), ``L`` longest tokenized length in the batch.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 from tokenizers.processors import TemplateProcessing
+from torch import Tensor
 
-__all__ = [
-    "SPECIAL_TOKENS",
-    "encode",
-    "encode_batch",
-    "load_tokenizer",
-    "save_tokenizer",
-    "train_tokenizer",
-]
+from attnlab.text.batching import by_length, pad_sequences
+
+__all__ = ["SPECIAL_TOKENS", "TextTokenizer", "TokenizedBatch", "TokenizedText"]
 
 PAD, UNK, CLS, SEP = "[PAD]", "[UNK]", "[CLS]", "[SEP]"
 SPECIAL_TOKENS = (PAD, UNK, CLS, SEP)  # ids 0, 1, 2, 3 in this order
 TOKENIZER_KINDS = ("wordpiece", "word")
 
 
-def train_tokenizer(
-    texts: Iterable[str],
-    vocab_size: int = 16000,
-    *,
-    kind: str = "word",
-    min_frequency: int = 1,
-) -> Tokenizer:
-    """Train a lower-casing tokenizer on ``texts``.
+@dataclass
+class TokenizedBatch:
+    """Padded token ids for a batch of texts (Hugging Face's names and conventions)."""
+
+    input_ids: Tensor  # (B, L) int64, [PAD] after the text
+    attention_mask: Tensor  # (B, L) int64, 1 = real token, 0 = padding
+    token_type_ids: Tensor  # (B, L) int64, segment ids
+
+    def to(self, device: torch.device | str) -> TokenizedBatch:
+        return TokenizedBatch(*(t.to(device) for t in
+                                (self.input_ids, self.attention_mask, self.token_type_ids)))
+
+
+@dataclass(frozen=True)
+class TokenizedText:
+    """One text as the model sees it, for inspection."""
+
+    ids: list[int]  # token ids, special tokens included, truncated
+    tokens: list[str]  # the same as strings
+    special: list[int]  # 1 where the token is a special token ([CLS], [SEP], ...)
+    truncated: bool  # the text was longer than max_length tokens
+
+
+class TextTokenizer:
+    """Texts -> token ids -> padded batches, ``[CLS] text [SEP] [PAD]...``.
 
     Args:
-        texts: training texts.
-        vocab_size: largest vocabulary, special tokens included (words beyond it are ``[UNK]``
-            for ``"word"``; pieces are merged up to it for ``"wordpiece"``).
-        kind: ``"word"`` or ``"wordpiece"``.
-        min_frequency: least count for a word or piece to enter the vocabulary.
+        tokenizer: a ``tokenizers.Tokenizer`` (its padding and truncation are switched off).
+        max_length: longest encoded text, special tokens included; ``None``: no limit.
+        path: the tokenizer.json it was read from, if any.
 
-    Returns:
-        A ``tokenizers.Tokenizer`` with ``[PAD]`` = 0, ``[UNK]`` = 1, ``[CLS]`` = 2, ``[SEP]`` = 3.
+    Example::
+
+        >>> tok = TextTokenizer.load(model_dir / "tokenizer.json", max_length=256)
+        >>> tok(["a fine film", "dull"]).input_ids.shape
+        torch.Size([2, 5])
     """
-    if kind not in TOKENIZER_KINDS:
-        raise ValueError(f"kind must be one of {TOKENIZER_KINDS}, got {kind!r}")
-    if not isinstance(vocab_size, int) or vocab_size <= len(SPECIAL_TOKENS):
-        raise ValueError(f"vocab_size must be an integer > {len(SPECIAL_TOKENS)}, "
-                         f"got {vocab_size!r}")
-    if kind == "wordpiece":
-        tokenizer = Tokenizer(models.WordPiece(unk_token=UNK))
-        trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
-                                            special_tokens=list(SPECIAL_TOKENS))
-        tokenizer.decoder = decoders.WordPiece()
-    else:
-        tokenizer = Tokenizer(models.WordLevel(unk_token=UNK))
-        trainer = trainers.WordLevelTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
-                                            special_tokens=list(SPECIAL_TOKENS))
-    tokenizer.normalizer = normalizers.Sequence(
-        [normalizers.NFD(), normalizers.Lowercase(), normalizers.StripAccents()])
-    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    texts = list(texts)
-    if not texts:
-        raise ValueError("texts is empty; cannot train a tokenizer")
-    tokenizer.train_from_iterator(texts, trainer=trainer, length=len(texts))
-    for expected, token in enumerate(SPECIAL_TOKENS):
-        if tokenizer.token_to_id(token) != expected:  # the trainers put specials first
-            raise RuntimeError(f"special token {token} got id {tokenizer.token_to_id(token)}, "
-                               f"expected {expected}")
-    tokenizer.post_processor = TemplateProcessing(
-        single=f"{CLS} $A {SEP}", special_tokens=[(CLS, 2), (SEP, 3)])
-    return tokenizer
 
+    def __init__(self, tokenizer: Tokenizer, max_length: int | None = None,
+                 path: str | os.PathLike | None = None) -> None:
+        if max_length is not None and (not isinstance(max_length, int) or max_length < 2):
+            raise ValueError(f"max_length must be an integer >= 2 ([CLS] and [SEP]), "
+                             f"got {max_length!r}")
+        tokenizer.no_padding()
+        tokenizer.no_truncation()
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.path = None if path is None else Path(path)
+        pad = tokenizer.token_to_id(PAD)
+        self.pad_token_id = 0 if pad is None else pad
 
-def save_tokenizer(tokenizer: Tokenizer, path: str | os.PathLike) -> Path:
-    """Write ``tokenizer`` as JSON to ``path`` (a file, or a directory -> ``tokenizer.json``),
-    atomically (temporary file in the same directory, fsync, rename). Returns the file path."""
-    path = Path(path)
-    if path.is_dir() or path.suffix != ".json":
-        path = path / "tokenizer.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(tokenizer.to_str())
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    return path
+    # --- making one -------------------------------------------------------------------------
 
+    @classmethod
+    def train(cls, texts: Iterable[str], vocab_size: int = 16000, *, kind: str = "word",
+              min_frequency: int = 1, max_length: int | None = None) -> TextTokenizer:
+        """Train a lower-casing tokenizer of ``kind`` on ``texts`` with at most ``vocab_size``
+        entries (special tokens included), each seen at least ``min_frequency`` times."""
+        if kind not in TOKENIZER_KINDS:
+            raise ValueError(f"kind must be one of {TOKENIZER_KINDS}, got {kind!r}")
+        if not isinstance(vocab_size, int) or vocab_size <= len(SPECIAL_TOKENS):
+            raise ValueError(f"vocab_size must be an integer > {len(SPECIAL_TOKENS)}, "
+                             f"got {vocab_size!r}")
+        texts = list(texts)
+        if not texts:
+            raise ValueError("texts is empty; cannot train a tokenizer")
+        options = dict(vocab_size=vocab_size, min_frequency=min_frequency,
+                       special_tokens=list(SPECIAL_TOKENS))
+        if kind == "wordpiece":
+            tokenizer = Tokenizer(models.WordPiece(unk_token=UNK))
+            trainer = trainers.WordPieceTrainer(**options)
+            tokenizer.decoder = decoders.WordPiece()
+        else:
+            tokenizer = Tokenizer(models.WordLevel(unk_token=UNK))
+            trainer = trainers.WordLevelTrainer(**options)
+        tokenizer.normalizer = normalizers.Sequence(
+            [normalizers.NFD(), normalizers.Lowercase(), normalizers.StripAccents()])
+        tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        tokenizer.train_from_iterator(texts, trainer=trainer, length=len(texts))
+        for expected, token in enumerate(SPECIAL_TOKENS):
+            if tokenizer.token_to_id(token) != expected:  # the trainers put specials first
+                raise RuntimeError(f"special token {token} got id "
+                                   f"{tokenizer.token_to_id(token)}, expected {expected}")
+        tokenizer.post_processor = TemplateProcessing(
+            single=f"{CLS} $A {SEP}", special_tokens=[(CLS, 2), (SEP, 3)])
+        return cls(tokenizer, max_length)
 
-def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
-    """Load a tokenizer saved by :func:`save_tokenizer` (a ``.json`` file or its directory), or
-    any BERT-style ``tokenizer.json``; padding and truncation stored in the file are switched off
-    (:func:`encode` truncates, batches pad)."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "tokenizer.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"no tokenizer at {path}")
-    tokenizer = Tokenizer.from_file(str(path))
-    tokenizer.no_padding()
-    tokenizer.no_truncation()
-    if tokenizer.token_to_id(PAD) != 0:
-        raise ValueError(f"{path}: expected [PAD] to have id 0, got {tokenizer.token_to_id(PAD)}")
-    return tokenizer
+    @classmethod
+    def load(cls, path: str | os.PathLike, max_length: int | None = None) -> TextTokenizer:
+        """Read a ``tokenizer.json`` (a file, or the folder holding it); ``[PAD]`` must be 0."""
+        path = Path(path)
+        if path.is_dir():
+            path = path / "tokenizer.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"no tokenizer at {path}")
+        tokenizer = Tokenizer.from_file(str(path))
+        if tokenizer.token_to_id(PAD) not in (None, 0):
+            raise ValueError(f"{path}: expected [PAD] to have id 0, got "
+                             f"{tokenizer.token_to_id(PAD)}")
+        return cls(tokenizer, max_length, path)
 
+    def to_str(self) -> str:
+        """The tokenizer as tokenizer.json text."""
+        return self.tokenizer.to_str()
 
-def encode(
-    tokenizer: Tokenizer,
-    texts: Sequence[str],
-    *,
-    max_length: int | None = None,
-    add_special_tokens: bool = True,
-) -> list[list[int]]:
-    """Token ids of each text (unpadded), truncated to ``max_length`` ids (``[SEP]`` kept last).
+    def save(self, path: str | os.PathLike) -> None:
+        """Write tokenizer.json to ``path`` (inside a checkpoint folder being written)."""
+        self.tokenizer.save(str(path))
 
-    Raises:
-        ValueError: a text that encodes to no tokens at all.
-    """
-    if isinstance(texts, str):
-        raise TypeError("texts must be a sequence of strings, got a single str; wrap it in a list")
-    if max_length is not None and max_length < (3 if add_special_tokens else 1):
-        raise ValueError(f"max_length must be >= {3 if add_special_tokens else 1}, "
-                         f"got {max_length}")
-    encodings = tokenizer.encode_batch(list(texts), add_special_tokens=add_special_tokens)
-    ids = []
-    for i, enc in enumerate(encodings):
-        seq = enc.ids
-        if len(seq) == (2 if add_special_tokens else 0):
-            raise ValueError(f"text {i} ({texts[i]!r}) has no tokens")
-        if max_length is not None and len(seq) > max_length:
-            seq = seq[: max_length - 1] + seq[-1:] if add_special_tokens else seq[:max_length]
-        ids.append(seq)
-    return ids
+    # --- using it ---------------------------------------------------------------------------
 
+    @property
+    def vocab_size(self) -> int:
+        return self.tokenizer.get_vocab_size()
 
-def encode_batch(
-    tokenizer: Tokenizer,
-    texts: Sequence[str],
-    *,
-    max_length: int | None = None,
-    add_special_tokens: bool = True,
-) -> dict[str, torch.Tensor]:
-    """Encode and right-pad ``texts`` into ``{"input_ids": (B, T), "attention_mask": (B, T)}``
-    (``attention_mask`` 1 = token, 0 = padding; ``T`` the longest sequence)."""
-    from attnlab.text.batching import pad_sequences
+    def token_to_id(self, token: str) -> int | None:
+        return self.tokenizer.token_to_id(token)
 
-    input_ids, attention_mask = pad_sequences(
-        encode(tokenizer, texts, max_length=max_length, add_special_tokens=add_special_tokens))
-    return {"input_ids": input_ids, "attention_mask": attention_mask}
+    def encode(self, texts: Sequence[str], *, max_length: int | None = None,
+               add_special_tokens: bool = True, allow_empty: bool = False) -> list[list[int]]:
+        """Token ids of each text (unpadded), truncated to ``max_length`` ids (default the
+        tokenizer's) with ``[SEP]`` kept last.
+
+        Raises:
+            ValueError: a text that encodes to no tokens at all (unless ``allow_empty``).
+        """
+        return [t.ids for t in self._tokenize(texts, max_length, add_special_tokens,
+                                              allow_empty, details=False)]
+
+    def pad(self, ids: Sequence[Sequence[int]]) -> TokenizedBatch:
+        """Right-pad non-empty token id lists to the longest of them."""
+        input_ids, attention_mask = pad_sequences(ids, self.pad_token_id)  # (B, L) each
+        return TokenizedBatch(input_ids, attention_mask, torch.zeros_like(input_ids))
+
+    def __call__(self, texts: Sequence[str] | str) -> TokenizedBatch:
+        """Encode (an empty text gives ``[CLS] [SEP]``) and pad; a string is a batch of one."""
+        return self.pad(self.encode([texts] if isinstance(texts, str) else texts,
+                                    allow_empty=True))
+
+    def batches(self, texts: Sequence[str], batch_size: int, *, longest_first: bool = False,
+                allow_empty: bool = False) -> Iterator[tuple[list[int], TokenizedBatch]]:
+        """Texts encoded once, grouped by token length (:func:`~attnlab.text.batching.by_length`)
+        and padded batch by batch; each batch comes with the indices of its texts."""
+        ids = self.encode(texts, allow_empty=allow_empty)
+        for rows in by_length([len(x) for x in ids], batch_size, longest_first=longest_first):
+            yield rows, self.pad([ids[r] for r in rows])
+
+    def tokenize(self, texts: Sequence[str]) -> list[TokenizedText]:
+        """Ids, token strings and special-token marks of each text, truncated as
+        :meth:`encode` truncates (for pictures and tables of what the model saw)."""
+        return self._tokenize(texts, None, True, True, details=True)
+
+    def _tokenize(self, texts: Sequence[str], max_length: int | None, add_special_tokens: bool,
+                  allow_empty: bool, details: bool) -> list[TokenizedText]:
+        if isinstance(texts, str):
+            raise TypeError("texts must be a sequence of strings, got a single str; wrap it "
+                            "in a list")
+        for i, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise TypeError(f"texts must be strings, got {type(text).__name__} at index {i}")
+        limit = self.max_length if max_length is None else max_length
+        if limit is not None and limit < (3 if add_special_tokens else 1):
+            raise ValueError(f"max_length must be >= {3 if add_special_tokens else 1}, "
+                             f"got {limit}")
+        out = []
+        for i, enc in enumerate(self.tokenizer.encode_batch(
+                list(texts), add_special_tokens=add_special_tokens)):
+            ids = enc.ids
+            tokens, special = (enc.tokens, enc.special_tokens_mask) if details else ([], [])
+            if not allow_empty and len(ids) == (2 if add_special_tokens else 0):
+                raise ValueError(f"text {i} ({texts[i]!r}) has no tokens")
+            truncated = limit is not None and len(ids) > limit
+            if truncated:  # keep the first limit - 1 and the last ([SEP])
+                keep = (slice(0, limit - 1), slice(-1, None)) if add_special_tokens else (
+                    slice(0, limit), slice(0, 0))
+                ids, tokens, special = (x[keep[0]] + x[keep[1]] if x else x
+                                        for x in (ids, tokens, special))
+            out.append(TokenizedText(list(ids), list(tokens), list(special), truncated))
+        return out

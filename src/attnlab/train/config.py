@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = ["SCHEDULES", "TrainConfig"]
@@ -27,28 +27,49 @@ class TrainConfig:
     optimizer steps.
     """
 
-    lr: float = 1e-3  # peak learning rate of AdamW, reached at the end of warm-up
-    weight_decay: float = 0.01  # decoupled weight decay; never on biases, norms, embeddings
-    embedding_weight_decay: float = 0.0  # decoupled weight decay on embedding tables
-    batch_size: int = 128  # global examples per optimizer step (split across processes)
-    epochs: int = 1  # passes over the training split
-    warmup_ratio: float = 0.1  # fraction of all steps spent warming up linearly from 0
-    warmup_steps: int | None = None  # absolute warm-up steps; overrides warmup_ratio when set
-    schedule: str = "linear"  # decay after warm-up: "linear" | "cosine" (to 0) | "constant"
-    grad_clip: float | None = 1.0  # max global gradient L2 norm; None or 0 disables clipping
-    label_smoothing: float = 0.25  # > 0: the trainer computes smoothed cross-entropy from logits
-    ema_decay: float | None = 0.995  # evaluate and keep best/ on an EMA of the weights (none: off)
-    patience: int | None = 5  # stop after this many evaluations without a lower val loss
-    min_delta: float = 0.0  # a val loss must drop by more than this to count as better
-    seed: int = 0  # seeds weights, dropout and the per-epoch data order
-    bf16: bool = False  # forward under torch.autocast(dtype=torch.bfloat16)
-    eval_every: int = 1  # evaluate on the dev split every this many epochs
-    eval_steps: int | None = 100  # also evaluate every this many optimizer steps (none: off)
-    log_every: int = 50  # write a step line to metrics.jsonl every this many steps
-    save_every: int = 0  # also save last/ every this many steps (0: at each epoch end only)
-    max_steps: int | None = None  # stop after this many optimizer steps (None: all epochs)
-    time_limit: float | None = None  # stop training after this many seconds, evaluate, save
-    device: str = "auto"  # "auto" (cuda if available), "cpu", "cuda", "cuda:1", ...
+    lr: float = field(default=1e-3, metadata={
+        "help": "peak learning rate of AdamW, reached at the end of warm-up"})
+    weight_decay: float = field(default=0.01, metadata={
+        "help": "decoupled weight decay; never on biases, norms, embeddings"})
+    embedding_weight_decay: float = field(default=0.0, metadata={
+        "help": "decoupled weight decay on embedding tables"})
+    batch_size: int = field(default=128, metadata={
+        "help": "global examples per optimizer step (split across processes)"})
+    epochs: int = field(default=1, metadata={"help": "passes over the training split"})
+    warmup_ratio: float = field(default=0.1, metadata={
+        "help": "fraction of all steps spent warming up linearly from 0"})
+    warmup_steps: int | None = field(default=None, metadata={
+        "help": "absolute warm-up steps; overrides warmup_ratio when set"})
+    schedule: str = field(default="linear", metadata={
+        "help": 'decay after warm-up: "linear" | "cosine" (to 0) | "constant"'})
+    grad_clip: float | None = field(default=1.0, metadata={
+        "help": "max global gradient L2 norm; None or 0 disables clipping"})
+    label_smoothing: float = field(default=0.25, metadata={
+        "help": "> 0: the trainer computes smoothed cross-entropy from logits"})
+    ema_decay: float | None = field(default=0.995, metadata={
+        "help": "evaluate and keep best/ on an EMA of the weights (none: off)"})
+    patience: int | None = field(default=5, metadata={
+        "help": "stop after this many evaluations without a lower val loss"})
+    min_delta: float = field(default=0.0, metadata={
+        "help": "a val loss must drop by more than this to count as better"})
+    seed: int = field(default=0, metadata={
+        "help": "seeds weights, dropout and the per-epoch data order"})
+    bf16: bool = field(default=False, metadata={
+        "help": "forward under torch.autocast(dtype=torch.bfloat16)"})
+    eval_every: int = field(default=1, metadata={
+        "help": "evaluate on the dev split every this many epochs"})
+    eval_steps: int | None = field(default=100, metadata={
+        "help": "also evaluate every this many optimizer steps (none: off)"})
+    log_every: int = field(default=50, metadata={
+        "help": "write a step line to metrics.jsonl every this many steps"})
+    save_every: int = field(default=0, metadata={
+        "help": "also save last/ every this many steps (0: at each epoch end only)"})
+    max_steps: int | None = field(default=None, metadata={
+        "help": "stop after this many optimizer steps (None: all epochs)"})
+    time_limit: float | None = field(default=None, metadata={
+        "help": "stop training after this many seconds, evaluate, save"})
+    device: str = field(default="auto", metadata={
+        "help": '"auto" (cuda if available), "cpu", "cuda", "cuda:1", ...'})
 
     def __post_init__(self) -> None:
         _positive("lr", self.lr, float)

@@ -4,7 +4,7 @@ and the training defaults that fine-tuning uses instead of :class:`~attnlab.trai
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,13 +18,19 @@ KNOWN_LABELS = {"sst2": ["negative", "positive"], "sst-2": ["negative", "positiv
 class DataConfig:
     """Which data, and how it becomes token ids."""
 
-    source: str = "sst2"  # a name under $ATTNLAB_DATA, or a folder with train/dev/test files
-    dev_split: str = "dev"  # split evaluated after each epoch (early stopping, best/)
-    vocab_size: int = 16000  # largest tokenizer vocabulary (SST-2 has ~14k distinct words)
-    tokenizer: str = "word"  # "word" (one id per word) or "wordpiece" (sub-words)
-    min_frequency: int = 1  # least count for a word to enter the vocabulary
-    train_limit: int | None = None  # use only the first N training examples (quick runs)
-    n_classes: int = 2  # classes in the labels
+    source: str = field(default="sst2", metadata={
+        "help": "a name under $ATTNLAB_DATA, or a folder with train/dev/test files"})
+    dev_split: str = field(default="dev", metadata={
+        "help": "split evaluated after each epoch (early stopping, best/)"})
+    vocab_size: int = field(default=16000, metadata={
+        "help": "largest tokenizer vocabulary (SST-2 has ~14k distinct words)"})
+    tokenizer: str = field(default="word", metadata={
+        "help": '"word" (one id per word) or "wordpiece" (sub-words)'})
+    min_frequency: int = field(default=1, metadata={
+        "help": "least count for a word to enter the vocabulary"})
+    train_limit: int | None = field(default=None, metadata={
+        "help": "use only the first N training examples (quick runs)"})
+    n_classes: int = field(default=2, metadata={"help": "classes in the labels"})
 
     def __post_init__(self) -> None:
         if not isinstance(self.source, str) or not self.source:
@@ -64,11 +70,16 @@ HEAD_POOLINGS = ("mean", "pooler")
 class FinetuneConfig:
     """Which pretrained encoder, and the head and inputs put on it."""
 
-    init: str  # pretrained name (all-MiniLM-L6-v2) or folder with the model and tokenizer.json
-    pooling: str = "mean"  # head input: "mean" over real tokens, or "pooler" (tanh(W h_[CLS]))
-    head_dropout: float = 0.1  # dropout on the pooled vector before the classification layer
-    max_length: int = 64  # longest input in tokens, [CLS]/[SEP] included (SST-2 dev: 60)
-    freeze_word_embeddings: bool = True  # keep the word embeddings fixed (faster steps on CPU)
+    init: str = field(metadata={
+        "help": "pretrained name (all-MiniLM-L6-v2) or folder with the model and tokenizer.json"})
+    pooling: str = field(default="mean", metadata={
+        "help": 'head input: "mean" over real tokens, or "pooler" (tanh(W h_[CLS]))'})
+    head_dropout: float = field(default=0.1, metadata={
+        "help": "dropout on the pooled vector before the classification layer"})
+    max_length: int = field(default=64, metadata={
+        "help": "longest input in tokens, [CLS]/[SEP] included (SST-2 dev: 60)"})
+    freeze_word_embeddings: bool = field(default=True, metadata={
+        "help": "keep the word embeddings fixed (faster steps on CPU)"})
 
     def __post_init__(self) -> None:
         if not isinstance(self.init, str) or not self.init:

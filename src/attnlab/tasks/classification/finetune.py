@@ -25,7 +25,7 @@ from attnlab.tasks.classification.config import (
 )
 from attnlab.tasks.classification.pipeline import TrainedRun, fit_on_splits, load_splits
 from attnlab.tasks.classification.training import RunArtifacts
-from attnlab.text import load_tokenizer
+from attnlab.text import TextTokenizer
 from attnlab.train import Callback, TrainConfig, seed_everything
 from attnlab.train.distributed import DistInfo, setup_distributed
 
@@ -85,7 +85,7 @@ def finetune_classifier(
         tokenizer_path = resolve_model_dir(finetune.init) / "tokenizer.json"
     if finetune.freeze_word_embeddings:
         model.bert.embeddings.word.weight.requires_grad_(False)
-    tokenizer = load_tokenizer(tokenizer_path)
+    tokenizer = TextTokenizer.load(tokenizer_path)
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     train_set, dev_set = load_splits(data)
     artifacts = RunArtifacts(

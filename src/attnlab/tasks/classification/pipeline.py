@@ -24,14 +24,7 @@ from attnlab.models.classifier import ClassifierConfig, TextClassifier
 from attnlab.tasks.classification.config import DataConfig
 from attnlab.tasks.classification.training import RunArtifacts, classification_trainer
 from attnlab.tasks.classification.use import EVAL_BATCH
-from attnlab.text import (
-    LengthGroupedBatches,
-    TextDataset,
-    encode,
-    load_split,
-    load_tokenizer,
-    train_tokenizer,
-)
+from attnlab.text import LengthGroupedBatches, TextDataset, TextTokenizer, load_split
 from attnlab.train import Callback, FitResult, TrainConfig, seed_everything
 from attnlab.train.distributed import DistInfo, barrier, setup_distributed
 from attnlab.train.sharding import ShardedBatches
@@ -104,15 +97,15 @@ def train_classifier(
     train_set, dev_set = load_splits(data)
     tok_file = out_dir / "tokenizer.json"
     if resume:
-        tokenizer = load_tokenizer(load_checkpoint(out_dir / "last").tokenizer_path)
+        tokenizer = TextTokenizer.load(load_checkpoint(out_dir / "last").tokenizer_path)
     else:
         if info.is_main:
-            tokenizer = train_tokenizer(train_set.texts, data.vocab_size, kind=data.tokenizer,
-                                        min_frequency=data.min_frequency)
+            tokenizer = TextTokenizer.train(train_set.texts, data.vocab_size, kind=data.tokenizer,
+                                            min_frequency=data.min_frequency)
             write_text_atomic(tok_file, tokenizer.to_str())
         barrier()
-        tokenizer = load_tokenizer(tok_file)
-    model_config = ClassifierConfig(vocab_size=tokenizer.get_vocab_size(),
+        tokenizer = TextTokenizer.load(tok_file)
+    model_config = ClassifierConfig(vocab_size=tokenizer.vocab_size,
                                     n_classes=data.n_classes, **options)
     seed_everything(train.seed)
     model = TextClassifier(model_config)
@@ -138,14 +131,15 @@ def load_splits(data: DataConfig) -> tuple[TextDataset, TextDataset]:
 
 
 def fit_on_splits(
-    out_dir: Path, model: nn.Module, tokenizer: Any, max_length: int, train_set: TextDataset,
+    out_dir: Path, model: nn.Module, tokenizer: TextTokenizer, max_length: int,
+    train_set: TextDataset,
     dev_set: TextDataset, train: TrainConfig, artifacts: RunArtifacts, *, resume: bool,
     progress: bool, dist_info: DistInfo, callbacks: Sequence[Callback] = (),
 ) -> FitResult:
     """Tokenize both splits (to ``max_length`` ids), batch them by length (sharded under
     ``torchrun``) and run the training loop into ``out_dir``."""
-    train_ids = encode(tokenizer, train_set.texts, max_length=max_length)
-    dev_ids = encode(tokenizer, dev_set.texts, max_length=max_length)
+    train_ids = tokenizer.encode(train_set.texts, max_length=max_length)
+    dev_ids = tokenizer.encode(dev_set.texts, max_length=max_length)
     train_batches: Any = LengthGroupedBatches(train_ids, train_set.labels, train.batch_size,
                                               seed=train.seed, drop_last=True)
     dev_batches: Any = LengthGroupedBatches(dev_ids, dev_set.labels, EVAL_BATCH, shuffle=False)

@@ -6,36 +6,21 @@ evaluates and predicts the same way (fine-tuned pretrained encoders included).
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from attnlab.io.registry import LoadedModel, load_model
+from attnlab.models.prediction import Prediction
 from attnlab.tasks.classification.evaluation import evaluate
 from attnlab.tasks.classification.metrics import EvalResult
-from attnlab.text import LengthGroupedBatches, encode, load_split, pad_sequences
+from attnlab.text import LengthGroupedBatches, load_split
 
 __all__ = ["EVAL_BATCH", "Prediction", "evaluate_run", "load_run", "predict"]
 
 EVAL_BATCH = 256  # examples per evaluation batch
-
-
-@dataclass(frozen=True)
-class Prediction:
-    """The model's answer for one text."""
-
-    text: str
-    label: str  # the most probable class name
-    probability: float  # its softmax probability
-    probs: dict[str, float]  # every class name -> probability
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 def load_run(path: str | os.PathLike, device: str = "cpu") -> LoadedModel:
@@ -57,15 +42,10 @@ def evaluate_run(
     """Loss, accuracy and macro F1 of a trained run on ``split`` of ``source``."""
     run = load_run(path, device)
     dataset = load_split(source, split, n_classes=len(run.labels))
-    ids = encode(run.tokenizer, dataset.texts, max_length=run.max_length)
+    ids = run.tokenizer.encode(dataset.texts)
     batches = LengthGroupedBatches(ids, dataset.labels, batch_size, shuffle=False,
-                                   pad_id=_pad_id(run))
+                                   pad_id=run.tokenizer.pad_token_id)
     return evaluate(run.model, batches, device=device)
-
-
-def _pad_id(run: LoadedModel) -> int:
-    pad = run.tokenizer.token_to_id("[PAD]")
-    return 0 if pad is None else pad
 
 
 @torch.no_grad()
@@ -85,13 +65,10 @@ def predict(
     out: list[Prediction] = []
     for start in range(0, len(texts), batch_size):
         chunk = list(texts[start:start + batch_size])
-        ids = encode(run.tokenizer, chunk, max_length=run.max_length)
-        input_ids, attention_mask = pad_sequences(ids, _pad_id(run))  # (B, L) each
-        output = run.model(input_ids.to(device), attention_mask.to(device))
+        batch = run.tokenizer.pad(run.tokenizer.encode(chunk))  # (B, L) each
+        output = run.model(batch.input_ids.to(device), batch.attention_mask.to(device))
         logits = getattr(output, "logits", output)  # (B, C)
         probs = torch.softmax(logits.float(), dim=-1).cpu()  # (B, C)
-        for text, row in zip(chunk, probs.tolist(), strict=True):
-            best = max(range(len(row)), key=row.__getitem__)
-            out.append(Prediction(text, run.labels[best], row[best],
-                                  dict(zip(run.labels, row, strict=True))))
+        out += [Prediction.from_probs(text, run.labels, row)
+                for text, row in zip(chunk, probs.tolist(), strict=True)]
     return out
