@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import weakref
+
 import pytest
 import torch
 
 import attnlab
+import attnlab.attention.hooks as hooks
 import attnlab.attention.multihead as multihead
+import attnlab.inspect.capture as capture_module
+import attnlab.inspect.gates as gates_module
+from attnlab.attention.hooks import HookPoint, name_hook_points
 from attnlab.inspect import attention_modules, capture, head_gates
-from attnlab.inspect.capture import _REQUESTS
 from tiny_encoder import TinyEncoder, tiny_batch
 
 
@@ -24,8 +29,11 @@ def reference_weights(model: TinyEncoder, ids, mask) -> list[torch.Tensor]:
 
 
 def no_hooks_left(model) -> bool:
-    points = [m.hook_pattern for m in attention_modules(model).values()]
-    return all(not p._forward_hooks and p.heads is None and p not in _REQUESTS for p in points)
+    modules = attention_modules(model).values()
+    points = [p for m in modules for p in (m.hook_pattern, m.hook_head_output)]
+    return (all(not p._forward_hooks and not p._forward_pre_hooks and p.heads is None
+                and not p.observers and not p.active for p in points)
+            and all(not m._forward_hooks and not m._forward_pre_hooks for m in modules))
 
 
 @pytest.fixture
@@ -185,3 +193,144 @@ def test_gates_bad_shape(model):
     with pytest.raises(ValueError, match="must end in H = 4"):
         with head_gates(model, {"layers.0.attn": torch.ones(3)}):
             pass
+
+
+def test_gates_bitwise_equal_head_mask():
+    mha = attnlab.MultiHeadAttention(16, 4).eval()
+    x = torch.randn(2, 5, 16)
+    for gate in (torch.tensor([1.0, 0.0, 0.3, 1.7]), torch.rand(2, 4)):
+        with torch.no_grad(), head_gates(mha, {"": gate}):
+            gated = mha(x).output
+        assert torch.equal(gated, mha(x, head_mask=gate).output)
+    with head_gates(mha) as gates:
+        ones = mha(x).output
+    assert torch.equal(ones, mha(x).output)
+    assert gates[""].shape == (2, 4) and gates[""].dtype == x.dtype and gates[""].requires_grad
+
+
+def test_created_gates_take_the_query_dtype_under_autocast(model):
+    ids, mask = tiny_batch()
+    with torch.autocast("cpu", dtype=torch.bfloat16), head_gates(model) as gates:
+        logits = model(ids, mask)
+    logits.float().sum().backward()
+    assert all(g.dtype == torch.float32 and g.grad is not None for g in gates.values())
+    assert no_hooks_left(model)
+
+
+def test_gates_hook_only_the_gated_modules(model):
+    with head_gates(model, {"layers.1.attn": torch.ones(4)}):
+        active = {n: m.hook_head_output.active for n, m in attention_modules(model).items()}
+        assert not any(m.hook_pattern.active for m in attention_modules(model).values())
+    assert active == {"layers.0.attn": False, "layers.1.attn": True, "layers.2.attn": False}
+    assert no_hooks_left(model)
+
+
+def test_gate_with_other_batch_size(model):
+    ids, mask = tiny_batch()
+    with pytest.raises(ValueError, match=r"must have shape \(H,\) = \(4,\) or \(B, H\) = \(3, 4\)"):
+        with head_gates(model, {"layers.0.attn": torch.ones(2, 4)}):
+            model(ids, mask)
+    assert no_hooks_left(model)
+
+
+def test_gate_hooks_removed_after_exception(model):
+    ids, mask = tiny_batch()
+    with pytest.raises(RuntimeError, match="boom"):
+        with head_gates(model), capture(model, heads=[0]):
+            model(ids, mask)
+            raise RuntimeError("boom")
+    assert no_hooks_left(model)
+
+
+@torch.no_grad()
+def test_capture_inside_head_gates(model):
+    ids, mask = tiny_batch()
+    plain = reference_weights(model, ids, mask)
+    gate = torch.tensor([1.0, 0.0, 0.5, 1.0])
+    with head_gates(model, {"layers.1.attn": gate}):
+        gated_logits = model(ids, mask)
+        expected = reference_weights(model, ids, mask)  # layer 2 sees layer 1's gated output
+        with capture(model) as cap, capture(model, layers=[2], heads=[1]) as one:
+            logits = model(ids, mask)
+        torch.testing.assert_close(logits, gated_logits)  # observing keeps the gates on
+    assert not torch.allclose(logits, model(ids, mask))
+    for i in range(3):
+        torch.testing.assert_close(cap[i], expected[i])
+    torch.testing.assert_close(cap[0], plain[0])
+    torch.testing.assert_close(cap[1], plain[1])
+    assert not torch.allclose(cap[2], plain[2])
+    torch.testing.assert_close(one[0], expected[2][:, [1]])
+    assert no_hooks_left(model)
+
+
+def test_capture_inside_created_gates_keeps_gradients(model):
+    ids, mask = tiny_batch()
+    with head_gates(model) as gates, capture(model, heads=[3]) as cap:
+        model(ids, mask).sum().backward()
+    assert all(g.grad is not None and g.grad.abs().sum() > 0 for g in gates.values())
+    assert all(not w.requires_grad and w.shape == (3, 1, 7, 7) for w in cap.weights.values())
+    assert no_hooks_left(model)
+
+
+# --- hook points ------------------------------------------------------------------------------
+
+def test_hook_points_have_dotted_names(model):
+    points = name_hook_points(model)
+    assert list(points)[:2] == ["layers.0.attn.hook_pattern", "layers.0.attn.hook_head_output"]
+    assert all(p.name == n for n, p in points.items())
+    name_hook_points(model.layers[0])  # names are assigned once
+    assert model.layers[0].attn.hook_pattern.name == "layers.0.attn.hook_pattern"
+    with capture(model, layers=[2]) as cap:
+        pass
+    assert cap.hook_names == ["layers.2.attn.hook_pattern"]
+    assert name_hook_points(attnlab.MultiHeadAttention(8, 2))["hook_pattern"].name == "hook_pattern"
+
+
+def test_observe_and_release_restore_the_point():
+    point = attnlab.MultiHeadAttention(8, 4).hook_pattern
+    assert point.heads is None and not point.active and not point.observers
+    a = point.observe([3, 1, 3])
+    assert point.heads == [1, 3] and not point.active  # a request without a hook calls nothing
+    b = point.observe([0], hook=lambda *args: None)
+    assert point.heads == [0, 1, 3] and point.active
+    with point.observe(None):
+        assert point.heads is None
+    assert point.heads == [0, 1, 3]
+    a.release()
+    assert point.heads == [0] and point.observers == (b,)
+    b.release()
+    b.release()  # twice is a no-op
+    assert point.heads is None and not point.active and not point.observers
+    assert not point._forward_hooks
+    with pytest.raises(AttributeError):
+        point.heads = [1]
+
+
+@pytest.mark.parametrize("module", [hooks, multihead, capture_module, gates_module])
+def test_no_module_level_state(module):
+    state = [n for n, v in vars(module).items() if not n.startswith("__")
+             and isinstance(v, (dict, list, set, weakref.WeakKeyDictionary,
+                                weakref.WeakValueDictionary))]
+    assert state == []
+
+
+@torch.no_grad()
+def test_unobserved_hook_points_are_never_called(model, monkeypatch):
+    calls = []
+    original = HookPoint.forward
+
+    def spy(self, x, **context):
+        calls.append(self.name)
+        return original(self, x, **context)
+
+    monkeypatch.setattr(HookPoint, "forward", spy)
+    ids, mask = tiny_batch()
+    model(ids, mask)
+    assert calls == []
+    with capture(model, layers=[1], heads=[0]):
+        model(ids, mask)
+    assert calls == ["layers.1.attn.hook_pattern"]
+    calls.clear()
+    with head_gates(model, {"layers.2.attn": torch.ones(4)}):
+        model(ids, mask)
+    assert calls == ["layers.2.attn.hook_head_output"]

@@ -145,15 +145,40 @@ def test_hook_point_sees_weights_only_when_hooked():
     try:
         out, weights = mha(x)
         assert weights is None  # the caller did not ask for them
-        mha.hook_pattern.heads = [3]
-        mha(x)
+        with mha.hook_pattern.observe([3]):
+            mha(x)
     finally:
         handle.remove()
-        mha.hook_pattern.heads = None
     _, expected = mha(x, need_weights=True)
     torch.testing.assert_close(seen[0], expected)
     torch.testing.assert_close(seen[1], expected[:, [3]])
     assert not mha.hook_pattern.active
+
+
+def test_head_output_hook_point_replaces_the_per_head_outputs():
+    mha = MultiHeadAttention(16, 4, d_v=3).eval()
+    x = torch.randn(2, 5, 16)
+    seen = []
+
+    def zero_head_1(point, args, out):
+        seen.append(out.shape)
+        out = out.clone()
+        out[:, 1] = 0
+        return out
+
+    with mha.hook_head_output.observe(hook=zero_head_1):
+        assert mha.hook_head_output.active and not mha.hook_pattern.active
+        out = mha(x).output
+    assert seen == [(2, 4, 5, 3)]  # (B, H, L, d_v)
+    torch.testing.assert_close(out, mha(x, head_mask=torch.tensor([1.0, 0.0, 1.0, 1.0])).output)
+    assert not mha.hook_head_output.active and not mha.hook_head_output._forward_hooks
+
+
+def test_hook_point_heads_are_read_only():
+    mha = MultiHeadAttention(8, 2)
+    with pytest.raises(AttributeError):
+        mha.hook_pattern.heads = [1]
+    assert mha.hook_pattern.heads is None
 
 
 # --- bad input ---------------------------------------------------------------------------

@@ -48,6 +48,12 @@ class MultiHeadAttention(nn.Module):
     Without ``need_weights`` the fused kernel runs; with it, the explicit path of
     :func:`scaled_dot_product_attention` runs, which writes ``B·H·L·S`` weights and is slower.
 
+    Hook points (:class:`~attnlab.attention.hooks.HookPoint`), called only when hooked:
+    ``hook_pattern`` sees the weights of the heads its observers ask for (only those leave the
+    fused kernel); ``hook_head_output`` sees the per-head outputs ``(B, H, L, d_v)`` after
+    ``head_mask``, before concatenation, with ``query=`` as keyword context, and a hook
+    returning a tensor replaces them (head gates).
+
     Example::
 
         >>> mha = MultiHeadAttention(64, 8)
@@ -96,7 +102,8 @@ class MultiHeadAttention(nn.Module):
         self.v_proj = nn.Linear(self.vdim, n_heads * self.d_v, bias=bias)
         self.out_proj = nn.Linear(n_heads * self.d_v, d_model, bias=bias)
         self.rotary = rotary
-        self.hook_pattern = HookPoint()  # observes the weights (B, H|h, L, S) when hooked
+        self.hook_pattern = HookPoint()  # the weights (B, H|h, L, S), computed when hooked
+        self.hook_head_output = HookPoint()  # per-head outputs (B, H, L, d_v); hooks may replace
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -187,30 +194,32 @@ class MultiHeadAttention(nn.Module):
         mask = attn_mask
         if attention_mask is not None:
             mask = combine_masks(attn_mask, padding_mask(attention_mask))  # -> (B, 1|H, L|1, S)
-        hook = self.hook_pattern
-        all_heads = need_weights or (hook.active and hook.heads is None)
+        watch = self.hook_pattern.active
+        wanted = self.hook_pattern.heads if watch else None  # None = every head
+        all_heads = need_weights or (watch and wanted is None)
         heads, weights = scaled_dot_product_attention(
             q, k, v, mask,
             dropout_p=self.dropout if self.training else 0.0,
             is_causal=is_causal,
             need_weights=all_heads,
         )  # (B, H, L, d_v), (B, H, L, S) | None
-        if hook.active:
+        if watch:
             if all_heads:
-                observed = weights if hook.heads is None else weights[:, list(hook.heads)]
+                observed = weights if wanted is None else weights[:, wanted]  # (B, H|h, L, S)
             else:  # only some heads observed: the rest stayed fused
-                idx = list(hook.heads)
                 per_head = mask is not None and mask.dim() == 4 and mask.shape[1] == H
                 observed = scaled_dot_product_attention(
-                    q[:, idx], k[:, idx], v[:, idx], mask[:, idx] if per_head else mask,
+                    q[:, wanted], k[:, wanted], v[:, wanted], mask[:, wanted] if per_head else mask,
                     is_causal=is_causal, need_weights=True,
                 ).weights  # (B, h, L, S)
-            hook(observed)
+            self.hook_pattern(observed)
         if not need_weights:
             weights = None
         if head_mask is not None:
             gate = head_mask.to(heads.dtype).view(-1, H, 1, 1)  # (B|1, H, 1, 1)
-            heads = heads * gate
+            heads = heads * gate  # (B, H, L, d_v)
+        if self.hook_head_output.active:  # e.g. head gates: a hook's result replaces heads
+            heads = self.hook_head_output(heads, query=query)  # (B, H, L, d_v)
 
         # 3) concatenate the heads, 4) project back
         concat = heads.transpose(1, 2).reshape(B, L, H * self.d_v)  # (B, L, H*d_v)

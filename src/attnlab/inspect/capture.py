@@ -1,10 +1,11 @@
 """Capture attention weights from any module built from :class:`MultiHeadAttention`.
 
-``with capture(model) as cap: model(x)`` registers a forward hook on every selected
-``attn.hook_pattern`` and stores the weights, detached, under the dotted name of their
+``with capture(model) as cap: model(x)`` opens an observer (:meth:`HookPoint.observe`) on every
+selected ``attn.hook_pattern`` and stores the weights, detached, under the dotted name of their
 :class:`MultiHeadAttention` (from ``named_modules``). Only observed modules leave the fused
 kernel, and when only some heads are asked for, only those heads are computed explicitly. Every
-hook is removed in ``finally``; nested captures compose (each sees the heads it asked for).
+observer is released in ``finally``; nested captures compose: the point computes the union of
+the heads its observers want, and each capture picks its own from it.
 
 Legend: ``B`` batch, ``H`` heads of a module, ``h`` selected heads, ``L`` query length,
 ``S`` key length.
@@ -12,7 +13,6 @@ Legend: ``B`` batch, ``H`` heads of a module, ``h`` selected heads, ``L`` query 
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from attnlab.attention import MultiHeadAttention
-from attnlab.attention.hooks import HookPoint
+from attnlab.attention.hooks import HookPoint, Observer, name_hook_points
 
 __all__ = ["AttentionCapture", "attention_modules", "capture"]
 
@@ -43,12 +43,15 @@ class AttentionCapture:
         weights: name → detached weights ``(B, H, L, S)`` (or ``(B, h, L, S)`` for selected
             heads) of the latest forward; a module called several times keeps its last call.
         tokens: optional tokens per sequence, ``list[list[str]]``, as given to :func:`capture`.
+        hook_names: dotted names of the observed hook points, aligned with ``names``
+            (``layers.0.attn.hook_pattern``).
     """
 
     names: list[str]
     heads: Sequence[int] | None
     weights: dict[str, Tensor] = field(default_factory=dict)
     tokens: list[list[str]] | None = None
+    hook_names: list[str] = field(default_factory=list)
 
     def __getitem__(self, key: int | str) -> Tensor:
         """Weights by layer position among the observed modules, or by dotted name."""
@@ -69,25 +72,6 @@ class AttentionCapture:
         if len(shapes) != 1:
             raise ValueError(f"layers have different weight shapes {sorted(shapes)}; index them")
         return torch.stack([self.weights[n] for n in self.names])  # (n_layers, B, H, L, S)
-
-
-# Requests per hook point of the captures now open on it, so that nested captures compose: the
-# hook point computes the union of their heads, and each capture picks its own from it.
-_REQUESTS: weakref.WeakKeyDictionary[HookPoint, list] = weakref.WeakKeyDictionary()
-_ORIGINAL_HEADS: weakref.WeakKeyDictionary[HookPoint, Sequence[int] | None] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def _update_heads(point: HookPoint) -> None:
-    requests = _REQUESTS.get(point, [])
-    if not requests:
-        point.heads = _ORIGINAL_HEADS.pop(point, None)
-        _REQUESTS.pop(point, None)
-    elif any(r is None for r in requests):
-        point.heads = None
-    else:
-        point.heads = sorted({h for r in requests for h in r})
 
 
 @contextmanager
@@ -124,34 +108,30 @@ def capture(
         raise ValueError(f"model {type(model).__name__} contains no MultiHeadAttention module")
     names = _select_layers(list(modules), layers)
     head_list = None if heads is None else _check_heads(heads, [modules[n] for n in names])
-    cap = AttentionCapture(names=names, heads=head_list, tokens=_tokens(tokens))
-    handles = []
-    opened: list[HookPoint] = []
+    points = name_hook_points(model)
+    hook_names = [_join(name, "hook_pattern") for name in names]
+    cap = AttentionCapture(names=names, heads=head_list, tokens=_tokens(tokens),
+                           hook_names=hook_names)
+    observers: list[Observer] = []
     try:
-        for name in names:
-            point = modules[name].hook_pattern
-            if point not in _REQUESTS:
-                _ORIGINAL_HEADS[point] = point.heads
-                _REQUESTS[point] = []
-            _REQUESTS[point].append(head_list)
-            opened.append(point)
-            _update_heads(point)
-            handles.append(point.register_forward_hook(_recorder(cap, name, head_list)))
+        for name, hook_name in zip(names, hook_names, strict=True):
+            observers.append(points[hook_name].observe(head_list, _recorder(cap, name, head_list)))
         yield cap
     finally:
-        for handle in handles:
-            handle.remove()
-        for point in opened:
-            _REQUESTS[point].remove(head_list)
-            _update_heads(point)
+        for observer in observers:
+            observer.release()
+
+
+def _join(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name
 
 
 def _recorder(cap: AttentionCapture, name: str, wanted: list[int] | None):
     def hook(point: HookPoint, inputs: tuple[Tensor, ...], _output) -> None:
         observed = inputs[0].detach()  # (B, H|h', L, S), h' = union of the open requests
-        if wanted is not None and point.heads is not None:
-            index = [list(point.heads).index(h) for h in wanted]
-            observed = observed[:, index]  # (B, h, L, S)
+        union = point.heads
+        if wanted is not None and union is not None:
+            observed = observed[:, [union.index(h) for h in wanted]]  # (B, h, L, S)
         elif wanted is not None:
             observed = observed[:, wanted]  # (B, h, L, S)
         cap.weights[name] = observed

@@ -1,10 +1,11 @@
 """Head gates: scale each attention head's output, in any model built from MultiHeadAttention.
 
-Gates reach :class:`MultiHeadAttention` as its ``head_mask`` through a forward pre-hook, so the
-model need not pass a head mask itself. Gates of ones that require grad give the head
-importance of Michel et al. (2019); gates of zeros remove heads.
+Gates are forward hooks on each module's ``hook_head_output`` (the per-head outputs before
+concatenation) that return the gated outputs, the same mechanism :func:`capture` uses to
+observe, so the model need not pass a head mask itself. Gates of ones that require grad give
+the head importance of Michel et al. (2019); gates of zeros remove heads.
 
-Legend: ``B`` batch, ``H`` heads of a module.
+Legend: ``B`` batch, ``H`` heads of a module, ``L`` query length, ``d_v`` value dim per head.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor, nn
 
-from attnlab.attention import MultiHeadAttention
+from attnlab.attention.hooks import HookPoint, Observer, name_hook_points
 from attnlab.inspect.capture import attention_modules
 
 __all__ = ["head_gates"]
@@ -25,13 +26,13 @@ __all__ = ["head_gates"]
 def head_gates(model: nn.Module, gates: dict[str, Tensor] | None = None) -> Iterator[dict]:
     """Multiply each head's output by a gate, in any model built from MultiHeadAttention.
 
-    Injects ``head_mask`` into every :class:`MultiHeadAttention` call (multiplied with one the
-    model passes itself), so the model need not forward a head mask.
+    The gate multiplies the per-head outputs after any ``head_mask`` the model passes itself,
+    so both apply. Modules without a gate are left alone (and stay on the fused path).
 
     Args:
         model: any module containing :class:`MultiHeadAttention` modules.
         gates: dotted name → gate ``(H,)`` or ``(B, H)``. ``None`` creates, at each call, a leaf
-            gate of ones ``(B, H)`` that requires grad (for head importance).
+            gate of ones ``(B, H)`` in the query's dtype that requires grad (head importance).
 
     Returns:
         A context manager yielding the dict of gates in use; created gates appear in it
@@ -42,30 +43,35 @@ def head_gates(model: nn.Module, gates: dict[str, Tensor] | None = None) -> Iter
     for name, gate in used.items():
         if name not in modules:
             raise ValueError(f"gates: no MultiHeadAttention named {name!r}; have {list(modules)}")
-        if not isinstance(gate, Tensor) or gate.shape[-1] != modules[name].n_heads:
+        if (not isinstance(gate, Tensor) or gate.dim() not in (1, 2)
+                or gate.shape[-1] != modules[name].n_heads):
             raise ValueError(f"gates[{name!r}] must end in H = {modules[name].n_heads}, got "
                              f"{getattr(gate, 'shape', type(gate).__name__)}")
-
-    def make_hook(name: str):
-        def hook(module: MultiHeadAttention, args, kwargs):
-            if gates is None:
-                query = args[0] if args else kwargs["query"]
-                batch = query.shape[0] if query.dim() == 3 else 1
-                used[name] = torch.ones(batch, module.n_heads, dtype=query.dtype,
-                                        device=query.device, requires_grad=True)  # (B, H)
-            elif name not in used:
-                return None
-            gate = used[name]
-            given = kwargs.get("head_mask")
-            kwargs["head_mask"] = gate if given is None else given * gate  # (B|1, H)
-            return args, kwargs
-
-        return hook
-
-    handles = [m.register_forward_pre_hook(make_hook(n), with_kwargs=True)
-               for n, m in modules.items()]
+    points = name_hook_points(model)
+    gated = list(modules) if gates is None else list(used)
+    observers: list[Observer] = []
     try:
+        for name in gated:
+            point = points[f"{name}.hook_head_output" if name else "hook_head_output"]
+            observers.append(point.observe(hook=_gate(used, name, create=gates is None),
+                                           with_kwargs=True))
         yield used
     finally:
-        for handle in handles:
-            handle.remove()
+        for observer in observers:
+            observer.release()
+
+
+def _gate(used: dict[str, Tensor], name: str, *, create: bool):
+    def hook(point: HookPoint, inputs: tuple[Tensor, ...], context: dict, heads: Tensor) -> Tensor:
+        B, H = heads.shape[:2]  # heads (B, H, L, d_v)
+        if create:
+            query = context["query"]
+            used[name] = torch.ones(B, H, dtype=query.dtype, device=query.device,
+                                    requires_grad=True)  # (B, H)
+        gate = used[name]
+        if gate.dim() == 2 and gate.shape[0] != B:
+            raise ValueError(f"gates[{name!r}] must have shape (H,) = ({H},) or (B, H) = "
+                             f"({B}, {H}), got {tuple(gate.shape)}")
+        return heads * gate.to(heads.dtype).view(-1, H, 1, 1)  # (B, H, L, d_v)
+
+    return hook
