@@ -520,3 +520,14 @@ def test_the_loop_reads_the_device_once_per_log_interval(log_every):
         result = trainer.fit()
     assert result.global_step == 16
     assert reads.count == 16 // log_every + 1
+
+
+def test_resume_reads_the_progress_of_runs_saved_before_stat_sums(tmp_path):
+    """last/ written before the loop kept its statistics by name held ``correct``."""
+    from attnlab.train.state import TrainState
+
+    old = {"global_step": 7, "epoch": 0, "batch_in_epoch": 7, "loss_sum": 3.5, "correct": 150,
+           "examples": 224, "tokens": 1800, "best_val_loss": 0.6, "bad_evals": 1}
+    state = TrainState.from_dict(old)
+    assert (state.global_step, state.examples, state.tokens) == (7, 224, 1800)
+    assert state.stat_sums == {"accuracy": 150}

@@ -87,7 +87,10 @@ class TrainState:
     def from_dict(cls, saved: dict[str, Any]) -> TrainState:
         """The loop's fields of a saved ``progress`` dict (which holds the evaluator's too)."""
         names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in saved.items() if k in names})
+        state = cls(**{k: v for k, v in saved.items() if k in names})
+        if "stat_sums" not in saved and "correct" in saved:  # saved before stat_sums existed
+            state.stat_sums = {"accuracy": saved["correct"]}
+        return state
 
 
 @dataclass
