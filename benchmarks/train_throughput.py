@@ -9,7 +9,9 @@ count, which is checked. Rows (``ratio = reference time / our time``; > 1 means 
 
 * ours float32 vs the torch model float32 (goal ``>= 1.0x``);
 * ours with ``torch.autocast(device, bfloat16)`` vs ours float32 (goal ``>= 2x``);
-* the torch model with bf16 autocast vs its float32, for comparison.
+* the torch model with bf16 autocast vs its float32, for comparison;
+* ``attnlab.train.Trainer.fit`` over ``LOOP_STEPS`` steps vs the same steps written by hand (the
+  cost of the loop's bookkeeping: schedule, step ledger, logging; goal ``>= 0.98x``).
 
 Run: ``python benchmarks/train_throughput.py [--quick] [--threads N] [--device cuda]``.
 """
@@ -30,6 +32,10 @@ from _timing import device_name, time_pair  # noqa: E402
 
 from attnlab.attention.positional import LearnedPositionalEmbedding  # noqa: E402
 from attnlab.models.classifier import ClassifierConfig, TextClassifier  # noqa: E402
+from attnlab.tasks.classification.training import ClassificationLoss  # noqa: E402
+from attnlab.train import TrainConfig, Trainer  # noqa: E402
+
+LOOP_STEPS = 50  # optimizer steps per timed call of the loop rows
 
 
 class TorchClassifier(nn.Module):
@@ -77,6 +83,27 @@ def make_step(model: nn.Module, batch: dict, bf16: bool, ours: bool):
     return step
 
 
+def make_loops(config: ClassifierConfig, batch: dict, device: str):
+    """(the Trainer's fit, the same steps by hand) over LOOP_STEPS copies of ``batch``."""
+    bare = make_step(TextClassifier(config), batch, False, True)
+    model = TextClassifier(config)
+    train = TrainConfig(epochs=1, batch_size=batch["labels"].shape[0], lr=1e-4,
+                        weight_decay=0.0, warmup_steps=0, schedule="constant",
+                        label_smoothing=0.0, ema_decay=None, eval_steps=None, patience=None,
+                        log_every=LOOP_STEPS, device=device)
+    batches = [batch] * LOOP_STEPS
+
+    def fit():
+        loss = ClassificationLoss(train.label_smoothing)
+        Trainer(model, train, batches, loss, targets=loss.targets, progress=False).fit()
+
+    def by_hand():
+        for _ in range(LOOP_STEPS):
+            bare()
+
+    return fit, by_hand
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds")
@@ -105,7 +132,9 @@ def main(argv: list[str] | None = None) -> int:
     n_ref = sum(p.numel() for p in ref.parameters())
     if n_ours != n_ref:
         raise SystemExit(f"parameter counts differ: ours {n_ours}, torch {n_ref}")
+    fit, by_hand = make_loops(config, batch, args.device)
     steps = {
+        "loop": fit, "by hand": by_hand,
         "ours fp32": make_step(ours, batch, False, True),
         "ours bf16": make_step(TextClassifier(config), batch, True, True),
         "torch fp32": make_step(ref, batch, False, False),
@@ -116,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         ("ours fp32 vs torch.nn.TransformerEncoder fp32", "ours fp32", "torch fp32", ">= 1.0x"),
         ("ours bf16 autocast vs ours fp32", "ours bf16", "ours fp32", ">= 2x"),
         ("torch bf16 autocast vs torch fp32 (reference)", "torch bf16", "torch fp32", "-"),
+        (f"Trainer.fit vs the same {LOOP_STEPS} steps by hand", "loop", "by hand", ">= 0.98x"),
     ]
     print(f"Training step (fwd + bwd + clip + AdamW), B={B}, T={T}, d_model={config.d_model}, "
           f"H={config.n_heads}, layers={config.n_layers}, d_ff={config.d_ff}, "
@@ -125,7 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     print("-" * len(header))
     for label, a, b, goal in pairs:
         t_a, t_b = time_pair(steps[a], steps[b], rounds=rounds, min_time=0.2)
-        print(f"{label:<48} {B * T / t_a:>11,.0f} {B * T / t_b:>11,.0f} {t_b / t_a:>6.2f}x  {goal}")
+        n = B * T * (LOOP_STEPS if a == "loop" else 1)  # positions per call
+        print(f"{label:<48} {n / t_a:>11,.0f} {n / t_b:>11,.0f} {t_b / t_a:>6.2f}x  {goal}")
     return 0
 
 

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from attnlab import AttentionOutput, causal_mask, scaled_dot_product_attention
+from attnlab.attention import attention
 
 PATHS = pytest.mark.parametrize("need_weights", [False, True], ids=["fused", "explicit"])
 
@@ -248,3 +249,34 @@ def test_integer_mask_rejected():
     q, k, v = qkv(2)
     with pytest.raises(TypeError, match="attn_mask must be boolean"):
         scaled_dot_product_attention(q, k, v, torch.ones(5, 7, dtype=torch.long))
+
+
+@pytest.mark.parametrize("mask_kind", [None, "bool", "float"])
+def test_the_plain_formula_matches_torch_and_both_paths(mask_kind):
+    """``attention`` (ten lines of torch) = torch's kernel = our fused and explicit paths."""
+    g = torch.Generator().manual_seed(3)
+    q, k, v = (torch.randn(2, 3, n, 8, generator=g, dtype=torch.float64) for n in (5, 7, 7))
+    mask = None
+    if mask_kind == "bool":
+        mask = torch.rand(5, 7, generator=g) > 0.3
+        mask[:, 0] = True  # every query sees a key: the plain formula is NaN otherwise
+    elif mask_kind == "float":
+        mask = torch.randn(5, 7, generator=g, dtype=torch.float64)
+    out, weights = attention(q, k, v, mask)
+    reference = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    torch.testing.assert_close(out, reference, atol=1e-12, rtol=0)
+    fused = scaled_dot_product_attention(q, k, v, mask).output
+    explicit = scaled_dot_product_attention(q, k, v, mask, need_weights=True)
+    torch.testing.assert_close(fused, out, atol=1e-12, rtol=0)
+    torch.testing.assert_close(explicit.output, out, atol=1e-12, rtol=0)
+    torch.testing.assert_close(explicit.weights, weights, atol=1e-12, rtol=0)
+
+
+def test_the_plain_formula_by_hand():
+    """One query [1, 0] against keys [1, 0] and [0, 1], d_k = 2: scores 1/√2 and 0."""
+    q, k = torch.tensor([[1.0, 0.0]]), torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    v = torch.tensor([[10.0], [20.0]])
+    out, weights = attention(q, k, v)
+    w0 = math.exp(1 / math.sqrt(2)) / (math.exp(1 / math.sqrt(2)) + 1)
+    assert weights.tolist()[0] == pytest.approx([w0, 1 - w0], abs=1e-7)
+    assert out.item() == pytest.approx(10 * w0 + 20 * (1 - w0), abs=1e-5)

@@ -6,6 +6,7 @@ Knows nothing of data, training or user interfaces.
 from attnlab.attention.explain import AttentionSteps, explain_attention
 from attnlab.attention.functional import (
     AttentionOutput,
+    attention,
     attention_scores,
     scaled_dot_product_attention,
 )
@@ -32,6 +33,7 @@ __all__ = [
     "SinusoidalPositionalEncoding",
     "alibi_bias",
     "alibi_slopes",
+    "attention",
     "attention_scores",
     "causal_mask",
     "combine_masks",

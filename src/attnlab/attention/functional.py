@@ -1,13 +1,14 @@
 """Scaled dot-product attention, ``softmax(Q Kᵀ · scale + mask) · V``, in one place.
 
-Two paths compute the same thing (they agree to 1e-5 in float32):
+:func:`attention` is the formula in ten lines of plain torch. :func:`scaled_dot_product_attention`
+is what models call; two paths compute the same thing (they agree to 1e-5 in float32):
 
 * **fused** (``need_weights=False``, the default) calls PyTorch's fused kernel
   ``torch.nn.functional.scaled_dot_product_attention``; the ``L × S`` weights never exist in memory.
 * **explicit** (``need_weights=True``) writes the weights out because the caller asked for them.
   The scores are computed into the buffer that becomes the weights and soft-maxed in place, so
   no other ``L × S`` tensor is made; its backward pass is written by hand
-  (see :class:`_ExplicitAttention`).
+  (:mod:`attnlab.attention.explicit`).
 
 A query row whose every key is masked gets output 0 and weights 0, never NaN (in forward and
 backward).
@@ -24,16 +25,36 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
+from attnlab.attention.explicit import ExplicitAttention, safe_softmax
 from attnlab.attention.masks import causal_mask, combine_masks
 
 __all__ = [
     "AttentionOutput",
+    "attention",
     "attention_scores",
     "check_attention_inputs",
     "scaled_dot_product_attention",
 ]
+
+
+def attention(query: Tensor, key: Tensor, value: Tensor, mask: Tensor | None = None
+              ) -> tuple[Tensor, Tensor]:
+    """The formula in plain torch: ``softmax(Q Kᵀ / √d_k + mask) V``, softmax over the keys.
+
+    ``mask``: boolean (``True`` = may attend) or added to the scores. This is what the two fast
+    paths of :func:`scaled_dot_product_attention` compute; call that one (it checks its inputs,
+    runs the fused kernel, and never gives NaN when a row's every key is masked).
+    """
+    d_k = query.shape[-1]
+    scores = query @ key.transpose(-2, -1) / math.sqrt(d_k)  # (..., L, E) x (..., E, S)
+    if mask is not None and mask.dtype == torch.bool:
+        scores = scores.masked_fill(~mask, float("-inf"))  # blocked keys get no weight
+    elif mask is not None:
+        scores = scores + mask  # an additive bias (ALiBi, -inf to block)
+    weights = torch.softmax(scores, dim=-1)  # (..., L, S): each row sums to 1 over the keys
+    return weights @ value, weights  # (..., L, S) x (..., S, Ev) -> (..., L, Ev)
+
 
 class AttentionOutput(NamedTuple):
     """What attention returns; unpacks as ``output, weights = ...`` like PyTorch."""
@@ -104,11 +125,11 @@ def scaled_dot_product_attention(
     key = key.expand(*batch, *key.shape[-2:])
     value = value.expand(*batch, *value.shape[-2:])
     if dropout_p == 0.0:
-        output, weights = _ExplicitAttention.apply(query, key, value, attn_mask, scale)
+        output, weights = ExplicitAttention.apply(query, key, value, attn_mask, scale)
         return AttentionOutput(output, weights)
     # Dropout is rare with weights (training while inspecting): plain autograd, no blocks.
     weights = attention_scores(query, key, attn_mask, scale=scale)
-    weights = _safe_softmax(weights)
+    weights = safe_softmax(weights)
     dropped = F.dropout(weights, p=dropout_p)
     output = dropped @ value  # (..., L, S) x (..., S, Ev) -> (..., L, Ev)
     return AttentionOutput(output, weights)
@@ -125,64 +146,6 @@ def attention_scores(
     if attn_mask.dtype == torch.bool:
         return scores.masked_fill(~attn_mask, float("-inf"))
     return scores + attn_mask
-
-
-def _safe_softmax(scores: Tensor) -> Tensor:
-    """Softmax over the keys where a row of only ``-inf`` gives zeros instead of NaN."""
-    dead = torch.isneginf(scores).all(dim=-1, keepdim=True)  # (..., L, 1)
-    # Give dead rows finite scores first: softmax of a row of -inf has a NaN gradient.
-    weights = torch.softmax(scores.masked_fill(dead, 0.0), dim=-1)
-    return weights.masked_fill(dead, 0.0)
-
-
-class _ExplicitAttention(torch.autograd.Function):
-    """Attention that returns its weights, with a hand-written backward.
-
-    Forward: ``W = softmax(Q Kᵀ·scale + mask)`` in three passes over one ``L × S`` buffer (the
-    matmul writes it, mask and softmax work in place), then ``O = W V``; no other ``L × S``
-    temporaries are made. Backward uses the saved ``W``: ``dV = Wᵀ dO``,
-    ``dS = W ⊙ (dO Vᵀ − rowsum(dO ⊙ O))``, ``dQ = dS K·scale``, ``dK = dSᵀ Q·scale``.
-    """
-
-    @staticmethod
-    def forward(ctx, query, key, value, attn_mask, scale):
-        # scale the queries (L·E work) rather than the scores (L·S work)
-        weights = (query * scale) @ key.transpose(-2, -1)  # (..., L, E) x (..., E, S)
-        dead = None
-        if attn_mask is not None:
-            if attn_mask.dtype == torch.bool:
-                blocked = ~attn_mask
-                weights.masked_fill_(blocked, float("-inf"))
-                dead = blocked.all(dim=-1, keepdim=True)  # rows that see no key
-            else:
-                weights.add_(attn_mask)
-                dead = torch.isneginf(attn_mask).all(dim=-1, keepdim=True)
-        torch.softmax(weights, dim=-1, out=weights)
-        if dead is not None and dead.any():
-            weights.masked_fill_(dead, 0.0)  # softmax gave NaN there; no key means no attention
-        output = weights @ value  # (..., L, S) x (..., S, Ev) -> (..., L, Ev)
-
-        ctx.scale = scale
-        ctx.mask_shape = None if attn_mask is None else attn_mask.shape
-        ctx.save_for_backward(query, key, value, weights, output)
-        ctx.mark_non_differentiable(weights)
-        return output, weights
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_output, _grad_weights):
-        query, key, value, weights, output = ctx.saved_tensors
-        scale = ctx.scale
-        grad_value = weights.transpose(-2, -1) @ grad_output  # (..., S, L) x (..., L, Ev)
-        grad_scores = grad_output @ value.transpose(-2, -1)  # (..., L, Ev) x (..., Ev, S)
-        row_dot = (grad_output * output).sum(dim=-1, keepdim=True)  # (..., L, 1)
-        grad_scores.sub_(row_dot).mul_(weights)  # softmax backward, (..., L, S)
-        grad_query = (grad_scores @ key).mul_(scale)  # (..., L, S) x (..., S, E)
-        grad_key = (grad_scores.transpose(-2, -1) @ query).mul_(scale)  # (..., S, L) x (..., L, E)
-        grad_mask = None
-        if ctx.needs_input_grad[3]:  # a learned additive bias, e.g. ALiBi with trained slopes
-            grad_mask = grad_scores.sum_to_size(ctx.mask_shape)
-        return grad_query, grad_key, grad_value, grad_mask, None
 
 
 def check_attention_inputs(query, key, value, attn_mask=None, dropout_p=0.0) -> None:

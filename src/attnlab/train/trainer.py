@@ -108,6 +108,8 @@ class Trainer:
         self.log = MetricsLog(store.metrics_path if writes else "metrics.jsonl", writes)
         self.state = TrainState()
         self.ledger = StepLedger(self.dist.device)
+        self._bar = ProgressBar(None, enabled=False)  # one per epoch, from _train_epoch
+        self._epoch_start = time.perf_counter()  # of the current epoch, resumed time included
         self._wrapped: nn.Module = (
             DistributedDataParallel(self.model, device_ids=None if self.dist.device.type == "cpu"
                                     else [self.dist.device])
