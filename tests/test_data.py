@@ -170,7 +170,7 @@ def test_encode_truncates_keeping_sep_and_pads(sst2_texts):
 
 def test_tokenizer_errors(sst2_texts):
     with pytest.raises(ValueError, match="kind"):
-        TextTokenizer.train(sst2_texts, kind="bpe")
+        TextTokenizer.train(sst2_texts, kind="nonsense")
     with pytest.raises(ValueError, match="vocab_size"):
         TextTokenizer.train(sst2_texts, vocab_size=3)
     tok = TextTokenizer.train(sst2_texts, 500)

@@ -27,6 +27,7 @@ __all__ = [
     "TEXT_COLUMNS",
     "DataFormatError",
     "TextDataset",
+    "candidate_dirs",
     "load_split",
     "read_labelled_file",
     "read_table",
@@ -221,7 +222,7 @@ def _split_file(directory: Path, split: str) -> Path | None:
     return None
 
 
-def _candidate_dirs(source: str | os.PathLike) -> list[Path]:
+def candidate_dirs(source: str | os.PathLike) -> list[Path]:
     """Where a source is looked for: itself, then ``$ATTNLAB_DATA/<source>``,
     then ``../shared/data/<source>`` relative to the current directory."""
     source_path = Path(source).expanduser()
@@ -236,7 +237,7 @@ def _candidate_dirs(source: str | os.PathLike) -> list[Path]:
 
 def resolve_source(source: str | os.PathLike, split: str) -> Path | None:
     """The file holding ``split`` of ``source``, or ``None`` if no local candidate has it."""
-    for directory in _candidate_dirs(source):
+    for directory in candidate_dirs(source):
         if directory.is_file():
             return directory
         if directory.is_dir():
@@ -279,7 +280,7 @@ def load_split(
         return read_labelled_file(path, text_column=text_column, label_column=label_column,
                                   label_names=label_names, n_classes=n_classes,
                                   on_error=on_error)
-    looked = [str(d) for d in _candidate_dirs(source)]
+    looked = [str(d) for d in candidate_dirs(source)]
     if hub.hub_available():
         texts, labels, address = hub.load_from_hub(
             str(source), split,

@@ -1,10 +1,15 @@
 """The one tokenizer wrapper: train, load, encode and pad, over a Hugging Face ``tokenizers``
 ``Tokenizer`` (the ``tokenizer.json`` format).
 
-Tokenizers trained here come in two kinds: ``"wordpiece"`` (sub-words, as BERT: rare words
-split into known pieces) and ``"word"`` (one id per whitespace/punctuation-separated word;
-unknown words map to ``[UNK]``). Both lower-case and reserve ``[PAD]`` = 0, ``[UNK]``,
-``[CLS]``, ``[SEP]``, and wrap a text as ``[CLS] tokens [SEP]``. A pretrained model's
+Tokenizers trained here come in four kinds. Two lower-case and strip accents, for
+classification: ``"wordpiece"`` (sub-words, as BERT: rare words split into known pieces) and
+``"word"`` (one id per whitespace/punctuation-separated word; unknown words map to ``[UNK]``).
+Two are cased and unnormalised, for translation, whose output is scored case-sensitive:
+``"bpe"`` (byte-pair merges) and ``"unigram"`` (SentencePiece's unigram model), both with
+SentencePiece's word-start mark ``▁`` in place of each space, so that :meth:`TextTokenizer.decode`
+gives back the text exactly (tabs, double and trailing spaces included). All reserve
+``[PAD]`` = 0, ``[UNK]``, ``[CLS]``, ``[SEP]`` and wrap a text as ``[CLS] tokens [SEP]``;
+translation reads ``[CLS]`` as beginning- and ``[SEP]`` as end-of-sentence. A pretrained model's
 ``tokenizer.json`` (all-MiniLM-L6-v2's) loads the same way. Padding and truncation stored in a
 file are switched off: :meth:`TextTokenizer.encode` truncates, :meth:`TextTokenizer.pad` pads.
 
@@ -25,11 +30,14 @@ from torch import Tensor
 
 from attnlab.text.batching import by_length, pad_sequences
 
-__all__ = ["SPECIAL_TOKENS", "TextTokenizer", "TokenizedBatch", "TokenizedText"]
+__all__ = ["SPECIAL_TOKENS", "TOKENIZER_KINDS", "TextTokenizer", "TokenizedBatch",
+           "TokenizedText"]
 
 PAD, UNK, CLS, SEP = "[PAD]", "[UNK]", "[CLS]", "[SEP]"
 SPECIAL_TOKENS = (PAD, UNK, CLS, SEP)  # ids 0, 1, 2, 3 in this order
-TOKENIZER_KINDS = ("wordpiece", "word")
+BOS, EOS = CLS, SEP  # beginning and end of a sentence, for sequence-to-sequence models
+TOKENIZER_KINDS = ("wordpiece", "word", "bpe", "unigram")
+SPACE = "\u2581"  # "▁", SentencePiece's mark of a word start; it stands for a space
 
 
 @dataclass
@@ -88,8 +96,13 @@ class TextTokenizer:
     @classmethod
     def train(cls, texts: Iterable[str], vocab_size: int = 16000, *, kind: str = "word",
               min_frequency: int = 1, max_length: int | None = None) -> TextTokenizer:
-        """Train a lower-casing tokenizer of ``kind`` on ``texts`` with at most ``vocab_size``
-        entries (special tokens included), each seen at least ``min_frequency`` times."""
+        """Train a tokenizer of ``kind`` on ``texts`` with at most ``vocab_size`` entries
+        (special tokens included), each seen at least ``min_frequency`` times.
+
+        ``"word"`` and ``"wordpiece"`` lower-case; ``"bpe"`` and ``"unigram"`` keep the text
+        as written and decode back to it (``"unigram"`` takes no ``min_frequency``). Characters
+        never seen in ``texts`` encode as ``[UNK]``.
+        """
         if kind not in TOKENIZER_KINDS:
             raise ValueError(f"kind must be one of {TOKENIZER_KINDS}, got {kind!r}")
         if not isinstance(vocab_size, int) or vocab_size <= len(SPECIAL_TOKENS):
@@ -100,16 +113,19 @@ class TextTokenizer:
             raise ValueError("texts is empty; cannot train a tokenizer")
         options = dict(vocab_size=vocab_size, min_frequency=min_frequency,
                        special_tokens=list(SPECIAL_TOKENS))
-        if kind == "wordpiece":
+        if kind in ("bpe", "unigram"):
+            tokenizer, trainer = _cased_subwords(kind, options)
+        elif kind == "wordpiece":
             tokenizer = Tokenizer(models.WordPiece(unk_token=UNK))
             trainer = trainers.WordPieceTrainer(**options)
             tokenizer.decoder = decoders.WordPiece()
         else:
             tokenizer = Tokenizer(models.WordLevel(unk_token=UNK))
             trainer = trainers.WordLevelTrainer(**options)
-        tokenizer.normalizer = normalizers.Sequence(
-            [normalizers.NFD(), normalizers.Lowercase(), normalizers.StripAccents()])
-        tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        if kind in ("wordpiece", "word"):
+            tokenizer.normalizer = normalizers.Sequence(
+                [normalizers.NFD(), normalizers.Lowercase(), normalizers.StripAccents()])
+            tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
         tokenizer.train_from_iterator(texts, trainer=trainer, length=len(texts))
         for expected, token in enumerate(SPECIAL_TOKENS):
             if tokenizer.token_to_id(token) != expected:  # the trainers put specials first
@@ -147,6 +163,16 @@ class TextTokenizer:
     def vocab_size(self) -> int:
         return self.tokenizer.get_vocab_size()
 
+    @property
+    def bos_token_id(self) -> int | None:
+        """Id of ``[CLS]``, the beginning of a sentence (2 in tokenizers trained here)."""
+        return self.tokenizer.token_to_id(BOS)
+
+    @property
+    def eos_token_id(self) -> int | None:
+        """Id of ``[SEP]``, the end of a sentence (3 in tokenizers trained here)."""
+        return self.tokenizer.token_to_id(EOS)
+
     def token_to_id(self, token: str) -> int | None:
         return self.tokenizer.token_to_id(token)
 
@@ -160,6 +186,34 @@ class TextTokenizer:
         """
         return [t.ids for t in self._tokenize(texts, max_length, add_special_tokens,
                                               allow_empty, details=False)]
+
+    def decode(self, ids: Sequence[int] | Tensor, *, skip_special_tokens: bool = True) -> str:
+        """The text of token ids (a list or a 1-D tensor), the inverse of :meth:`encode`.
+
+        For ``"bpe"`` and ``"unigram"`` tokenizers ``decode(encode([text])[0]) == text`` for
+        any text made of characters seen in training (and holding neither ``▁`` nor a special
+        token's name such as ``[SEP]``). ``skip_special_tokens`` leaves out
+        ``[PAD]``, ``[CLS]``, ``[SEP]`` and ``[UNK]``: characters unseen in training are then
+        missing from the text; with ``False`` each run of them reads ``[UNK]``.
+
+        Raises:
+            ValueError: an id outside ``0 .. vocab_size - 1``.
+        """
+        return self.decode_batch([ids], skip_special_tokens=skip_special_tokens)[0]
+
+    def decode_batch(self, ids: Sequence[Sequence[int]] | Tensor, *,
+                     skip_special_tokens: bool = True) -> list[str]:
+        """The texts of lists of token ids (or the rows of a 2-D tensor); see :meth:`decode`."""
+        rows = ids.tolist() if isinstance(ids, Tensor) else [
+            row.tolist() if isinstance(row, Tensor) else list(row) for row in ids]
+        size = self.tokenizer.get_vocab_size(with_added_tokens=True)
+        for i, row in enumerate(rows):
+            wrong = [x for x in row if isinstance(x, bool) or not isinstance(x, int)
+                     or not 0 <= x < size]
+            if wrong:
+                raise ValueError(f"ids of text {i} must be integers in 0 .. {size - 1} (the "
+                                 f"vocabulary), got {wrong[0]!r}")
+        return self.tokenizer.decode_batch(rows, skip_special_tokens=skip_special_tokens)
 
     def pad(self, ids: Sequence[Sequence[int]]) -> TokenizedBatch:
         """Right-pad non-empty token id lists to the longest of them."""
@@ -211,3 +265,27 @@ class TextTokenizer:
                                         for x in (ids, tokens, special))
             out.append(TokenizedText(list(ids), list(tokens), list(special), truncated))
         return out
+
+
+def _cased_subwords(kind: str, options: dict) -> tuple[Tokenizer, trainers.Trainer]:
+    """An untrained ``"bpe"`` or ``"unigram"`` tokenizer that keeps case and characters and
+    decodes back to the text exactly.
+
+    Every space becomes ``▁`` and a ``▁`` is put before the text (SentencePiece's dummy
+    prefix: the first word reads like any other); a piece never crosses a word start. The
+    decoder turns each ``▁`` back into a space and drops the first, so leading, double and
+    trailing spaces survive; no other character is touched (a ``▁`` in the text itself comes
+    back as a space).
+    """
+    if kind == "bpe":
+        tokenizer = Tokenizer(models.BPE(unk_token=UNK, fuse_unk=True))
+        trainer = trainers.BpeTrainer(**options, show_progress=False)
+    else:
+        if options.pop("min_frequency") != 1:
+            raise ValueError("min_frequency is not an option of kind='unigram'; leave it at 1")
+        tokenizer = Tokenizer(models.Unigram())
+        trainer = trainers.UnigramTrainer(**options, unk_token=UNK, show_progress=False)
+    tokenizer.normalizer = normalizers.Prepend(SPACE)  # only marks the start; no normalisation
+    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(SPACE, prepend_scheme="never")
+    tokenizer.decoder = decoders.Metaspace(SPACE, prepend_scheme="always")
+    return tokenizer, trainer
