@@ -35,7 +35,7 @@ from attnlab.models.classifier import ClassifierConfig, TextClassifier  # noqa: 
 from attnlab.tasks.classification.training import ClassificationLoss  # noqa: E402
 from attnlab.train import TrainConfig, Trainer  # noqa: E402
 
-LOOP_STEPS = 50  # optimizer steps per timed call of the loop rows
+LOOP_STEPS = 10  # optimizer steps per timed call of the loop rows
 
 
 class TorchClassifier(nn.Module):

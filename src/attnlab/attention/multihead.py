@@ -1,10 +1,16 @@
 """Multi-head attention: project, split into heads, attend per head, concatenate, project back.
 
+A :class:`KVCache` keeps the projected keys and values between calls for incremental decoding
+(fairseq's ``incremental_state``): a self-attention cache grows by the new positions on each
+call; a ``static`` (cross-attention) cache is filled from the encoder output once and reused.
+
 Legend: ``B`` batch, ``H`` heads, ``L`` query length, ``S`` key length, ``D`` ``d_model``,
 ``d_k`` query/key dim per head, ``d_v`` value dim per head.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -13,7 +19,41 @@ from attnlab.attention.functional import AttentionOutput, scaled_dot_product_att
 from attnlab.attention.hooks import HookPoint
 from attnlab.attention.masks import combine_masks, padding_mask
 
-__all__ = ["MultiHeadAttention"]
+__all__ = ["KVCache", "MultiHeadAttention"]
+
+
+@dataclass
+class KVCache:
+    """The projected keys and values of one attention module, kept between decoding steps.
+
+    Pass one to :meth:`MultiHeadAttention.forward` as ``cache=``; the module fills it in place.
+
+    * self-attention (``static=False``): each call appends the keys/values of its new positions
+      and attends over all of them; the new queries (and keys) sit at positions
+      ``length .. length+L-1``, which is what rotary embeddings and ``is_causal`` use.
+    * cross-attention (``static=True``): the first call projects ``key``/``value`` (the encoder
+      output) and stores them; later calls reuse them and do not read ``key``/``value``.
+
+    Attributes:
+        key: ``(B, H, S, d_k)`` (rotated, with rotary embeddings), or ``None`` while empty.
+        value: ``(B, H, S, d_v)``, or ``None`` while empty.
+        static: keys/values computed once and reused (cross-attention).
+    """
+
+    key: Tensor | None = None
+    value: Tensor | None = None
+    static: bool = False
+
+    @property
+    def length(self) -> int:
+        """Number of cached key positions ``S`` (0 while empty)."""
+        return 0 if self.key is None else self.key.shape[2]
+
+    def reorder(self, index: Tensor) -> None:
+        """Keep the batch rows ``index`` ``(B',)``, in that order (beam search, finished rows)."""
+        if self.key is not None:
+            self.key = self.key.index_select(0, index)  # (B', H, S, d_k)
+            self.value = self.value.index_select(0, index)  # (B', H, S, d_v)
 
 
 class MultiHeadAttention(nn.Module):
@@ -44,6 +84,10 @@ class MultiHeadAttention(nn.Module):
         - head_mask ``(H,)`` or ``(B, H)``: multiplies each head's output (1 keeps, 0 removes).
         - output ``(B, L, D)``; weights ``(B, H, L, S)``, or ``(B, L, S)`` with
           ``average_weights=True``, or ``None`` unless ``need_weights=True``.
+        - cache: optional :class:`KVCache`. With a cache, ``S`` counts the cached keys too:
+          ``attention_mask`` and ``attn_mask`` cover all of them (e.g. ``(B, H, 1, S)`` weights
+          on one decoding step), and ``is_causal`` lets the query at position ``length + i``
+          see keys ``j <= length + i``.
 
     Without ``need_weights`` the fused kernel runs; with it, the explicit path of
     :func:`scaled_dot_product_attention` runs, which writes ``B·H·L·S`` weights and is slower.
@@ -167,10 +211,11 @@ class MultiHeadAttention(nn.Module):
         need_weights: bool = False,
         average_weights: bool = False,
         head_mask: Tensor | None = None,
+        cache: KVCache | None = None,
     ) -> AttentionOutput:
         """Self-attention when ``key``/``value`` are omitted, else cross-attention.
 
-        See the class docstring for shapes and mask conventions.
+        See the class docstring for shapes, mask conventions and ``cache``.
         """
         unbatched = query.dim() == 2
         if unbatched:
@@ -179,16 +224,29 @@ class MultiHeadAttention(nn.Module):
             )
         key = query if key is None else key
         value = key if value is None else value
-        self._check_inputs(query, key, value, attention_mask, head_mask)
-        B, L, _ = query.shape
-        S, H = key.shape[1], self.n_heads
+        if cache is None:
+            self._check_inputs(query, key, value, attention_mask, head_mask)
+            B, L, _ = query.shape
+            S, H = key.shape[1], self.n_heads
 
-        # 1) project and split into heads
-        q = self.q_proj(query).view(B, L, H, self.d_k).transpose(1, 2)  # (B, H, L, d_k)
-        k = self.k_proj(key).view(B, S, H, self.d_k).transpose(1, 2)  # (B, H, S, d_k)
-        v = self.v_proj(value).view(B, S, H, self.d_v).transpose(1, 2)  # (B, H, S, d_v)
-        if self.rotary is not None:
-            q, k = self.rotary(q, k)
+            # 1) project and split into heads
+            q = self.q_proj(query).view(B, L, H, self.d_k).transpose(1, 2)  # (B, H, L, d_k)
+            k = self.k_proj(key).view(B, S, H, self.d_k).transpose(1, 2)  # (B, H, S, d_k)
+            v = self.v_proj(value).view(B, S, H, self.d_v).transpose(1, 2)  # (B, H, S, d_v)
+            if self.rotary is not None:
+                q, k = self.rotary(q, k)
+        else:  # 1) project what the cache lacks, then read the cache
+            past = self._check_cache(cache, query, key, value, attention_mask, head_mask,
+                                     is_causal)
+            B, L, _ = query.shape
+            H = self.n_heads
+            q, k, v = self._project_cached(query, key, value, cache, past)  # (B, H, L|S, d)
+            if is_causal and past > 0:  # the queries sit at positions past .. past+L-1
+                if L > 1:  # (one query sees every cached key: no mask needed)
+                    visible = torch.ones(L, k.shape[2], dtype=torch.bool,
+                                         device=q.device).tril(past)  # (L, S): j <= past + i
+                    attn_mask = combine_masks(attn_mask, visible)
+                is_causal = False
 
         # 2) attend per head
         mask = attn_mask
@@ -230,6 +288,55 @@ class MultiHeadAttention(nn.Module):
             output = output.squeeze(0)
             weights = None if weights is None else weights.squeeze(0)
         return AttentionOutput(output, weights)
+
+    def _project_cached(self, query: Tensor, key: Tensor, value: Tensor, cache: KVCache,
+                        past: int) -> tuple[Tensor, Tensor, Tensor]:
+        """Step 1 with a cache: project the queries and what the cache lacks, update it in
+        place, and return ``q (B, H, L, d_k)`` and all keys/values ``(B, H, S, d_k|d_v)``."""
+        B, L, _ = query.shape
+        H = self.n_heads
+        q = self.q_proj(query).view(B, L, H, self.d_k).transpose(1, 2)  # (B, H, L, d_k)
+        if cache.static and cache.key is not None:  # cross-attention after its first call
+            return q, cache.key, cache.value
+        S = key.shape[1]
+        k = self.k_proj(key).view(B, S, H, self.d_k).transpose(1, 2)  # (B, H, S, d_k)
+        v = self.v_proj(value).view(B, S, H, self.d_v).transpose(1, 2)  # (B, H, S, d_v)
+        if self.rotary is not None:  # new queries and keys both sit at past .. past+L-1
+            q, k = self.rotary(q, k, q_offset=past, k_offset=past)
+        if cache.key is not None:
+            k = torch.cat([cache.key, k], dim=2)  # (B, H, past + S, d_k)
+            v = torch.cat([cache.value, v], dim=2)  # (B, H, past + S, d_v)
+        cache.key, cache.value = k, v
+        return q, k, v
+
+    def _check_cache(self, cache, query, key, value, attention_mask, head_mask,
+                     is_causal) -> int:
+        """Check the inputs of a cached call; return the position of its first query."""
+        if not isinstance(cache, KVCache):
+            raise TypeError(f"cache must be a KVCache or None, got {type(cache).__name__}")
+        if cache.static and (is_causal or self.rotary is not None):
+            raise ValueError("a static cache (cross-attention) supports neither is_causal nor "
+                             "rotary positions: its keys are not positions of the queries' "
+                             "sequence")
+        reuse = cache.static and cache.key is not None
+        if reuse:  # key and value are not read
+            key = query.new_empty(query.shape[0], 0, self.kdim)
+            value = query.new_empty(query.shape[0], 0, self.vdim)
+        self._check_inputs(query, key, value, None, head_mask)
+        B = query.shape[0]
+        if cache.key is not None and cache.key.shape[0] != B:
+            raise ValueError(f"cache holds keys for batch size {cache.key.shape[0]} but query "
+                             f"{tuple(query.shape)} has batch size {B}; reorder the cache "
+                             f"(cache.reorder(index)) when the batch changes")
+        past = 0 if cache.static else cache.length
+        S = cache.length if reuse else past + key.shape[1]
+        if attention_mask is not None and tuple(attention_mask.shape) != (B, S):
+            raise ValueError(
+                f"attention_mask must have shape (B, S) = {(B, S)} with a cache: S counts the "
+                f"{cache.length} cached keys too (1 = attend, 0 = padding), got "
+                f"{tuple(attention_mask.shape)}"
+            )
+        return past
 
     def _check_inputs(self, query, key, value, attention_mask, head_mask) -> None:
         for name, t, dim in (("query", query, self.d_model), ("key", key, self.kdim),

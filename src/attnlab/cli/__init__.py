@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from attnlab.cli import explain as cli_explain
 from attnlab.cli import inspect as cli_inspect
 from attnlab.cli import train as cli_train
+from attnlab.cli import translation as cli_translation
 from attnlab.errors import UsageError
 from attnlab.io import CheckpointError
+from attnlab.io.registry import model_type_of
 
 __all__ = ["build_parser", "main"]
 
@@ -23,20 +26,31 @@ __all__ = ["build_parser", "main"]
 USER_ERRORS = (UsageError, CheckpointError, ValueError, FileNotFoundError, ImportError)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``attnlab`` parser with every subcommand."""
+TASKS = ("classification", "translation")  # what `attnlab train --task` trains
+
+
+def build_parser(task: str = "classification") -> argparse.ArgumentParser:
+    """The ``attnlab`` parser with every subcommand; ``train`` has the options of ``task``."""
     parser = argparse.ArgumentParser(
         prog="attnlab", description="Self-attention and multi-head attention for NLP."
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for register in _REGISTRY:
-        register(sub)
+        register(sub, task)
     return parser
+
+
+def task_of(argv: list[str]) -> str:
+    """The ``--task`` of a ``train`` command line (its options depend on it)."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--task", choices=TASKS, default="classification")
+    return pre.parse_known_args(argv)[0].task
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command in ``argv`` (default ``sys.argv[1:]``); its exit code, 2 for bad input."""
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(task_of(argv)).parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except USER_ERRORS as err:
@@ -44,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-def _add_explain(sub) -> None:
+def _add_explain(sub, task: str) -> None:
     parser = sub.add_parser(
         "explain", help="attention on small matrices, step by step",
         description="Show each step of softmax(Q Kᵀ · scale + mask) V on matrices given as JSON.",
@@ -55,7 +69,7 @@ def _add_explain(sub) -> None:
     parser.set_defaults(func=cli_explain.run)
 
 
-def _add_show(sub) -> None:
+def _add_show(sub, task: str) -> None:
     parser = sub.add_parser(
         "show", help="draw a model's attention on sentences (PNG, HTML explorer)",
         description="Print the prediction and rollout relevance of each sentence; draw a heat "
@@ -68,7 +82,7 @@ def _add_show(sub) -> None:
     parser.set_defaults(func=cli_inspect.run_show)
 
 
-def _add_heads(sub) -> None:
+def _add_heads(sub, task: str) -> None:
     parser = sub.add_parser(
         "heads", help="importance, statistics and pruning curve of every head",
         description="Per layer and head: importance (Michel et al. 2019), entropy, attention "
@@ -80,7 +94,7 @@ def _add_heads(sub) -> None:
     parser.set_defaults(func=cli_inspect.run_heads)
 
 
-def _add_serve(sub) -> None:
+def _add_serve(sub, task: str) -> None:
     parser = sub.add_parser(
         "serve", help="live attention explorer in the browser",
         description="Serve a page to type a sentence and see the prediction, the rollout and "
@@ -91,7 +105,7 @@ def _add_serve(sub) -> None:
     parser.set_defaults(func=cli_inspect.run_serve)
 
 
-def _add_train(sub) -> None:
+def _add_train(sub, task: str) -> None:
     parser = sub.add_parser(
         "train", help="train a Transformer classifier (tokenizer included) into a run folder, "
                       "or fine-tune a pretrained encoder (--init)",
@@ -102,23 +116,58 @@ def _add_train(sub) -> None:
                     "own tokenizer. Runs under torchrun for data parallelism.",
         epilog="examples: attnlab train --data sst2 --heads 4 --layers 2 --d-model 128 "
                "--epochs 3 --out runs/h4; attnlab train --init all-MiniLM-L6-v2 --data sst2 "
-               "--out runs/minilm",
+               "--out runs/minilm; attnlab train --task translation --data multi30k "
+               "--source de --target en --out runs/de-en",
     )
-    cli_train.add_train_arguments(parser)
-    parser.set_defaults(func=cli_train.run_train)
+    parser.add_argument("--task", choices=TASKS, default="classification",
+                        help="classification (SST-2 and the like) or translation (parallel "
+                             "text); the options below are those of this task")
+    if task == "translation":
+        cli_translation.add_train_arguments(parser)
+        parser.set_defaults(func=cli_translation.run_train)
+    else:
+        cli_train.add_train_arguments(parser)
+        parser.set_defaults(func=cli_train.run_train)
 
 
-def _add_evaluate(sub) -> None:
+def _add_evaluate(sub, task: str) -> None:
     parser = sub.add_parser(
-        "evaluate", help="loss, accuracy and F1 of a trained run on a split",
-        description="Evaluate a run folder's best checkpoint on a labelled split.",
-        epilog="example: attnlab evaluate runs/h4 --data sst2 --split test --json",
+        "evaluate", help="a trained run on a split: loss, accuracy and F1, or BLEU and chrF",
+        description="Evaluate a run folder's best checkpoint on a split: a classifier's loss, "
+                    "accuracy and macro F1, or a translator's cased sacreBLEU and chrF.",
+        epilog="examples: attnlab evaluate runs/h4 --data sst2 --split test --json; "
+               "attnlab evaluate runs/de-en --split test_2016_flickr --beam 5",
     )
     cli_train.add_evaluate_arguments(parser)
-    parser.set_defaults(func=cli_train.run_evaluate)
+    parser.add_argument("--beam", type=int, default=1,
+                        help="translation: beam size (1: greedy) [default: 1]")
+    parser.add_argument("--out", type=Path,
+                        help="translation: write the hypotheses to this file, one a line")
+    parser.set_defaults(func=_run_evaluate)
 
 
-def _add_predict(sub) -> None:
+def _run_evaluate(args: argparse.Namespace) -> int:
+    """Evaluate as the run's model type asks: a translator or a classifier."""
+    if model_type_of(args.run) == "seq2seq":
+        return cli_translation.run_evaluate(args)
+    if args.beam != 1 or args.out is not None:
+        raise UsageError("--beam and --out apply to translation runs only")
+    return cli_train.run_evaluate(args)
+
+
+def _add_translate(sub, task: str) -> None:
+    parser = sub.add_parser(
+        "translate", help="translate texts with a translation run",
+        description="Translate texts given as arguments, lines of --file, or standard input "
+                    "(greedy, or beam search with --beam).",
+        epilog='example: attnlab translate runs/de-en "Ein Hund rennt durch den Schnee." '
+               "--beam 5",
+    )
+    cli_translation.add_translate_arguments(parser)
+    parser.set_defaults(func=cli_translation.run_translate)
+
+
+def _add_predict(sub, task: str) -> None:
     parser = sub.add_parser(
         "predict", help="label and probability of each text",
         description="Classify texts given as arguments and/or lines of --file.",
@@ -128,7 +177,7 @@ def _add_predict(sub) -> None:
     parser.set_defaults(func=cli_train.run_predict)
 
 
-def _add_experiment(sub) -> None:
+def _add_experiment(sub, task: str) -> None:
     parser = sub.add_parser(
         "experiment", help="single- vs multi-head, or positional encodings, over seeds",
         description="Train each variant with several seeds, everything else equal; write "
@@ -142,7 +191,7 @@ def _add_experiment(sub) -> None:
 # Subcommands, in the order `attnlab --help` lists them.
 _REGISTRY = [
     _add_explain,
-    _add_train, _add_evaluate, _add_predict, _add_experiment,
+    _add_train, _add_evaluate, _add_predict, _add_translate, _add_experiment,
     _add_show, _add_heads, _add_serve,
 ]
 

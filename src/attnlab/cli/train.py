@@ -115,7 +115,8 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run", type=Path, help="run folder (uses best/, else last/) or checkpoint")
     parser.add_argument("--data", default=None,
                         help="data set name or folder [default: the one the run was trained on]")
-    parser.add_argument("--split", default="test", help="split to evaluate [default: test]")
+    parser.add_argument("--split", default=None,
+                        help="split to evaluate [default: test; test_2016_flickr for translation]")
     parser.add_argument("--batch-size", type=int, default=256, help="examples per batch")
     parser.add_argument("--json", action="store_true",
                         help="print one JSON object with keys loss, accuracy, f1, n")
@@ -126,11 +127,12 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
     source = args.data or data_source_of(args.run)
-    result = evaluate_run(args.run, source, args.split, batch_size=args.batch_size)
+    split = args.split or "test"
+    result = evaluate_run(args.run, source, split, batch_size=args.batch_size)
     if args.json:
         print(json.dumps(result.to_dict()))
     else:
-        print(f"{source} {args.split}: loss {result.loss:.4f}  accuracy {result.accuracy:.4f}  "
+        print(f"{source} {split}: loss {result.loss:.4f}  accuracy {result.accuracy:.4f}  "
               f"f1 {result.f1:.4f}  n {result.n}")
     return 0
 

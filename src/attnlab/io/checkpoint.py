@@ -38,6 +38,7 @@ __all__ = [
     "decode_state",
     "encode_state",
     "load_checkpoint",
+    "load_checkpoint_config",
     "load_weights",
     "resolve_checkpoint",
     "save_checkpoint",
@@ -178,17 +179,9 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
     raise FileNotFoundError(f"checkpoint folder not found: {target}")
 
 
-def load_checkpoint(path: str | os.PathLike, *, with_state: bool = False) -> Checkpoint:
-    """Read a checkpoint folder written by :func:`save_checkpoint`.
-
-    Args:
-        path: the folder (e.g. ``runs/h4/best``).
-        with_state: also read the trainer state (needed to resume).
-
-    Raises:
-        FileNotFoundError: the folder or a required file is missing (the message names it).
-        CheckpointError: a file is truncated, corrupt or of another format (names the file).
-    """
+def load_checkpoint_config(path: str | os.PathLike) -> dict[str, Any]:
+    """The config.json of a checkpoint folder, checked for format and version (weights not
+    read)."""
     folder = resolve_checkpoint(path)
     config = _read_json(folder / CONFIG_FILE)
     found = config.get("format") if isinstance(config, dict) else type(config).__name__
@@ -202,6 +195,22 @@ def load_checkpoint(path: str | os.PathLike, *, with_state: bool = False) -> Che
             f"{folder / CONFIG_FILE}: checkpoint version {config['version']} is newer than "
             f"this attnlab reads ({VERSION})"
         )
+    return config
+
+
+def load_checkpoint(path: str | os.PathLike, *, with_state: bool = False) -> Checkpoint:
+    """Read a checkpoint folder written by :func:`save_checkpoint`.
+
+    Args:
+        path: the folder (e.g. ``runs/h4/best``).
+        with_state: also read the trainer state (needed to resume).
+
+    Raises:
+        FileNotFoundError: the folder or a required file is missing (the message names it).
+        CheckpointError: a file is truncated, corrupt or of another format (names the file).
+    """
+    folder = resolve_checkpoint(path)
+    config = load_checkpoint_config(folder)
     weights = _read_safetensors(folder / WEIGHTS_FILE)
     metrics = _read_json(folder / METRICS_FILE) if (folder / METRICS_FILE).exists() else None
     state = None

@@ -16,10 +16,17 @@ from typing import Any
 from torch import nn
 
 from attnlab.attention.multihead import MultiHeadAttention
-from attnlab.io.checkpoint import CheckpointError, load_checkpoint, load_weights, save_checkpoint
+from attnlab.io.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    load_checkpoint_config,
+    load_weights,
+    save_checkpoint,
+)
 from attnlab.models.bert import BertConfig, BertModel
 from attnlab.models.bert_classifier import BertClassifierConfig, BertForSequenceClassification
 from attnlab.models.classifier import ClassifierConfig, TextClassifier
+from attnlab.models.seq2seq import Seq2SeqConfig, Seq2SeqTransformer
 from attnlab.text.tokenizer import TextTokenizer
 
 __all__ = [
@@ -32,11 +39,13 @@ __all__ = [
     "save_bert_classifier",
     "checkpoint_dir",
     "load_model",
+    "model_type_of",
     "restore_pruning",
 ]
 
 BERT_CLASSIFIER = "bert-sequence-classifier"
-MODEL_TYPES = ("classifier", BERT_CLASSIFIER)
+SEQ2SEQ = "seq2seq"  # the translation model
+MODEL_TYPES = ("classifier", BERT_CLASSIFIER, SEQ2SEQ)
 KEPT_HEADS_KEY = "kept_heads"  # config.json key: {module name: remaining original head indices}
 
 
@@ -52,6 +61,11 @@ def checkpoint_dir(path: str | os.PathLike) -> Path:
                             f"its best/ and last/ folders")
 
 
+def model_type_of(path: str | os.PathLike) -> str:
+    """The ``model_type`` recorded in the checkpoint of a run or checkpoint folder."""
+    return load_checkpoint_config(checkpoint_dir(path)).get("model_type", "classifier")
+
+
 @dataclass(frozen=True)
 class BuiltModel:
     """A fresh, full-size model from a checkpoint config, and how to read it."""
@@ -59,7 +73,7 @@ class BuiltModel:
     model: nn.Module
     pooling: str  # "cls" or "mean": which rows the classification head reads (for rollout)
     max_length: int  # longest input in tokens
-    n_classes: int  # outputs of the classification head
+    n_classes: int  # outputs of the classification head (0: the model has none)
 
 
 def build_model(config: Mapping[str, Any]) -> BuiltModel:
@@ -67,7 +81,8 @@ def build_model(config: Mapping[str, Any]) -> BuiltModel:
 
     Known ``model_type``: ``"classifier"`` (:class:`~attnlab.models.TextClassifier`, config
     under ``"model"``) and ``"bert-sequence-classifier"`` (BERT with a classification head,
-    ``"bert"``/``"head"`` at the top level or under ``"model"``).
+    ``"bert"``/``"head"`` at the top level or under ``"model"``) and ``"seq2seq"``
+    (:class:`~attnlab.models.seq2seq.Seq2SeqTransformer`, config under ``"model"``).
     """
     model_type = config.get("model_type", "classifier")
     if model_type == "classifier":
@@ -84,6 +99,9 @@ def build_model(config: Mapping[str, Any]) -> BuiltModel:
         return BuiltModel(model, "mean" if head.pooling == "mean" else "cls",
                           int(c.get("max_length") or bert_config.max_position_embeddings),
                           head.num_labels)
+    if model_type == SEQ2SEQ:
+        c = Seq2SeqConfig.from_dict(config["model"])
+        return BuiltModel(Seq2SeqTransformer(c), "mean", c.max_len, 0)
     raise ValueError(f"unknown model_type {model_type!r} in config.json; known: "
                      f"{list(MODEL_TYPES)}")
 

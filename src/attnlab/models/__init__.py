@@ -1,12 +1,22 @@
-"""Models built on attnlab's attention: encoder blocks, a Transformer text classifier, BERT
-encoders and their heads. Knows only :mod:`attnlab.attention` (weights are loaded by
-:mod:`attnlab.io`)."""
+"""Models built on attnlab's attention: encoder and decoder blocks, a Transformer text
+classifier, BERT encoders and their heads, the encoder-decoder Transformer and its decoding.
+Knows only :mod:`attnlab.attention` (weights are loaded by :mod:`attnlab.io`)."""
 
 from attnlab.models.bert import BertConfig, BertModel, BertOutput, mean_pool
 from attnlab.models.bert_classifier import BertClassifierConfig, BertForSequenceClassification
 from attnlab.models.classifier import ClassifierConfig, ClassifierOutput, TextClassifier
+from attnlab.models.generation import (
+    Hypothesis,
+    beam_search,
+    beam_search_nbest,
+    greedy,
+    greedy_search,
+    sequence_scores,
+)
 from attnlab.models.prediction import Prediction
 from attnlab.models.sentence_encoder import SentenceEncoder
+from attnlab.models.seq2seq import Seq2SeqConfig, Seq2SeqOutput, Seq2SeqTransformer
+from attnlab.models.transformer_decoder import DecoderCache, DecoderLayer, TransformerDecoder
 
 __all__ = [
     "Prediction",
@@ -17,7 +27,19 @@ __all__ = [
     "BertOutput",
     "ClassifierConfig",
     "ClassifierOutput",
+    "DecoderCache",
+    "DecoderLayer",
+    "Hypothesis",
     "SentenceEncoder",
+    "Seq2SeqConfig",
+    "Seq2SeqOutput",
+    "Seq2SeqTransformer",
     "TextClassifier",
+    "TransformerDecoder",
+    "beam_search",
+    "beam_search_nbest",
+    "greedy",
+    "greedy_search",
     "mean_pool",
+    "sequence_scores",
 ]

@@ -10,6 +10,7 @@ Legend: ``B`` batch, ``T`` sequence length, ``D`` ``d_model``, ``F`` ``d_ff``.
 
 from __future__ import annotations
 
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attnlab.attention.multihead import MultiHeadAttention
@@ -75,6 +76,37 @@ class EncoderLayer(nn.Module):
 
     def _attend(self, x: Tensor, attention_mask: Tensor | None) -> Tensor:
         return self.dropout(self.attn(x, attention_mask=attention_mask).output)  # (B, T, D)
+
+    @classmethod
+    def from_torch(cls, layer: nn.TransformerEncoderLayer) -> EncoderLayer:
+        """A copy of a ``torch.nn.TransformerEncoderLayer`` (GELU, biases, eps 1e-5)."""
+        check_torch_layer(layer, (layer.norm1, layer.norm2))
+        d_model, d_ff = layer.linear1.in_features, layer.linear1.out_features
+        new = cls(d_model, layer.self_attn.num_heads, d_ff, dropout=layer.dropout.p,
+                  attn_dropout=layer.self_attn.dropout, norm_first=layer.norm_first)
+        new.attn = MultiHeadAttention.from_torch(layer.self_attn)
+        weight = layer.linear1.weight
+        new = new.to(weight.device, weight.dtype)
+        for ours, theirs in ((new.ff.up, layer.linear1), (new.ff.down, layer.linear2),
+                             (new.attn_norm, layer.norm1), (new.ff_norm, layer.norm2)):
+            ours.load_state_dict(theirs.state_dict())
+        return new
+
+
+def check_torch_layer(layer: nn.Module, norms: tuple[nn.LayerNorm, ...]) -> None:
+    """Fail unless a ``torch.nn.Transformer{Encoder,Decoder}Layer`` computes what ours does:
+    exact GELU (as :class:`FeedForward`), biases everywhere, layer norms with eps ``1e-5``."""
+    activation = layer.activation
+    exact_gelu = activation is F.gelu or (isinstance(activation, nn.GELU)
+                                          and activation.approximate == "none")
+    if not exact_gelu:
+        raise ValueError(f"from_torch: the layer's activation must be GELU (exact), as in "
+                         f"FeedForward; got {activation!r} (build it with activation='gelu')")
+    if layer.linear1.bias is None or any(norm.bias is None for norm in norms):
+        raise ValueError("from_torch: layers without biases (bias=False) are not supported")
+    if any(norm.eps != 1e-5 for norm in norms):
+        raise ValueError(f"from_torch: layer_norm_eps must be 1e-5 (nn.LayerNorm's default), "
+                         f"got {norms[0].eps}")
 
 
 class TransformerEncoder(nn.Module):

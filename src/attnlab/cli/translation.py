@@ -1,0 +1,110 @@
+"""Arguments and handlers of the translation commands: ``attnlab train --task translation``,
+``attnlab evaluate`` of a translation run, and ``attnlab translate``.
+
+Options come from :class:`~attnlab.tasks.translation.config.TranslationDataConfig`,
+:class:`~attnlab.models.seq2seq.Seq2SeqConfig` and :class:`~attnlab.train.TrainConfig`, one per
+field; the handlers only parse and print.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from attnlab.cli.options import add_config_options, options_given
+from attnlab.errors import UsageError
+from attnlab.models.seq2seq import Seq2SeqConfig
+from attnlab.tasks.translation.config import TRANSLATION_DEFAULTS, TranslationDataConfig
+from attnlab.tasks.translation.launch import MODEL_FIXED, OPTION_NAMES, train_from_options
+from attnlab.tasks.translation.use import evaluate_run, load_translator, translate
+from attnlab.train.config import TrainConfig
+
+__all__ = ["add_train_arguments", "add_translate_arguments", "run_evaluate", "run_train",
+           "run_translate"]
+
+TEST_SPLIT = "test_2016_flickr"  # the split evaluate scores by default
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``attnlab train --task translation``."""
+    parser.add_argument("--out", required=True, type=Path,
+                        help="run folder: best/, last/, metrics.jsonl, result.json")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the interrupted run in --out from its last/ checkpoint")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar or epoch lines")
+    add_config_options(parser.add_argument_group("data"), TranslationDataConfig, "data",
+                       rename=OPTION_NAMES["data"])
+    add_config_options(parser.add_argument_group("model"), Seq2SeqConfig, "model",
+                       rename=OPTION_NAMES["model"], skip=MODEL_FIXED)
+    defaults = ", ".join(f"{k} {v}" for k, v in TRANSLATION_DEFAULTS.items())
+    add_config_options(parser.add_argument_group(f"training (defaults for translation: "
+                                                 f"{defaults})"), TrainConfig, "train")
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """Train (or resume) a translator into ``--out`` and print a summary."""
+    run = train_from_options(args.out, data=options_given(args, "data"),
+                             model=options_given(args, "model"),
+                             train=options_given(args, "train"), resume=args.resume,
+                             progress=not args.quiet)
+    if int(os.environ.get("RANK", "0")) == 0:
+        r = run.result
+        print(f"trained {run.n_parameters:,} parameters for {r.global_step} steps in "
+              f"{r.wall_time:.0f}s ({run.dropped} long training pairs left out)")
+        if r.best_val is not None:
+            print(f"best step {r.best_step}: val {r.best_val.describe()}")
+        print(f"saved to {args.out}/best and {args.out}/last")
+    return 0
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    """Translate ``--split`` (greedy, or ``--beam N``) and print cased BLEU and chrF."""
+    run = load_translator(args.run)
+    data = run.config.get("data") or {}
+    source = args.data or data.get("source")
+    if not source:
+        raise UsageError(f"{args.run} does not record its data set; pass --data")
+    split = args.split or TEST_SPLIT
+    result = evaluate_run(args.run, source, split, source_lang=data["source_lang"],
+                          target_lang=data["target_lang"], beam=args.beam)
+    if args.out is not None:
+        args.out.write_text("".join(h + "\n" for h in result.hypotheses), encoding="utf-8")
+    if args.json:
+        print(json.dumps(result.to_dict()))
+    else:
+        print(f"{source} {split}: BLEU {result.bleu:.2f}  chrF {result.chrf:.2f}  n {result.n}"
+              f"  ({'greedy' if args.beam == 1 else f'beam {args.beam}'})")
+        print(result.signature)
+    return 0
+
+
+def add_translate_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``attnlab translate``."""
+    parser.add_argument("run", type=Path, help="a translation run folder (best/, else last/)")
+    parser.add_argument("texts", nargs="*", help="texts to translate (or lines of --file/stdin)")
+    parser.add_argument("--file", type=Path, help="also translate each non-empty line of FILE")
+    parser.add_argument("--beam", type=int, default=1, help="beam size (1: greedy) [default: 1]")
+    parser.add_argument("--json", action="store_true",
+                        help="print one JSON object a line: text, translation, tokens")
+
+
+def run_translate(args: argparse.Namespace) -> int:
+    """Translate the texts given, the lines of ``--file``, or of standard input."""
+    texts = list(args.texts)
+    if args.file is not None:
+        if not args.file.is_file():
+            raise UsageError(f"--file not found: {args.file}")
+        texts += [line for line in args.file.read_text(encoding="utf-8").splitlines()
+                  if line.strip()]
+    if not texts and not sys.stdin.isatty():
+        texts = [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    if not texts:
+        raise UsageError("no texts: give them as arguments, with --file, or on standard input")
+    if args.beam < 1:
+        raise UsageError(f"--beam must be >= 1, got {args.beam}")
+    for t in translate(args.run, texts, beam=args.beam):
+        print(json.dumps(t.to_dict(), ensure_ascii=False) if args.json else t.translation)
+    return 0

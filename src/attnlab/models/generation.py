@@ -1,0 +1,308 @@
+"""Decoding with a :class:`~attnlab.models.seq2seq.Seq2SeqTransformer`: greedy and beam search,
+apart from the model (as fairseq's ``SequenceGenerator``).
+
+Both run the decoder one target position at a time. With ``use_cache=True`` a step feeds only
+the newest token and the model's :class:`~attnlab.models.transformer_decoder.DecoderCache`
+supplies the keys and values of the earlier ones (and of the source, projected once); with
+``use_cache=False`` each step recomputes the whole prefix, the reference the cache is tested
+against. Both give the same tokens.
+
+A hypothesis of ``n`` generated tokens (its EOS included) scores
+``sum(log p) / n ** length_penalty``, fairseq's length normalisation. Padding is never generated.
+Beam search keeps ``K`` live hypotheses per sentence in one batch of ``B·K`` rows; at each step
+the ``2K`` best continuations are ranked, those ending in EOS among the first ``K`` are set
+aside as finished and the ``K`` best others go on. A sentence is done, and its rows leave the
+batch, when it has ``K`` finished hypotheses and its best live one, normalised by its current
+length, scores no better than the ``K``-th finished one (the rule of Hugging Face's
+``early_stopping=False``). With ``early_stopping=True`` it is done as soon as it has ``K``
+finished hypotheses (fairseq's rule): faster, but then low-scoring hypotheses that end early
+can fill the ``K`` places before the best one ends (a tiny model trained to reverse its input
+got 2 of its 32 training sentences wrong this way with beam 4, none with the default). Under
+either rule beam 1 is greedy search. Hypotheses still live at ``max_length`` compete
+unfinished.
+
+Legend: ``B`` sentences, ``K`` beam size, ``N`` rows (``B`` or ``B·K``), ``S`` source length,
+``t`` target positions so far, ``V`` vocabulary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from attnlab.models.seq2seq import Seq2SeqTransformer
+
+__all__ = [
+    "Hypothesis",
+    "beam_search",
+    "beam_search_nbest",
+    "greedy",
+    "greedy_search",
+    "sequence_scores",
+]
+
+
+class Hypothesis(NamedTuple):
+    """One generated target."""
+
+    tokens: list[int]  # generated ids, without BOS and EOS
+    score: float  # sum of log-probabilities (EOS included) / length ** length_penalty
+    finished: bool  # ended with EOS (False: stopped at max_length)
+
+
+def greedy(model: Seq2SeqTransformer, input_ids: Tensor, attention_mask: Tensor | None = None,
+           *, max_length: int | None = None, use_cache: bool = True) -> list[list[int]]:
+    """The most likely next token at each step, until EOS or ``max_length`` tokens.
+
+    Args:
+        model: the translation model (run in eval mode, without gradients).
+        input_ids: source ``(B, S)``; attention_mask ``(B, S)``: 1 = token, 0 = padding.
+        max_length: most tokens generated per sentence (EOS included); default
+            ``min(S + 50, max_len)``.
+        use_cache: feed one token per step with the key/value cache (fast), or recompute
+            the prefix each step.
+
+    Returns:
+        The generated ids of each sentence, without BOS and EOS. :func:`greedy_search` also
+        gives scores.
+    """
+    return [h.tokens for h in greedy_search(model, input_ids, attention_mask,
+                                            max_length=max_length, use_cache=use_cache)]
+
+
+def beam_search(model: Seq2SeqTransformer, input_ids: Tensor,
+                attention_mask: Tensor | None = None, *, beam: int = 5,
+                max_length: int | None = None, length_penalty: float = 1.0,
+                early_stopping: bool = False, use_cache: bool = True) -> list[list[int]]:
+    """The best of ``beam`` hypotheses per sentence, by ``score / length ** length_penalty``.
+
+    Args: as :func:`greedy`, and ``beam`` (``K >= 1``), ``length_penalty`` (``0``: raw sums
+    of log-probabilities, favouring short outputs; ``1``: per-token average) and
+    ``early_stopping`` (stop a sentence at ``K`` finished hypotheses, as fairseq; by default,
+    only once its live hypotheses score no better than those: see the module docstring).
+
+    Returns:
+        The generated ids of each sentence's best hypothesis, without BOS and EOS.
+        :func:`beam_search_nbest` gives the ``n`` best with scores.
+    """
+    nbest = beam_search_nbest(model, input_ids, attention_mask, beam=beam, max_length=max_length,
+                              length_penalty=length_penalty, early_stopping=early_stopping,
+                              use_cache=use_cache)
+    return [hyps[0].tokens for hyps in nbest]
+
+
+def greedy_search(model: Seq2SeqTransformer, input_ids: Tensor,
+                  attention_mask: Tensor | None = None, *, max_length: int | None = None,
+                  length_penalty: float = 1.0, use_cache: bool = True) -> list[Hypothesis]:
+    """:func:`greedy` with scores: one :class:`Hypothesis` per sentence (``length_penalty``
+    only changes the score reported)."""
+    c = model.config
+    with torch.no_grad(), _evaluating(model):
+        max_length = _check_max_length(model, input_ids, max_length)
+        decoder = _Decoder(model, input_ids, attention_mask, use_cache)
+        B = input_ids.shape[0]
+        tokens = input_ids.new_full((B, 1), c.bos_token_id)  # (B, 1)
+        scores = decoder.memory.new_zeros(B, dtype=decoder.dtype)  # (B,)
+        done = torch.zeros(B, dtype=torch.bool, device=input_ids.device)  # (B,)
+        for _ in range(max_length):
+            best, token = decoder.next_log_probs(tokens).max(dim=-1)  # (B,), (B,)
+            token = token.masked_fill(done, c.pad_token_id)  # finished rows only pad
+            scores += best.masked_fill(done, 0.0)
+            tokens = torch.cat([tokens, token[:, None]], dim=1)  # (B, t + 1)
+            done |= token == c.eos_token_id
+            if bool(done.all()):
+                break
+    return [_hypothesis(row[1:], score, c.eos_token_id, c.pad_token_id, length_penalty)
+            for row, score in zip(tokens.tolist(), scores.tolist(), strict=True)]
+
+
+def beam_search_nbest(model: Seq2SeqTransformer, input_ids: Tensor,
+                      attention_mask: Tensor | None = None, *, beam: int = 5,
+                      max_length: int | None = None, length_penalty: float = 1.0,
+                      early_stopping: bool = False, use_cache: bool = True,
+                      n_best: int = 1) -> list[list[Hypothesis]]:
+    """:func:`beam_search` with scores: the ``n_best`` hypotheses of each sentence, best first."""
+    _check_beam(beam, n_best, length_penalty, early_stopping)
+    c, K = model.config, beam
+    with torch.no_grad(), _evaluating(model):
+        max_length = _check_max_length(model, input_ids, max_length)
+        decoder = _Decoder(model, input_ids, attention_mask, use_cache)
+        B, V = input_ids.shape[0], c.vocab_size
+        decoder.reorder(torch.arange(B, device=input_ids.device).repeat_interleave(K))  # B·K
+        tokens = input_ids.new_full((B * K, 1), c.bos_token_id)  # (B·K, 1)
+        scores = decoder.memory.new_full((B, K), float("-inf"), dtype=decoder.dtype)
+        scores[:, 0] = 0.0  # the K beams start equal: let one of them go on
+        alive = list(range(B))  # the sentence of each group of K rows
+        finished: list[list[Hypothesis]] = [[] for _ in range(B)]
+        for step in range(max_length):
+            n = len(alive)
+            log_probs = decoder.next_log_probs(tokens).view(n, K, V)  # (n, K, V)
+            candidates = (scores[:, :, None] + log_probs).view(n, K * V)  # (n, K·V)
+            top, index = candidates.topk(2 * K, dim=1)  # (n, 2K), best first
+            beam_of, token = index // V, index % V  # (n, 2K) each
+            ends = token == c.eos_token_id  # (n, 2K)
+            _set_aside(finished, alive, tokens, top, beam_of, ends, step + 1, length_penalty)
+            scores, order = top.masked_fill(ends, float("-inf")).topk(K, dim=1)  # (n, K)
+            rows = torch.arange(n, device=tokens.device)[:, None] * K + beam_of.gather(1, order)
+            token = token.gather(1, order)  # (n, K): the continuations kept
+            live = [s / (step + 1) ** length_penalty for s in scores[:, 0].tolist()]
+            keep = [i for i, s in enumerate(alive)
+                    if not _done(finished[s], K, live[i], early_stopping)]
+            if len(keep) < n:  # done sentences leave the batch
+                kept = torch.tensor(keep, dtype=torch.long, device=tokens.device)
+                rows, token, scores = rows[kept], token[kept], scores[kept]  # (n', K)
+                alive = [alive[i] for i in keep]
+            if not alive:
+                break
+            rows = rows.view(-1)  # (n'·K,)
+            tokens = torch.cat([tokens.index_select(0, rows), token.view(-1, 1)],
+                               dim=1)  # (n'·K, t + 1)
+            if step + 1 < max_length:
+                decoder.reorder(rows)
+        _set_aside_live(finished, alive, tokens, scores, length_penalty)  # at max_length
+    return [hyps[:n_best] for hyps in finished]
+
+
+def sequence_scores(model: Seq2SeqTransformer, input_ids: Tensor,
+                    attention_mask: Tensor | None, hypotheses: list[Hypothesis], *,
+                    length_penalty: float = 1.0) -> list[float]:
+    """Score given hypotheses (one per sentence) with one teacher-forced forward pass, as the
+    searches do: ``sum(log p(token)) / n ** length_penalty`` over the tokens and, for finished
+    ones, EOS."""
+    c = model.config
+    if len(hypotheses) != input_ids.shape[0]:
+        raise ValueError(f"hypotheses must hold one per sentence: {input_ids.shape[0]}, got "
+                         f"{len(hypotheses)}")
+    targets = [h.tokens + [c.eos_token_id] * h.finished for h in hypotheses]
+    T = max(len(t) for t in targets)
+    if T == 0:
+        return [0.0] * len(targets)
+    labels = input_ids.new_full((len(targets), T), c.pad_token_id)  # (B, T)
+    for b, t in enumerate(targets):
+        labels[b, :len(t)] = torch.tensor(t, dtype=torch.long)
+    inputs = torch.cat([labels.new_full((len(targets), 1), c.bos_token_id), labels[:, :-1]], 1)
+    with torch.no_grad(), _evaluating(model):
+        logits = model(input_ids, attention_mask, inputs).logits  # (B, T, V)
+    log_probs = F.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), -1)
+    picked = log_probs.gather(2, labels[:, :, None]).squeeze(2)  # (B, T)
+    lengths = torch.tensor([len(t) for t in targets], device=labels.device)  # (B,)
+    real = torch.arange(T, device=labels.device)[None, :] < lengths[:, None]  # (B, T)
+    sums = picked.masked_fill(~real, 0.0).sum(dim=1)  # (B,)
+    return [s / max(n, 1) ** length_penalty for s, n in zip(sums.tolist(), lengths.tolist(),
+                                                             strict=True)]
+
+
+class _Decoder:
+    """The encoder output and the decoder state of ``N`` rows, run one position at a time."""
+
+    def __init__(self, model: Seq2SeqTransformer, input_ids: Tensor,
+                 attention_mask: Tensor | None, use_cache: bool) -> None:
+        self.model, self.mask = model, attention_mask
+        self.memory = model.encode(input_ids, attention_mask)  # (N, S, D)
+        self.cache = model.new_cache() if use_cache else None
+        self.dtype = torch.promote_types(self.memory.dtype, torch.float32)  # of the scores
+
+    def next_log_probs(self, tokens: Tensor) -> Tensor:
+        """Log-probabilities ``(N, V)`` of the token after ``tokens`` ``(N, t)``; padding
+        gets ``-inf``."""
+        step = tokens if self.cache is None else tokens[:, -1:]  # (N, t) or (N, 1)
+        logits = self.model.decode(step, self.memory, self.mask, self.cache)[:, -1]  # (N, V)
+        log_probs = F.log_softmax(logits.to(self.dtype), dim=-1)  # (N, V)
+        log_probs[:, self.model.config.pad_token_id] = float("-inf")
+        return log_probs
+
+    def reorder(self, rows: Tensor) -> None:
+        """Keep the rows ``rows`` ``(N',)`` of everything, in that order."""
+        self.memory = self.memory.index_select(0, rows)  # (N', S, D)
+        self.mask = None if self.mask is None else self.mask.index_select(0, rows)  # (N', S)
+        if self.cache is not None:
+            self.cache.reorder(rows)
+
+
+def _set_aside(finished, alive, tokens, top, beam_of, ends, length, length_penalty) -> None:
+    """Keep the continuations ending in EOS among each sentence's ``K`` best as finished."""
+    K = top.shape[1] // 2
+    ends = ends[:, :K] & torch.isfinite(top[:, :K])  # (n, K): fairseq counts only the K best
+    hits = ends.nonzero().tolist()
+    if not hits:
+        return
+    top, beam_of = top[:, :K].tolist(), beam_of[:, :K].tolist()  # one copy to the host
+    for i, j in hits:
+        row = i * K + beam_of[i][j]
+        score = top[i][j] / length ** length_penalty
+        _add(finished[alive[i]], Hypothesis(tokens[row, 1:].tolist(), score, True), K)
+
+
+def _set_aside_live(finished, alive, tokens, scores, length_penalty) -> None:
+    """At ``max_length``: add each sentence's live hypotheses, unfinished."""
+    K, length = scores.shape[1], tokens.shape[1] - 1
+    for i, sentence in enumerate(alive):
+        for k, score in enumerate(scores[i].tolist()):
+            if score != float("-inf"):
+                hyp = Hypothesis(tokens[i * K + k, 1:].tolist(),
+                                 score / length ** length_penalty, False)
+                _add(finished[sentence], hyp, K)
+
+
+def _add(hyps: list[Hypothesis], hyp: Hypothesis, K: int) -> None:
+    """Add ``hyp`` to a sentence's finished hypotheses, keeping the ``K`` best, best first."""
+    hyps.append(hyp)
+    hyps.sort(key=lambda h: -h.score)
+    del hyps[K:]
+
+
+def _done(hyps: list[Hypothesis], K: int, live: float, early_stopping: bool) -> bool:
+    """Whether a sentence's search is over: ``K`` finished hypotheses and (unless
+    ``early_stopping``) the best live one's score ``live``, normalised by its current length,
+    no better than theirs (see the module docstring)."""
+    return len(hyps) >= K and (early_stopping or hyps[K - 1].score >= live)
+
+
+def _hypothesis(row: list[int], score: float, eos: int, pad: int,
+                length_penalty: float) -> Hypothesis:
+    """A greedy row (without BOS) cut at its EOS."""
+    ended = eos in row
+    tokens = row[:row.index(eos)] if ended else [t for t in row if t != pad]
+    length = len(tokens) + ended
+    return Hypothesis(tokens, score / max(length, 1) ** length_penalty, ended)
+
+
+def _check_max_length(model: Seq2SeqTransformer, input_ids: Tensor,
+                      max_length: int | None) -> int:
+    if not isinstance(model, Seq2SeqTransformer):
+        raise TypeError(f"model must be a Seq2SeqTransformer, got {type(model).__name__}")
+    limit = model.config.max_len
+    if max_length is None:
+        return min(input_ids.shape[1] + 50, limit)
+    if isinstance(max_length, bool) or not isinstance(max_length, int) \
+            or not 1 <= max_length <= limit:
+        raise ValueError(f"max_length must be an integer in [1, max_len={limit}] (the decoder "
+                         f"sees BOS and max_length - 1 tokens), got {max_length!r}")
+    return max_length
+
+
+def _check_beam(beam: int, n_best: int, length_penalty: float, early_stopping: bool) -> None:
+    if isinstance(beam, bool) or not isinstance(beam, int) or beam < 1:
+        raise ValueError(f"beam must be an integer >= 1, got {beam!r}")
+    if isinstance(n_best, bool) or not isinstance(n_best, int) or not 1 <= n_best <= beam:
+        raise ValueError(f"n_best must be an integer in [1, beam={beam}], got {n_best!r}")
+    if isinstance(length_penalty, bool) or not isinstance(length_penalty, (int, float)):
+        raise ValueError(f"length_penalty must be a number, got {length_penalty!r}")
+    if not isinstance(early_stopping, bool):
+        raise ValueError(f"early_stopping must be a bool, got {early_stopping!r}")
+
+
+@contextmanager
+def _evaluating(model: torch.nn.Module) -> Iterator[None]:
+    """Run in eval mode (no dropout), then restore the mode the model had."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)

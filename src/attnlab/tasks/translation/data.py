@@ -1,0 +1,98 @@
+"""Sentence pairs as model inputs: subword ids, length-grouped batches, the decoder's shift.
+
+A pair ``(x, y)`` tokenized as ``[BOS] pieces [EOS]`` feeds the model as
+
+* ``input_ids``: the source pieces and ``[EOS]`` (the encoder needs no ``[BOS]``);
+* ``decoder_input_ids``: ``[BOS]`` and the target pieces (teacher forcing);
+* ``labels``: the target pieces and ``[EOS]``: what each decoder position must predict.
+
+Legend: ``B`` pairs, ``S`` longest source, ``T`` longest target.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+from torch import Tensor
+
+from attnlab.text import LengthGroupedBatches, TextTokenizer, pad_sequences
+
+__all__ = ["IGNORE_INDEX", "EncodedPairs", "PairBatches", "encode_pairs", "source_batches"]
+
+IGNORE_INDEX = -100  # label of padded target positions (no loss there)
+
+
+@dataclass
+class EncodedPairs:
+    """Tokenized pairs, each side ``[BOS] pieces [EOS]``, and what was left out."""
+
+    sources: list[list[int]]
+    targets: list[list[int]]
+    kept: list[int]  # index of each pair in the data set it came from
+    dropped: int  # pairs longer than the limit on either side
+
+
+def encode_pairs(tokenizer: TextTokenizer, sources: Sequence[str], targets: Sequence[str],
+                 max_tokens: int | None = None) -> EncodedPairs:
+    """Tokenize both sides; drop the pairs with a side longer than ``max_tokens`` tokens
+    (``[BOS]``/``[EOS]`` included), counting them, never silently."""
+    if len(sources) != len(targets):
+        raise ValueError(f"sources and targets differ in length: {len(sources)} vs "
+                         f"{len(targets)}")
+    src = tokenizer.encode(sources)
+    tgt = tokenizer.encode(targets)
+    keep = [i for i in range(len(src))
+            if max_tokens is None or max(len(src[i]), len(tgt[i])) <= max_tokens]
+    return EncodedPairs([src[i] for i in keep], [tgt[i] for i in keep], keep,
+                        len(src) - len(keep))
+
+
+class PairBatches:
+    """Iterable of padded pair batches grouped by source length, deterministic given ``seed``
+    and the epoch (the order of :class:`~attnlab.text.LengthGroupedBatches`).
+
+    Yields ``{"input_ids" (B, S), "attention_mask" (B, S), "decoder_input_ids" (B, T),
+    "decoder_attention_mask" (B, T), "labels" (B, T)}`` (labels ``-100`` at padding) and
+    ``"n_target_tokens"``, the real target tokens as a host-side ``int``.
+    """
+
+    def __init__(self, pairs: EncodedPairs, batch_size: int, *, shuffle: bool = True,
+                 seed: int = 0, drop_last: bool = False, pad_id: int = 0) -> None:
+        self.pairs, self.pad_id = pairs, pad_id
+        self.order = LengthGroupedBatches(pairs.sources, None, batch_size, shuffle=shuffle,
+                                          seed=seed, drop_last=drop_last, pad_id=pad_id)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.order.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def __iter__(self) -> Iterator[dict[str, Tensor | int]]:
+        for rows in self.order.batch_indices():
+            yield self.batch(rows)
+
+    def batch(self, rows: Sequence[int]) -> dict[str, Tensor | int]:
+        """The batch of pairs ``rows``."""
+        sources = [self.pairs.sources[i][1:] for i in rows]  # pieces + [EOS]
+        targets = [self.pairs.targets[i] for i in rows]
+        input_ids, attention_mask = pad_sequences(sources, self.pad_id)  # (B, S)
+        decoder_input_ids, decoder_mask = pad_sequences([t[:-1] for t in targets],
+                                                        self.pad_id)  # (B, T)
+        labels, _ = pad_sequences([t[1:] for t in targets], IGNORE_INDEX)  # (B, T)
+        return {"input_ids": input_ids, "attention_mask": attention_mask,
+                "decoder_input_ids": decoder_input_ids, "decoder_attention_mask": decoder_mask,
+                "labels": labels, "n_target_tokens": sum(len(t) - 1 for t in targets)}
+
+
+def source_batches(tokenizer: TextTokenizer, texts: Sequence[str], batch_size: int
+                   ) -> Iterator[tuple[list[int], Tensor, Tensor]]:
+    """Texts to translate, grouped by length: ``(indices, input_ids (B, S), mask (B, S))``."""
+    ids = [x[1:] for x in tokenizer.encode(texts, allow_empty=True)]  # pieces + [EOS]
+    order = LengthGroupedBatches(ids, None, batch_size, shuffle=False,
+                                 pad_id=tokenizer.pad_token_id)
+    for rows in order.batch_indices():
+        input_ids, mask = pad_sequences([ids[i] for i in rows], tokenizer.pad_token_id)
+        yield rows, input_ids, mask
+

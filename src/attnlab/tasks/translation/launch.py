@@ -1,0 +1,46 @@
+"""Start translation work from the options a user gave (``attnlab train --task translation``):
+the options on top of :data:`~attnlab.tasks.translation.config.TRANSLATION_DEFAULTS`, or of the
+saved settings when resuming."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any
+
+from attnlab.tasks.translation.config import TRANSLATION_DEFAULTS, TranslationDataConfig
+from attnlab.tasks.translation.pipeline import TrainedTranslator, saved_configs, train_translator
+from attnlab.train.config import TrainConfig
+from attnlab.train.distributed import cleanup_distributed
+
+__all__ = ["MODEL_FIXED", "OPTION_NAMES", "train_from_options"]
+
+# Per options group: field -> option name (without dashes) where the two differ.
+OPTION_NAMES: dict[str, dict[str, str]] = {
+    "data": {"source": "data", "source_lang": "source", "target_lang": "target"},
+    "model": {"n_heads": "heads"},
+    "train": {},
+}
+# Seq2SeqConfig fields set from the tokenizer: never options, not carried over from a saved run.
+MODEL_FIXED = ("vocab_size", "pad_token_id", "bos_token_id", "eos_token_id")
+
+
+def train_from_options(out_dir: str | os.PathLike, *, data: dict[str, Any],
+                       model: dict[str, Any], train: dict[str, Any], resume: bool = False,
+                       progress: bool = True) -> TrainedTranslator:
+    """Train (or resume) a translator with the options given, field -> value."""
+    out_dir = Path(out_dir)
+    if resume:
+        saved_data, saved_model, saved_train = saved_configs(out_dir)
+        data_config = dataclasses.replace(saved_data, **data)
+        model = {**{k: v for k, v in saved_model.items() if k not in MODEL_FIXED}, **model}
+        train_config = saved_train.replace(**train)
+    else:
+        data_config = TranslationDataConfig(**data)
+        train_config = TrainConfig(**{**TRANSLATION_DEFAULTS, **train})
+    try:
+        return train_translator(out_dir, data_config, model, train_config, resume=resume,
+                                progress=progress)
+    finally:
+        cleanup_distributed()

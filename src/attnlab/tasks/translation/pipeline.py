@@ -1,0 +1,132 @@
+"""Training a translator end to end: parallel text -> joint subword tokenizer ->
+Seq2SeqTransformer -> the training loop -> run folder (see :mod:`attnlab.io.run_folder`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from attnlab.io.atomic import write_text_atomic
+from attnlab.io.checkpoint import load_checkpoint
+from attnlab.models.seq2seq import Seq2SeqConfig, Seq2SeqTransformer
+from attnlab.tasks.translation.config import TRANSLATION_DEFAULTS, TranslationDataConfig
+from attnlab.tasks.translation.data import PairBatches, encode_pairs
+from attnlab.tasks.translation.training import translation_trainer
+from attnlab.text import ParallelDataset, TextTokenizer, load_parallel_split
+from attnlab.train import Callback, FitResult, TrainConfig, seed_everything
+from attnlab.train.distributed import DistInfo, barrier, setup_distributed
+
+__all__ = ["MODEL_TYPE", "TrainedTranslator", "load_pairs", "saved_configs",
+           "train_translator"]
+
+MODEL_TYPE = "seq2seq"  # config.json model_type of a translation run (see attnlab.io.registry)
+EVAL_BATCH = 128  # pairs per evaluation batch
+
+
+@dataclass
+class TrainedTranslator:
+    """What :func:`train_translator` returns."""
+
+    out_dir: Path  # the run folder
+    result: FitResult  # history, best evaluation, steps, wall time
+    model: nn.Module  # the model at the end of training
+    n_parameters: int
+    model_config: Seq2SeqConfig
+    dropped: int  # training pairs left out for their length
+
+
+def saved_configs(out_dir: str | os.PathLike
+                  ) -> tuple[TranslationDataConfig, dict[str, Any], TrainConfig]:
+    """The data, model and training settings stored in ``out_dir/last`` (to resume a run)."""
+    config = load_checkpoint(Path(out_dir) / "last").config
+    return (TranslationDataConfig.from_dict(config["data"]), dict(config["model"]),
+            TrainConfig.from_dict(config["train"]))
+
+
+def load_pairs(data: TranslationDataConfig) -> tuple[ParallelDataset, ParallelDataset]:
+    """The training split (cut to ``data.train_limit``) and the dev split."""
+    langs = {"source_lang": data.source_lang, "target_lang": data.target_lang}
+    train = load_parallel_split(data.source, "train", **langs)
+    dev = load_parallel_split(data.source, data.dev_split, **langs)
+    if data.train_limit is not None:
+        train = dataclasses.replace(train, sources=train.sources[:data.train_limit],
+                                    targets=train.targets[:data.train_limit])
+    return train, dev
+
+
+def train_translator(
+    out_dir: str | os.PathLike,
+    data: TranslationDataConfig | None = None,
+    model_options: dict[str, Any] | None = None,
+    train: TrainConfig | None = None,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    dist_info: DistInfo | None = None,
+    callbacks: Sequence[Callback] = (),
+) -> TrainedTranslator:
+    """Train a :class:`~attnlab.models.seq2seq.Seq2SeqTransformer` on ``data`` into ``out_dir``.
+
+    Args:
+        out_dir: the run folder (created).
+        data: which parallel data and languages (default Multi30k de→en).
+        model_options: :class:`~attnlab.models.seq2seq.Seq2SeqConfig` fields besides
+            ``vocab_size`` (the tokenizer's).
+        train: training settings; default ``TrainConfig(**TRANSLATION_DEFAULTS)``.
+        resume: continue from ``out_dir/last`` (same settings; the saved tokenizer is reused).
+        progress, dist_info, callbacks: as for the classification task.
+    """
+    out_dir, data = Path(out_dir), data or TranslationDataConfig()
+    train = train or TrainConfig(**TRANSLATION_DEFAULTS)
+    options = dict(model_options or {})
+    if "vocab_size" in options:
+        raise ValueError("model option 'vocab_size' is set from the tokenizer, not given")
+    info = dist_info or setup_distributed(train.device)
+    train_set, dev_set = load_pairs(data)
+    tokenizer = _tokenizer(out_dir, data, train_set, resume=resume, is_main=info.is_main)
+    train_pairs = encode_pairs(tokenizer, train_set.sources, train_set.targets, data.max_tokens)
+    dev_pairs = encode_pairs(tokenizer, dev_set.sources, dev_set.targets)
+    if train_pairs.dropped and progress and info.is_main:
+        print(f"dropped {train_pairs.dropped} of {len(train_set.sources)} training pairs longer "
+              f"than {data.max_tokens} tokens", file=sys.stderr)
+    model_config = Seq2SeqConfig(vocab_size=tokenizer.vocab_size, **options)
+    seed_everything(train.seed)
+    model = Seq2SeqTransformer(model_config)
+    n_parameters = model.num_parameters()
+    run_config = {"model_type": MODEL_TYPE, "model": model_config.to_dict(),
+                  "data": data.to_dict(), "n_parameters": n_parameters,
+                  "dropped_pairs": train_pairs.dropped}
+    bleu_rows = range(min(data.dev_bleu_sentences, len(dev_set.sources)))
+    trainer = translation_trainer(
+        model, train,
+        PairBatches(train_pairs, train.batch_size, seed=train.seed, drop_last=True),
+        PairBatches(dev_pairs, EVAL_BATCH, shuffle=False), tokenizer=tokenizer,
+        dev_sources=[dev_set.sources[i] for i in bleu_rows],
+        dev_references=[dev_set.targets[i] for i in bleu_rows],
+        out_dir=out_dir, run_config=run_config, callbacks=callbacks, progress=progress,
+        dist_info=info)
+    result = trainer.fit(resume=resume)
+    return TrainedTranslator(out_dir, result, model, n_parameters, model_config,
+                             train_pairs.dropped)
+
+
+def _tokenizer(out_dir: Path, data: TranslationDataConfig, train_set: ParallelDataset, *,
+               resume: bool, is_main: bool) -> TextTokenizer:
+    """The run's joint tokenizer: the saved one when resuming, else trained on both sides of
+    the training split by the main process and read back by every process."""
+    if resume:
+        return TextTokenizer.load(load_checkpoint(out_dir / "last").tokenizer_path)
+    tok_file = out_dir / "tokenizer.json"
+    if is_main:
+        tokenizer = TextTokenizer.train([*train_set.sources, *train_set.targets],
+                                        data.vocab_size, kind=data.tokenizer)
+        write_text_atomic(tok_file, tokenizer.to_str())
+    barrier()
+    return TextTokenizer.load(tok_file)

@@ -1,0 +1,164 @@
+"""The translation task: pair batches, the token-level loss, training on the task-agnostic loop,
+exact resume, BLEU from sacreBLEU, and the commands (train --task translation, evaluate,
+translate). Tiny models on slices of Multi30k, so that the tests stay fast."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from attnlab.cli import main
+from attnlab.io import load_checkpoint
+from attnlab.models.seq2seq import Seq2SeqTransformer
+from attnlab.tasks.translation.config import TranslationDataConfig
+from attnlab.tasks.translation.data import IGNORE_INDEX, PairBatches, encode_pairs
+from attnlab.tasks.translation.pipeline import train_translator
+from attnlab.tasks.translation.training import TranslationLoss, score_bleu
+from attnlab.tasks.translation.use import load_translator, translate
+from attnlab.text import TextTokenizer
+from attnlab.train import Callback, TrainConfig
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+TINY = ["--d-model", "32", "--heads", "2", "--n-encoder-layers", "1", "--n-decoder-layers",
+        "1", "--d-ff", "64"]
+QUICK = ["--task", "translation", "--data", "multi30k", "--train-limit", "512",
+         "--vocab-size", "600", "--dev-bleu-sentences", "16", "--batch-size", "32",
+         "--quiet", *TINY]
+
+
+@pytest.fixture(scope="module")
+def tokenizer(data_dir) -> TextTokenizer:
+    lines = (data_dir / "multi30k" / "train.de").read_text(encoding="utf-8").splitlines()[:2000]
+    lines += (data_dir / "multi30k" / "train.en").read_text(encoding="utf-8").splitlines()[:2000]
+    return TextTokenizer.train(lines, 500, kind="bpe")
+
+
+def test_pair_batches_shift_the_target_and_ignore_padding(tokenizer):
+    sources, targets = ["Ein Hund.", "Zwei Männer laufen schnell."], ["A dog.", "Two men run."]
+    pairs = encode_pairs(tokenizer, sources, targets)
+    batch = next(iter(PairBatches(pairs, 2, shuffle=False)))
+    bos, eos = 2, 3
+    for row in range(2):
+        full = pairs.targets[row]  # [BOS] pieces [EOS]
+        n = len(full) - 1
+        assert batch["decoder_input_ids"][row, :n].tolist() == full[:-1]
+        assert batch["labels"][row, :n].tolist() == full[1:]
+        assert (batch["labels"][row, n:] == IGNORE_INDEX).all()
+        assert batch["decoder_attention_mask"][row].sum() == n
+    assert batch["decoder_input_ids"][:, 0].tolist() == [bos, bos]
+    assert all(eos in row for row in batch["input_ids"].tolist())  # the source ends in [EOS]
+    assert (batch["input_ids"] != bos).all()  # ... and has no [BOS]
+    assert batch["n_target_tokens"] == sum(len(t) - 1 for t in pairs.targets)
+
+
+def test_long_pairs_are_dropped_and_counted(tokenizer):
+    pairs = encode_pairs(tokenizer, ["kurz", "sehr " * 50], ["short", "very " * 50],
+                         max_tokens=20)
+    assert pairs.dropped == 1 and pairs.kept == [0]
+
+
+def test_the_loss_is_the_mean_over_real_target_tokens():
+    logits = torch.randn(2, 4, 7)
+    labels = torch.tensor([[1, 2, 3, IGNORE_INDEX], [4, IGNORE_INDEX, IGNORE_INDEX,
+                                                      IGNORE_INDEX]])
+    batch = {"labels": labels, "attention_mask": torch.ones(2, 3, dtype=torch.long),
+             "n_target_tokens": 4}
+    loss = TranslationLoss(0.0)(type("Out", (), {"logits": logits})(), batch)
+    real = [(0, 0, 1), (0, 1, 2), (0, 2, 3), (1, 0, 4)]
+    by_hand = -sum(F.log_softmax(logits[b, t], -1)[y] for b, t, y in real) / 4
+    assert float(loss.value) == pytest.approx(float(by_hand), rel=1e-6)
+    assert loss.examples == 4 and int(loss.tokens) == 4 + 6
+
+
+def test_bleu_is_sacrebleu_cased():
+    assert score_bleu(["A dog runs ."], ["A dog runs ."])[0] == pytest.approx(100.0)
+    assert score_bleu(["a dog runs ."], ["A dog runs ."])[0] < 100.0  # case counts
+
+
+def test_train_evaluate_translate_through_the_command_line(tmp_path, capsys, data_dir):
+    out = tmp_path / "de-en"
+    assert main(["train", *QUICK, "--max-steps", "8", "--eval-steps", "4", "--out",
+                 str(out)]) == 0
+    for name in ("best", "last"):
+        ckpt = load_checkpoint(out / name)
+        assert ckpt.config["model_type"] == "seq2seq" and ckpt.tokenizer_path is not None
+    evals = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in evals if r["type"] == "eval"]
+    assert [r["step"] for r in evals] == [4, 8]
+    assert {"loss", "accuracy", "bleu", "chrf"} <= evals[0].keys()
+    capsys.readouterr()
+    assert main(["evaluate", str(out), "--split", "test_2016_flickr", "--json", "--out",
+                 str(tmp_path / "hyp.txt")]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert set(result) == {"bleu", "chrf", "n", "signature"} and result["n"] == 1000
+    assert "case:mixed" in result["signature"] and "tok:13a" in result["signature"]
+    assert len((tmp_path / "hyp.txt").read_text(encoding="utf-8").splitlines()) == 1000
+    assert main(["translate", str(out), "Ein Hund rennt.", "Zwei Männer.", "--json"]) == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert [x["text"] for x in lines] == ["Ein Hund rennt.", "Zwei Männer."]
+    assert all(isinstance(x["translation"], str) and isinstance(x["tokens"], list)
+               for x in lines)
+    assert main(["translate", str(out), "Ein Hund.", "--beam", "3"]) == 0
+
+
+def test_resume_reaches_the_uninterrupted_weights(tmp_path, data_dir):
+    class Crash(Callback):
+        def on_step_end(self, trainer, info):
+            if info.step == 7:
+                raise RuntimeError("simulated crash")
+
+    data = TranslationDataConfig(train_limit=256, vocab_size=400, dev_bleu_sentences=4)
+    model = {"d_model": 32, "n_heads": 2, "n_encoder_layers": 1, "n_decoder_layers": 1,
+             "d_ff": 64}
+    train = TrainConfig(epochs=1, batch_size=32, save_every=5, eval_steps=3, lr=1e-3,
+                        ema_decay=None, patience=None, label_smoothing=0.1)
+    full = train_translator(tmp_path / "full", data, model, train, progress=False)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train_translator(tmp_path / "cut", data, model, train, progress=False,
+                         callbacks=[Crash()])
+    resumed = train_translator(tmp_path / "cut", data, model, train, resume=True,
+                               progress=False)
+    for name, tensor in full.model.state_dict().items():
+        assert torch.equal(tensor, resumed.model.state_dict()[name]), name
+    assert resumed.result.best_val == full.result.best_val
+
+
+def test_a_loaded_run_translates_as_the_trained_model(tmp_path, data_dir):
+    data = TranslationDataConfig(train_limit=128, vocab_size=300, dev_bleu_sentences=0)
+    model = {"d_model": 32, "n_heads": 2, "n_encoder_layers": 1, "n_decoder_layers": 1,
+             "d_ff": 64}
+    run = train_translator(tmp_path / "run", data, model,
+                           TrainConfig(epochs=1, batch_size=32, ema_decay=None,
+                                       eval_steps=None, patience=None), progress=False)
+    loaded = load_translator(tmp_path / "run")
+    assert isinstance(loaded.model, Seq2SeqTransformer)
+    texts = ["Ein Mann fährt Fahrrad.", "Eine Frau."]
+    assert [t.translation for t in translate(loaded, texts)] == \
+        [t.translation for t in translate(loaded, texts)]
+    best = load_checkpoint(tmp_path / "run" / "best")
+    assert best.config["data"]["source_lang"] == "de" and run.dropped >= 0
+
+
+@pytest.mark.slow
+def test_a_tiny_model_overfits_32_pairs_to_bleu_100(tmp_path, data_dir):
+    folder = tmp_path / "pairs"
+    folder.mkdir()
+    for lang in ("de", "en"):
+        lines = (data_dir / "multi30k" / f"train.{lang}").read_text(
+            encoding="utf-8").splitlines()[:32]
+        for split in ("train", "val"):
+            (folder / f"{split}.{lang}").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    data = TranslationDataConfig(source=str(folder), vocab_size=400, dev_bleu_sentences=32)
+    model = {"d_model": 64, "n_heads": 4, "n_encoder_layers": 2, "n_decoder_layers": 2,
+             "d_ff": 128, "dropout": 0.0}
+    train = TrainConfig(epochs=150, batch_size=32, lr=3e-3, warmup_steps=20, ema_decay=None,
+                        label_smoothing=0.0, patience=None, eval_steps=None, eval_every=50,
+                        weight_decay=0.0)
+    run = train_translator(tmp_path / "run", data, model, train, progress=False)
+    assert math.isclose(run.result.history[-1].val.bleu, 100.0, abs_tol=1e-6), \
+        run.result.history[-1].val
