@@ -39,6 +39,10 @@ class StepLedger:
         """Forget the running loss (a new epoch starts its own step lines)."""
         self.window_sum, self.window_steps = 0.0, 0
 
+    def _counts(self, counts: list[Tensor | int]) -> Tensor:
+        """Host ints and device tensors as one float64 vector on the device."""
+        return torch.stack([torch.as_tensor(c, device=self.device) for c in counts]).double()
+
     def window_mean(self) -> float:
         mean = self.window_sum / self.window_steps
         self.start_window()
@@ -55,25 +59,26 @@ class StepLedger:
         n, names = len(self.pending), sorted(self.pending[0][1].stats)
         losses = [loss for _, loss in self.pending]
         parts = [torch.stack([x.value for x in losses]).double(),  # (n,)
-                 torch.stack([torch.as_tensor(x.tokens, device=self.device)
-                              for x in losses]).double()]  # (n,)
+                 self._counts([x.examples for x in losses]),  # (n,)
+                 self._counts([x.tokens for x in losses])]  # (n,)
         parts += [torch.stack([x.stats[k] for x in losses]).double() for k in names]  # (n,)
         if self.grad_norm is not None:
             parts.append(self.grad_norm.detach().double().reshape(1))  # (1,)
         values = torch.cat(parts).tolist()  # the one read from the device
-        for (step, loss), value in zip(self.pending, values[:n], strict=True):
+        for (step, _), value, examples in zip(self.pending, values[:n], values[n:2 * n],
+                                              strict=True):
             if not math.isfinite(value):
                 raise FloatingPointError(
                     f"training loss is {value} at step {step} (epoch {state.epoch + 1}); lower "
                     f"lr (now {lr}) or enable grad_clip")
-            state.loss_sum += value * loss.examples
-            state.examples += loss.examples
+            state.loss_sum += value * examples
+            state.examples += int(examples)
             self.window_sum += value
             self.window_steps += 1
-        state.tokens += int(sum(values[n:2 * n]))
+        state.tokens += int(sum(values[2 * n:3 * n]))
         for j, name in enumerate(names):
             state.stat_sums[name] = (state.stat_sums.get(name, 0)
-                                     + int(sum(values[(2 + j) * n:(3 + j) * n])))
+                                     + int(sum(values[(3 + j) * n:(4 + j) * n])))
         self.grad_norm_value = values[-1] if self.grad_norm is not None else None
         self.pending.clear()
         return True

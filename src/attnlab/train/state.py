@@ -30,15 +30,16 @@ class Loss:
 
     Attributes:
         value: the scalar to backpropagate (a mean over the batch).
-        examples: how many examples ``value`` averages over: the weight of this batch in the
-            epoch's mean training loss (a host-side count, so the loop never waits for it).
+        examples: how many examples (or target tokens) ``value`` averages over: the weight of
+            this batch in the epoch's mean training loss; an ``int``, or a tensor read back
+            with the loss.
         tokens: real (non-padding) tokens in the batch, for the throughput.
         stats: per-batch sums whose epoch means are reported as ``train_<name>``, e.g.
             ``{"accuracy": number of correct predictions}``.
     """
 
     value: Tensor
-    examples: int
+    examples: Tensor | int
     tokens: Tensor | int
     stats: dict[str, Tensor] = field(default_factory=dict)
 

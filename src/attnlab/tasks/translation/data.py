@@ -53,8 +53,7 @@ class PairBatches:
     and the epoch (the order of :class:`~attnlab.text.LengthGroupedBatches`).
 
     Yields ``{"input_ids" (B, S), "attention_mask" (B, S), "decoder_input_ids" (B, T),
-    "decoder_attention_mask" (B, T), "labels" (B, T)}`` (labels ``-100`` at padding) and
-    ``"n_target_tokens"``, the real target tokens as a host-side ``int``.
+    "decoder_attention_mask" (B, T), "labels" (B, T)}`` (labels ``-100`` at padding).
     """
 
     def __init__(self, pairs: EncodedPairs, batch_size: int, *, shuffle: bool = True,
@@ -69,11 +68,11 @@ class PairBatches:
     def __len__(self) -> int:
         return len(self.order)
 
-    def __iter__(self) -> Iterator[dict[str, Tensor | int]]:
+    def __iter__(self) -> Iterator[dict[str, Tensor]]:
         for rows in self.order.batch_indices():
             yield self.batch(rows)
 
-    def batch(self, rows: Sequence[int]) -> dict[str, Tensor | int]:
+    def batch(self, rows: Sequence[int]) -> dict[str, Tensor]:
         """The batch of pairs ``rows``."""
         sources = [self.pairs.sources[i][1:] for i in rows]  # pieces + [EOS]
         targets = [self.pairs.targets[i] for i in rows]
@@ -83,7 +82,7 @@ class PairBatches:
         labels, _ = pad_sequences([t[1:] for t in targets], IGNORE_INDEX)  # (B, T)
         return {"input_ids": input_ids, "attention_mask": attention_mask,
                 "decoder_input_ids": decoder_input_ids, "decoder_attention_mask": decoder_mask,
-                "labels": labels, "n_target_tokens": sum(len(t) - 1 for t in targets)}
+                "labels": labels}
 
 
 def source_batches(tokenizer: TextTokenizer, texts: Sequence[str], batch_size: int

@@ -21,11 +21,11 @@ from attnlab.models.generation import greedy
 from attnlab.tasks.translation.data import IGNORE_INDEX, source_batches
 from attnlab.text import TextTokenizer
 from attnlab.train import Callback, Evaluator, Loss, TrainConfig, Trainer
-from attnlab.train.distributed import DistInfo, setup_distributed
+from attnlab.train.distributed import DistInfo, all_reduce_sum, setup_distributed
 
 __all__ = ["TranslationLoss", "TranslationMetrics", "translation_trainer"]
 
-TARGETS = ("labels", "n_target_tokens")  # batch entries the loss reads, the model does not see
+TARGETS = ("labels",)  # batch entries the loss reads, the model does not see
 
 
 class TranslationLoss:
@@ -41,8 +41,9 @@ class TranslationLoss:
                                 ignore_index=IGNORE_INDEX, label_smoothing=self.label_smoothing)
         real = labels != IGNORE_INDEX  # (B, T)
         correct = ((logits.detach().argmax(-1) == labels) & real).sum()
-        tokens = real.sum() + batch["attention_mask"].sum()
-        return Loss(value, int(batch["n_target_tokens"]), tokens, {"accuracy": correct})
+        n_targets = real.sum()
+        tokens = n_targets + batch["attention_mask"].sum()
+        return Loss(value, n_targets, tokens, {"accuracy": correct})
 
 
 @dataclass(frozen=True)
@@ -103,7 +104,7 @@ def evaluate_translation(model: nn.Module, batches: Iterable[dict[str, Any]], *,
     model.eval()
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.long, device=device)
-    tokens = 0
+    scored = torch.zeros((), dtype=torch.long, device=device)
     try:
         for batch in batches:
             batch = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in batch.items()}
@@ -113,13 +114,17 @@ def evaluate_translation(model: nn.Module, batches: Iterable[dict[str, Any]], *,
             labels = batch["labels"]  # (B, T)
             loss_sum += F.cross_entropy(logits.flatten(0, 1), labels.flatten(),
                                         ignore_index=IGNORE_INDEX, reduction="sum").double()
-            correct += ((logits.argmax(-1) == labels) & (labels != IGNORE_INDEX)).sum()
-            tokens += int(batch["n_target_tokens"])
+            real = labels != IGNORE_INDEX  # (B, T)
+            correct += ((logits.argmax(-1) == labels) & real).sum()
+            scored += real.sum()
         bleu = chrf = None
         if sources:
             bleu, chrf = score_bleu(translate_texts(model, tokenizer, sources), references)
     finally:
         model.train(was_training)
+    for total in (loss_sum, correct, scored):  # under torchrun each pair is on one process
+        all_reduce_sum(total)
+    tokens = int(scored)
     if tokens == 0:
         raise ValueError("evaluation data yielded no target tokens")
     return TranslationMetrics(float(loss_sum) / tokens, int(correct) / tokens, tokens, bleu,
