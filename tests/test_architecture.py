@@ -25,7 +25,7 @@ ALLOWED = {
     "inspect": {"attention", "models", "text", "io"},
     "cli": {"attention", "models", "text", "io", "train", "tasks", "inspect"},
 }
-LEAVES = {"errors"}  # modules of the top level that anyone may import
+LEAVES = {"errors", "configs"}  # modules of the top level that anyone may import
 TOP = {"attention", "models", "inspect", "io"}  # what attnlab/__init__.py re-exports
 
 

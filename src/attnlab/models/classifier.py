@@ -10,8 +10,8 @@ Legend: ``B`` batch, ``T`` sequence length, ``D`` ``d_model``, ``C`` classes, ``
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any, NamedTuple
+from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +22,7 @@ from attnlab.attention.positional import (
     RotaryEmbedding,
     SinusoidalPositionalEncoding,
 )
+from attnlab.configs import DictConfig
 from attnlab.models.bert import mean_pool
 from attnlab.models.transformer_encoder import TransformerEncoder
 
@@ -32,7 +33,7 @@ POOLING = ("mean", "max", "attention", "cls")
 
 
 @dataclass
-class ClassifierConfig:
+class ClassifierConfig(DictConfig):
     """Architecture of a :class:`TextClassifier`.
 
     The defaults are the best of a search on SST-2 (word-level vocabulary of ~14k, AdamW lr
@@ -118,19 +119,6 @@ class ClassifierConfig:
     def d_k(self) -> int:
         """Query/key size per head."""
         return self.d_model // self.n_heads
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-serialisable dict of the fields."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ClassifierConfig:
-        """Inverse of :meth:`to_dict`; unknown keys are an error."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown ClassifierConfig fields {unknown}; known: {sorted(known)}")
-        return cls(**data)
 
 
 class ClassifierOutput(NamedTuple):

@@ -18,7 +18,7 @@ Legend: ``B`` batch, ``S`` source length, ``T`` target length, ``D`` ``d_model``
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import torch
@@ -30,6 +30,7 @@ from attnlab.attention.positional import (
     RotaryEmbedding,
     SinusoidalPositionalEncoding,
 )
+from attnlab.configs import DictConfig
 from attnlab.models.transformer_decoder import DecoderCache, DecoderLayer, TransformerDecoder
 from attnlab.models.transformer_encoder import EncoderLayer, TransformerEncoder
 
@@ -39,7 +40,7 @@ POSITIONAL = ("sinusoidal", "learned", "rotary")
 
 
 @dataclass
-class Seq2SeqConfig:
+class Seq2SeqConfig(DictConfig):
     """Architecture of a :class:`Seq2SeqTransformer`; the defaults are a small base model."""
 
     vocab_size: int = field(metadata={
@@ -102,19 +103,6 @@ class Seq2SeqConfig:
     def d_k(self) -> int:
         """Query/key size per head."""
         return self.d_model // self.n_heads
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-serialisable dict of the fields."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Seq2SeqConfig:
-        """Inverse of :meth:`to_dict`; unknown keys are an error."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown Seq2SeqConfig fields {unknown}; known: {sorted(known)}")
-        return cls(**data)
 
 
 class Seq2SeqOutput(NamedTuple):

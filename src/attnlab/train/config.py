@@ -6,12 +6,14 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from attnlab.configs import DictConfig
+
 __all__ = ["SCHEDULES", "TrainConfig"]
 
 SCHEDULES = ("linear", "cosine", "constant")
 
 @dataclass
-class TrainConfig:
+class TrainConfig(DictConfig):
     """How to train: optimizer, schedule, regularisation, evaluation, checkpointing.
 
     The defaults train the default :class:`~attnlab.models.ClassifierConfig` on SST-2 well
@@ -112,21 +114,11 @@ class TrainConfig:
         ):
             raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {self.device!r}")
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-ready dict of every field."""
-        return dataclasses.asdict(self)
-
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         """Inverse of :meth:`to_dict`; unknown keys are an error (a version mismatch)."""
-        data = {"ema_decay": None, **data}  # runs saved before ema_decay existed had no EMA
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ValueError(
-                f"unknown TrainConfig fields {unknown}; expected a subset of {sorted(names)}"
-            )
-        return cls(**data)
+        # runs saved before ema_decay existed had no EMA
+        return super().from_dict({"ema_decay": None, **data})
 
     def replace(self, **changes: Any) -> TrainConfig:
         """A copy with some fields changed (checked again)."""

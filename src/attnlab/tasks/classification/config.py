@@ -3,10 +3,10 @@ and the training defaults that fine-tuning uses instead of :class:`~attnlab.trai
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+
+from attnlab.configs import DictConfig
 
 __all__ = ["FINETUNE_DEFAULTS", "INIT_KEY", "KNOWN_LABELS", "DataConfig", "FinetuneConfig"]
 
@@ -15,7 +15,7 @@ KNOWN_LABELS = {"sst2": ["negative", "positive"], "sst-2": ["negative", "positiv
 
 
 @dataclass
-class DataConfig:
+class DataConfig(DictConfig):
     """Which data, and how it becomes token ids."""
 
     source: str = field(default="sst2", metadata={
@@ -48,12 +48,6 @@ class DataConfig:
         if self.tokenizer not in ("word", "wordpiece"):
             raise ValueError(f"tokenizer must be 'word' or 'wordpiece', got {self.tokenizer!r}")
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> DataConfig:
-        return cls(**data)
 
     def label_names(self) -> list[str]:
         known = KNOWN_LABELS.get(Path(self.source).name.lower())
@@ -67,7 +61,7 @@ HEAD_POOLINGS = ("mean", "pooler")
 
 
 @dataclass
-class FinetuneConfig:
+class FinetuneConfig(DictConfig):
     """Which pretrained encoder, and the head and inputs put on it."""
 
     init: str = field(metadata={
@@ -96,12 +90,6 @@ class FinetuneConfig:
             raise TypeError(f"freeze_word_embeddings must be a bool, "
                             f"got {self.freeze_word_embeddings!r}")
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> FinetuneConfig:
-        return cls(**data)
 
 
 # Fine-tuning a pretrained encoder (``attnlab train --init``): these replace the TrainConfig

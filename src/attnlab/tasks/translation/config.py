@@ -3,9 +3,9 @@ training defaults that translation uses instead of :class:`~attnlab.train.TrainC
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+
+from attnlab.configs import DictConfig
 
 __all__ = ["TRANSLATION_DEFAULTS", "TranslationDataConfig"]
 
@@ -25,7 +25,7 @@ TRANSLATION_DEFAULTS = {
 
 
 @dataclass
-class TranslationDataConfig:
+class TranslationDataConfig(DictConfig):
     """Which parallel data, which languages, and how the text becomes subword ids."""
 
     source: str = field(default="multi30k", metadata={
@@ -64,9 +64,3 @@ class TranslationDataConfig:
         if self.tokenizer != "bpe":
             raise ValueError(f"tokenizer must be 'bpe', got {self.tokenizer!r}")
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TranslationDataConfig:
-        return cls(**data)
