@@ -20,7 +20,7 @@ DE_EN = dict(source_lang="de", target_lang="en")
 
 @pytest.fixture(scope="session")
 def multi30k(data_dir):
-    folder = data_dir / "multi30k"
+    folder = (data_dir / "multi30k").resolve()  # the loader names folders resolved
     if not (folder / "train.de").is_file():
         pytest.skip(f"Multi30k not found under {data_dir}")
     return folder

@@ -24,8 +24,8 @@ from attnlab.train import Callback, TrainConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-TINY = ["--d-model", "32", "--heads", "2", "--n-encoder-layers", "1", "--n-decoder-layers",
-        "1", "--d-ff", "64"]
+TINY = ["--d-model", "32", "--heads", "2", "--encoder-layers", "1", "--decoder-layers", "1",
+        "--d-ff", "64"]
 QUICK = ["--task", "translation", "--data", "multi30k", "--train-limit", "512",
          "--vocab-size", "600", "--dev-bleu-sentences", "16", "--batch-size", "32",
          "--quiet", *TINY]

@@ -113,7 +113,10 @@ def _add_train(sub, task: str) -> None:
                     "warm-up and decay, evaluating on the dev split after each epoch; keep the "
                     "best/ and last/ checkpoints. With --init, put a classification head on a "
                     "pretrained BERT (all-MiniLM-L6-v2) and fine-tune it the same way, with its "
-                    "own tokenizer. Runs under torchrun for data parallelism.",
+                    "own tokenizer. With --task translation, train a joint subword tokenizer "
+                    "and an encoder-decoder Transformer on parallel text instead (see "
+                    "`attnlab train --task translation --help`). Runs under torchrun for data "
+                    "parallelism.",
         epilog="examples: attnlab train --data sst2 --heads 4 --layers 2 --d-model 128 "
                "--epochs 3 --out runs/h4; attnlab train --init all-MiniLM-L6-v2 --data sst2 "
                "--out runs/minilm; attnlab train --task translation --data multi30k "

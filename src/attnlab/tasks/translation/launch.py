@@ -19,7 +19,8 @@ __all__ = ["MODEL_FIXED", "OPTION_NAMES", "train_from_options"]
 # Per options group: field -> option name (without dashes) where the two differ.
 OPTION_NAMES: dict[str, dict[str, str]] = {
     "data": {"source": "data", "source_lang": "source", "target_lang": "target"},
-    "model": {"n_heads": "heads"},
+    "model": {"n_heads": "heads", "n_encoder_layers": "encoder_layers",
+              "n_decoder_layers": "decoder_layers"},
     "train": {},
 }
 # Seq2SeqConfig fields set from the tokenizer: never options, not carried over from a saved run.
