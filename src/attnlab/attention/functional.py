@@ -101,7 +101,7 @@ def scaled_dot_product_attention(
         >>> out.shape, w.shape
         (torch.Size([2, 4, 3]), torch.Size([2, 4, 6]))
     """
-    check_attention_inputs(query, key, value, attn_mask, dropout_p)
+    check_attention_inputs(query, key, value, attn_mask, dropout_p, scale)
     if attn_mask is not None:
         if attn_mask.dim() == 1:  # (S,): the same keys for every query
             attn_mask = attn_mask.unsqueeze(0)  # (1, S)
@@ -148,7 +148,8 @@ def attention_scores(
     return scores + attn_mask
 
 
-def check_attention_inputs(query, key, value, attn_mask=None, dropout_p=0.0) -> None:
+def check_attention_inputs(query, key, value, attn_mask=None, dropout_p=0.0,
+                           scale=None) -> None:
     """Fail early, naming the argument and both shapes, instead of deep inside torch."""
     for name, t in (("query", query), ("key", key), ("value", value)):
         if not isinstance(t, Tensor):
@@ -163,6 +164,12 @@ def check_attention_inputs(query, key, value, attn_mask=None, dropout_p=0.0) -> 
             raise TypeError(f"{name} dtype {t.dtype} does not match query dtype {query.dtype}")
         if t.device != query.device:
             raise ValueError(f"{name} is on {t.device} but query is on {query.device}")
+    if query.shape[-1] == 0 or key.shape[-2] == 0:
+        raise ValueError(f"attention needs E >= 1 features and S >= 1 keys: query (..., L, E) = "
+                         f"{tuple(query.shape)}, key (..., S, E) = {tuple(key.shape)}")
+    if scale is not None and (isinstance(scale, bool) or not isinstance(scale, (int, float))
+                              or not math.isfinite(scale)):
+        raise ValueError(f"scale must be a finite number (default 1/sqrt(E)), got {scale!r}")
     if key.shape[-1] != query.shape[-1]:
         hint = " (is key transposed?)" if key.shape[-2] == query.shape[-1] else ""
         raise ValueError(

@@ -55,7 +55,7 @@ def hard_attention(
         :class:`AttentionOutput` ``(output (..., L, Ev), weights (..., L, S))``; each row of the
         weights is one-hot, or all 0 when every key of that row is masked.
     """
-    check_attention_inputs(query, key, value, attn_mask, 0.0)
+    check_attention_inputs(query, key, value, attn_mask, 0.0, scale)
     scores = attention_scores(query, key, _as_dtype(attn_mask, query), scale=scale)  # (..., L, S)
     weights = _one_hot_argmax(scores)  # (..., L, S)
     output = weights @ value  # (..., L, S) x (..., S, Ev) -> (..., L, Ev)
@@ -93,7 +93,7 @@ def gumbel_softmax_attention(
         :class:`AttentionOutput` ``(output (..., L, Ev), weights (..., L, S))``; a row whose
         keys are all masked has output 0 and weights 0.
     """
-    check_attention_inputs(query, key, value, attn_mask, 0.0)
+    check_attention_inputs(query, key, value, attn_mask, 0.0, scale)
     temperature = _check_temperature(temperature)
     scores = attention_scores(query, key, _as_dtype(attn_mask, query), scale=scale)  # (..., L, S)
     # Gumbel(0, 1) noise, -log(Exp(1)); the clamp keeps a (rare) exact 0 from giving +inf.

@@ -52,6 +52,9 @@ def causal_mask(
     """Boolean ``(L, S)`` mask where query ``i`` sees keys ``j <= i`` (top-left aligned, as
     ``is_causal=True`` in PyTorch)."""
     key_len = query_len if key_len is None else key_len
+    for name, size in (("query_len", query_len), ("key_len", key_len)):
+        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+            raise ValueError(f"{name} must be an integer >= 0, got {size!r}")
     return torch.ones(query_len, key_len, dtype=torch.bool, device=device).tril()  # (L, S)
 
 

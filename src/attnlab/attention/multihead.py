@@ -1,8 +1,6 @@
 """Multi-head attention: project, split into heads, attend per head, concatenate, project back.
 
-A :class:`KVCache` keeps the projected keys and values between calls for incremental decoding
-(fairseq's ``incremental_state``): a self-attention cache grows by the new positions on each
-call; a ``static`` (cross-attention) cache is filled from the encoder output once and reused.
+With a :class:`~attnlab.attention.cache.KVCache` it decodes incrementally (see there).
 
 Legend: ``B`` batch, ``H`` heads, ``L`` query length, ``S`` key length, ``D`` ``d_model``,
 ``d_k`` query/key dim per head, ``d_v`` value dim per head.
@@ -10,50 +8,15 @@ Legend: ``B`` batch, ``H`` heads, ``L`` query length, ``S`` key length, ``D`` ``
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import Tensor, nn
 
+from attnlab.attention.cache import KVCache
 from attnlab.attention.functional import AttentionOutput, scaled_dot_product_attention
 from attnlab.attention.hooks import HookPoint
 from attnlab.attention.masks import combine_masks, padding_mask
 
-__all__ = ["KVCache", "MultiHeadAttention"]
-
-
-@dataclass
-class KVCache:
-    """The projected keys and values of one attention module, kept between decoding steps.
-
-    Pass one to :meth:`MultiHeadAttention.forward` as ``cache=``; the module fills it in place.
-
-    * self-attention (``static=False``): each call appends the keys/values of its new positions
-      and attends over all of them; the new queries (and keys) sit at positions
-      ``length .. length+L-1``, which is what rotary embeddings and ``is_causal`` use.
-    * cross-attention (``static=True``): the first call projects ``key``/``value`` (the encoder
-      output) and stores them; later calls reuse them and do not read ``key``/``value``.
-
-    Attributes:
-        key: ``(B, H, S, d_k)`` (rotated, with rotary embeddings), or ``None`` while empty.
-        value: ``(B, H, S, d_v)``, or ``None`` while empty.
-        static: keys/values computed once and reused (cross-attention).
-    """
-
-    key: Tensor | None = None
-    value: Tensor | None = None
-    static: bool = False
-
-    @property
-    def length(self) -> int:
-        """Number of cached key positions ``S`` (0 while empty)."""
-        return 0 if self.key is None else self.key.shape[2]
-
-    def reorder(self, index: Tensor) -> None:
-        """Keep the batch rows ``index`` ``(B',)``, in that order (beam search, finished rows)."""
-        if self.key is not None:
-            self.key = self.key.index_select(0, index)  # (B', H, S, d_k)
-            self.value = self.value.index_select(0, index)  # (B', H, S, d_v)
+__all__ = ["KVCache", "MultiHeadAttention"]  # KVCache re-exported: it is part of forward()
 
 
 class MultiHeadAttention(nn.Module):
@@ -120,10 +83,13 @@ class MultiHeadAttention(nn.Module):
         rotary: nn.Module | None = None,
     ) -> None:
         super().__init__()
-        if not isinstance(n_heads, int) or n_heads < 1:
-            raise ValueError(f"n_heads must be an integer >= 1, got {n_heads!r}")
-        if not isinstance(d_model, int) or d_model < 1:
-            raise ValueError(f"d_model must be an integer >= 1, got {d_model!r}")
+        for name, size in (("d_model", d_model), ("n_heads", n_heads), ("d_k", d_k),
+                           ("d_v", d_v), ("kdim", kdim), ("vdim", vdim)):
+            optional = name not in ("d_model", "n_heads")
+            if not (optional and size is None) and (
+                    isinstance(size, bool) or not isinstance(size, int) or size < 1):
+                raise ValueError(f"{name} must be an integer >= 1"
+                                 f"{' or None' if optional else ''}, got {size!r}")
         if (d_k is None or d_v is None) and d_model % n_heads != 0:
             raise ValueError(
                 f"d_model must be divisible by n_heads when d_k/d_v are not given: "
@@ -336,6 +302,7 @@ class MultiHeadAttention(nn.Module):
                 f"{cache.length} cached keys too (1 = attend, 0 = padding), got "
                 f"{tuple(attention_mask.shape)}"
             )
+        _check_padding_dtype(attention_mask)
         return past
 
     def _check_inputs(self, query, key, value, attention_mask, head_mask) -> None:
@@ -354,6 +321,7 @@ class MultiHeadAttention(nn.Module):
                 f"attention_mask must have shape (B, S) = {tuple(key.shape[:2])} "
                 f"(1 = attend, 0 = padding), got {tuple(attention_mask.shape)}"
             )
+        _check_padding_dtype(attention_mask)
         if head_mask is not None and tuple(head_mask.shape) not in (
             (self.n_heads,), (query.shape[0], self.n_heads)
         ):
@@ -389,3 +357,12 @@ class MultiHeadAttention(nn.Module):
     def extra_repr(self) -> str:
         return (f"d_model={self.d_model}, n_heads={self.n_heads}, d_k={self.d_k}, d_v={self.d_v}, "
                 f"kdim={self.kdim}, vdim={self.vdim}, dropout={self.dropout}")
+
+
+def _check_padding_dtype(attention_mask: Tensor | None) -> None:
+    """A padding mask holds 0/1; a float mask of 0 / -inf here would be read inverted."""
+    if attention_mask is not None and (attention_mask.is_floating_point()
+                                       or attention_mask.is_complex()):
+        raise ValueError(f"attention_mask must hold 0/1 (bool or integer: 1 = attend, "
+                         f"0 = padding), got dtype {attention_mask.dtype}; pass an additive "
+                         f"float mask (0 / -inf) as attn_mask instead")
