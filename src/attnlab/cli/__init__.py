@@ -18,6 +18,7 @@ from attnlab.cli import translation as cli_translation
 from attnlab.errors import UsageError
 from attnlab.io import CheckpointError
 from attnlab.io.registry import model_type_of
+from attnlab.train import TrainingInterrupted
 
 __all__ = ["build_parser", "main"]
 
@@ -56,6 +57,13 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as err:
         print(f"attnlab {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except TrainingInterrupted as stop:
+        where = "saved last/ — resume with --resume" if stop.saved else "nothing saved"
+        print(f"interrupted at step {stop.step}; {where}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print(f"attnlab {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 def _add_explain(sub, task: str) -> None:

@@ -76,6 +76,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true",
                         help="continue the interrupted run in --out from its last/ checkpoint "
                              "(settings from the checkpoint; options given must agree)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the run already in --out (its best/, last/, logs); without "
+                             "it, or --resume, an existing run is never touched")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or epoch lines")
     add_config_groups(parser, with_seed=True)
     add_config_options(parser.add_argument_group("fine-tuning (with --init)"), FinetuneConfig,
@@ -88,7 +91,8 @@ def run_train(args: argparse.Namespace) -> int:
                              model=options_given(args, "model"),
                              train=options_given(args, "train"),
                              finetune=options_given(args, "finetune"),
-                             resume=args.resume, progress=not args.quiet)
+                             resume=args.resume, overwrite=args.overwrite,
+                             progress=not args.quiet)
     if _is_main():
         _print_run(run, args.out)
     return 0

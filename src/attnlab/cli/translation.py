@@ -34,6 +34,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                         help="run folder: best/, last/, metrics.jsonl, result.json")
     parser.add_argument("--resume", action="store_true",
                         help="continue the interrupted run in --out from its last/ checkpoint")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the run already in --out (its best/, last/, logs); without "
+                             "it, or --resume, an existing run is never touched")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or epoch lines")
     add_config_options(parser.add_argument_group("data"), TranslationDataConfig, "data",
                        rename=OPTION_NAMES["data"])
@@ -49,7 +52,7 @@ def run_train(args: argparse.Namespace) -> int:
     run = train_from_options(args.out, data=options_given(args, "data"),
                              model=options_given(args, "model"),
                              train=options_given(args, "train"), resume=args.resume,
-                             progress=not args.quiet)
+                             overwrite=args.overwrite, progress=not args.quiet)
     if int(os.environ.get("RANK", "0")) == 0:
         r = run.result
         print(f"trained {run.n_parameters:,} parameters for {r.global_step} steps in "

@@ -13,18 +13,27 @@ task's (``model_type``, ``model``, ``train``, ``labels``, ``data``, ...).
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
-from collections.abc import Collection, Mapping
+import shutil
+from collections.abc import Collection, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
+from attnlab.errors import UsageError
 from attnlab.io.atomic import write_text_atomic
 from attnlab.io.checkpoint import load_checkpoint, load_weights, save_checkpoint
 
-__all__ = ["RunFolder", "config_differences"]
+__all__ = ["RUN_FILES", "RunFolder", "claim_run_folder", "config_differences"]
+
+# What a training run writes into its folder (a new run into a folder holding any of them must
+# say --resume or --overwrite).
+RUN_FILES = ("best", "last", "metrics.jsonl", "result.json", "tokenizer.json")
+LOCK_FILE = ".lock"  # held (flock) by the process training into the folder; holds its pid
 
 # Sections of config.json that hold settings (the rest are labels, counts and names).
 SETTINGS = ("data", "model", "init", "train")
@@ -89,3 +98,59 @@ class RunFolder:
 
     def write_result(self, result: dict[str, Any]) -> None:
         write_text_atomic(self.path / "result.json", json.dumps(result, indent=2))
+
+
+@contextmanager
+def claim_run_folder(path: str | os.PathLike, *, resume: bool = False,
+                     overwrite: bool = False) -> Iterator[Path]:
+    """Hold the run folder ``path`` for this process while it trains into it.
+
+    The folder is locked (a second process training into it gets a clear error, instead of
+    two runs mixing their checkpoints and logs). A folder that already holds a run must be
+    resumed (``resume``) or replaced (``overwrite``: its run files are deleted first); never is
+    a finished run overwritten by accident.
+
+    Raises:
+        UsageError: ``path`` is a file; another process trains into it; it holds a run and
+            neither ``resume`` nor ``overwrite`` is given.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"the run folder {path} is a file; give a folder (--out)")
+    created = not path.exists()
+    path.mkdir(parents=True, exist_ok=True)
+    with open(path / LOCK_FILE, "a+", encoding="utf-8") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "unknown"
+            raise UsageError(f"{path} is in use by another training process (pid {holder}); "
+                             f"wait for it to finish or choose another --out") from None
+        lock.seek(0)
+        lock.truncate()
+        lock.write(str(os.getpid()))
+        lock.flush()
+        try:
+            _clear_for_a_new_run(path, resume=resume, overwrite=overwrite)
+            yield path
+        finally:
+            (path / LOCK_FILE).unlink(missing_ok=True)
+            fcntl.flock(lock, fcntl.LOCK_UN)
+            if created and not any(path.iterdir()):  # failed before writing anything
+                path.rmdir()
+
+
+def _clear_for_a_new_run(path: Path, *, resume: bool, overwrite: bool) -> None:
+    """Refuse, or with ``overwrite`` delete, the files of an earlier run (not when resuming)."""
+    existing = [name for name in RUN_FILES if (path / name).exists()]
+    if resume or not existing:
+        return
+    if not overwrite:
+        raise UsageError(f"{path} already holds a run ({', '.join(existing)}); pass --resume "
+                         f"to continue it or --overwrite to replace it")
+    for name in existing:
+        target = path / name
+        shutil.rmtree(target) if target.is_dir() else target.unlink()
+    for stale in path.glob(".*.old"):  # a previous copy kept by an interrupted checkpoint swap
+        shutil.rmtree(stale, ignore_errors=True)

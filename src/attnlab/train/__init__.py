@@ -5,6 +5,7 @@ Imports nothing else of attnlab; a task hands it a model, batches, a loss and a 
 from attnlab.train.averaging import ExponentialMovingAverage
 from attnlab.train.config import TrainConfig
 from attnlab.train.evaluation import Evaluator
+from attnlab.train.interrupt import TrainingInterrupted
 from attnlab.train.metrics_log import MetricsLog
 from attnlab.train.state import EpochRecord, FitResult, Loss, StepInfo, seed_everything
 from attnlab.train.store import RunStore
@@ -22,5 +23,6 @@ __all__ = [
     "StepInfo",
     "TrainConfig",
     "Trainer",
+    "TrainingInterrupted",
     "seed_everything",
 ]

@@ -13,7 +13,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-__all__ = ["DistInfo", "all_reduce_sum", "barrier", "cleanup_distributed", "setup_distributed"]
+__all__ = ["DistInfo", "all_reduce_sum", "barrier", "cleanup_distributed", "is_main_process",
+           "setup_distributed"]
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,11 @@ def setup_distributed(device: str = "auto") -> DistInfo:
     if world_size > 1 and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
     return DistInfo(rank, world_size, local_rank, dev)
+
+
+def is_main_process() -> bool:
+    """Rank 0 of a ``torchrun`` job, or a single process (read from the environment)."""
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def cleanup_distributed() -> None:

@@ -31,6 +31,8 @@ def save_last(trainer: Trainer) -> None:
     if trainer.dist.distributed:
         rngs = [None] * trainer.dist.world_size
         dist.all_gather_object(rngs, rng_state())  # each process continues its own streams
+    trainer.state.window_sum = trainer.ledger.window_sum
+    trainer.state.window_steps = trainer.ledger.window_steps
     if trainer.dist.is_main:
         progress = asdict(trainer.state)
         if trainer.evaluator is not None:
@@ -55,6 +57,8 @@ def restore_last(trainer: Trainer) -> None:
     if trainer.ema is not None:
         trainer.ema.load_state_dict(state["ema"])
     trainer.state = TrainState.from_dict(state["progress"])
+    trainer.ledger.window_sum = trainer.state.window_sum
+    trainer.ledger.window_steps = trainer.state.window_steps
     if trainer.evaluator is not None:
         trainer.evaluator.load_state_dict(state["progress"])
     set_rng_state(state["rng"][trainer.dist.rank])

@@ -74,6 +74,8 @@ class TrainState:
     examples: int = 0  # this epoch, this process
     tokens: int = 0  # this epoch, this process
     stat_sums: dict[str, float] = field(default_factory=dict)  # this epoch: Loss.stats summed
+    window_sum: float = 0.0  # training losses since the last step line (its running mean)
+    window_steps: int = 0  # steps since the last step line
     epoch_seconds: float = 0.0  # training time spent in this epoch before the last save
     stopped_early: bool = False  # the evaluator's patience ran out
     out_of_time: bool = False  # training stopped at config.time_limit

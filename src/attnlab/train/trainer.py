@@ -32,6 +32,7 @@ from attnlab.train.averaging import ExponentialMovingAverage
 from attnlab.train.config import TrainConfig
 from attnlab.train.distributed import DistInfo, all_reduce_sum, setup_distributed
 from attnlab.train.evaluation import Evaluator
+from attnlab.train.interrupt import ForcedInterrupt, TrainingInterrupted, deferred_interrupts
 from attnlab.train.ledger import StepLedger
 from attnlab.train.metrics_log import MetricsLog
 from attnlab.train.optim import build_optimizer, lr_factor, set_lr, warmup_steps_for
@@ -130,16 +131,18 @@ class Trainer:
                 self.log.path.unlink(missing_ok=True)
         st = self.state
         start = time.perf_counter() - st.wall_time
-        try:
-            while st.epoch < cfg.epochs and not (st.stopped_early or st.out_of_time):
-                if st.global_step >= self.total_steps and st.batch_in_epoch == 0:
-                    break
-                self._train_epoch(start)
-        except KeyboardInterrupt:
-            if not self.dist.distributed and self.store is not None:
-                st.wall_time = time.perf_counter() - start
-                self._save_last()
-            raise
+        with deferred_interrupts() as self._sigint:
+            try:
+                while st.epoch < cfg.epochs and not (st.stopped_early or st.out_of_time):
+                    if st.global_step >= self.total_steps and st.batch_in_epoch == 0:
+                        break
+                    self._stop_if_interrupted()
+                    self._train_epoch(start)
+            except ForcedInterrupt:
+                raise  # anywhere, even mid-step: nothing is saved
+            except KeyboardInterrupt as stop:  # Ctrl-C at a step boundary, or from a callback
+                raise self._interrupted(start, coordinated=isinstance(stop, _Boundary)) from None
+        st = self.state  # (a resumed state replaced the object)
         st.wall_time = time.perf_counter() - start
         result = self._result()
         if self.store is not None and self.dist.is_main:
@@ -163,13 +166,15 @@ class Trainer:
                                 line_every=cfg.log_every)
         self._bar.n = st.batch_in_epoch
         self._epoch_start = time.perf_counter() - st.epoch_seconds
-        self.ledger.start_window()
+        if st.batch_in_epoch == 0:  # a resumed epoch keeps the running loss saved in last/
+            self.ledger.start_window()
         self.model.train()
         for i, batch in enumerate(self.train_data):
             if i < st.batch_in_epoch:
                 continue  # seen before the interruption; same order since set_epoch(epoch)
             if st.global_step >= self.total_steps:
                 break
+            self._stop_if_interrupted()
             if self._out_of_time(fit_start):
                 st.out_of_time = True
                 break
@@ -282,6 +287,24 @@ class Trainer:
             print(f"{lead}step {st.global_step}: val {val.describe()}{' *' if improved else ''}",
                   file=sys.stderr, flush=True)
 
+    # --- Ctrl-C -----------------------------------------------------------------------------
+
+    def _stop_if_interrupted(self) -> None:
+        """At a step boundary: stop if Ctrl-C was pressed (on any process under torchrun)."""
+        hit = float(self._sigint())
+        if self.dist.distributed:
+            hit = float(all_reduce_sum(torch.tensor([hit], device=self.dist.device)).item())
+        if hit:
+            raise _Boundary
+
+    def _interrupted(self, fit_start: float, coordinated: bool) -> TrainingInterrupted:
+        """Save last/ at this step (every process when all stopped together) and say so."""
+        saved = self.store is not None and (coordinated or not self.dist.distributed)
+        if saved:
+            self.state.wall_time = time.perf_counter() - fit_start
+            self._save_last(fit_start, epoch_done=self.state.batch_in_epoch == 0)
+        return TrainingInterrupted(self.state.global_step, saved)
+
     # --- checkpoints ----------------------------------------------------------------------
 
     def _save_last(self, fit_start: float | None = None, epoch_done: bool = False) -> None:
@@ -321,6 +344,10 @@ class Trainer:
         if self.dist.distributed:
             late = float(all_reduce_sum(torch.tensor([late], device=self.dist.device)).item())
         return late > 0
+
+
+class _Boundary(KeyboardInterrupt):
+    """Raised by the loop itself at a step boundary after Ctrl-C."""
 
 
 def _si(x: float) -> str:

@@ -12,6 +12,7 @@ name the options the user typed.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -21,12 +22,13 @@ from typing import Any
 
 from attnlab.errors import UsageError
 from attnlab.io.registry import checkpoint_dir
+from attnlab.io.run_folder import claim_run_folder
 from attnlab.tasks.classification.config import FINETUNE_DEFAULTS, DataConfig, FinetuneConfig
 from attnlab.tasks.classification.experiment import ExperimentReport, run_experiment
 from attnlab.tasks.classification.finetune import finetune_classifier, saved_finetune
 from attnlab.tasks.classification.pipeline import TrainedRun, saved_configs, train_classifier
 from attnlab.train.config import TrainConfig
-from attnlab.train.distributed import cleanup_distributed
+from attnlab.train.distributed import cleanup_distributed, is_main_process
 
 __all__ = [
     "MODEL_FIXED",
@@ -57,6 +59,7 @@ def train_from_options(
     train: dict[str, Any],
     finetune: dict[str, Any],
     resume: bool = False,
+    overwrite: bool = False,
     progress: bool = True,
 ) -> TrainedRun:
     """Train a classifier from scratch, or fine-tune one when ``finetune`` names an ``init``
@@ -80,14 +83,17 @@ def train_from_options(
     if not fine_tuning and finetune:
         raise UsageError(f"{option_flags('finetune', finetune)} apply to fine-tuning only; "
                          f"add --init NAME_OR_DIR")
+    claim = (claim_run_folder(out_dir, resume=resume, overwrite=overwrite)
+             if is_main_process() else contextlib.nullcontext())
     try:
-        if fine_tuning:
-            configs = _finetune_configs(out_dir, data, train, finetune, saved_init)
-            return finetune_classifier(out_dir, *configs, resume=resume, progress=progress)
-        data_config, model_options, train_config = _scratch_configs(out_dir, data, model, train,
-                                                                    resume)
-        return train_classifier(out_dir, data_config, model_options, train_config,
-                                resume=resume, progress=progress)
+        with claim:
+            if fine_tuning:
+                configs = _finetune_configs(out_dir, data, train, finetune, saved_init)
+                return finetune_classifier(out_dir, *configs, resume=resume, progress=progress)
+            data_config, model_options, train_config = _scratch_configs(out_dir, data, model,
+                                                                        train, resume)
+            return train_classifier(out_dir, data_config, model_options, train_config,
+                                    resume=resume, progress=progress)
     finally:
         cleanup_distributed()
 

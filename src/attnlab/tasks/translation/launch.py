@@ -4,15 +4,17 @@ saved settings when resuming."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 from pathlib import Path
 from typing import Any
 
+from attnlab.io.run_folder import claim_run_folder
 from attnlab.tasks.translation.config import TRANSLATION_DEFAULTS, TranslationDataConfig
 from attnlab.tasks.translation.pipeline import TrainedTranslator, saved_configs, train_translator
 from attnlab.train.config import TrainConfig
-from attnlab.train.distributed import cleanup_distributed
+from attnlab.train.distributed import cleanup_distributed, is_main_process
 
 __all__ = ["MODEL_FIXED", "OPTION_NAMES", "train_from_options"]
 
@@ -29,8 +31,9 @@ MODEL_FIXED = ("vocab_size", "pad_token_id", "bos_token_id", "eos_token_id")
 
 def train_from_options(out_dir: str | os.PathLike, *, data: dict[str, Any],
                        model: dict[str, Any], train: dict[str, Any], resume: bool = False,
-                       progress: bool = True) -> TrainedTranslator:
-    """Train (or resume) a translator with the options given, field -> value."""
+                       overwrite: bool = False, progress: bool = True) -> TrainedTranslator:
+    """Train (or resume) a translator with the options given, field -> value, holding the
+    run folder (see :func:`attnlab.io.run_folder.claim_run_folder`)."""
     out_dir = Path(out_dir)
     if resume:
         saved_data, saved_model, saved_train = saved_configs(out_dir)
@@ -40,8 +43,11 @@ def train_from_options(out_dir: str | os.PathLike, *, data: dict[str, Any],
     else:
         data_config = TranslationDataConfig(**data)
         train_config = TrainConfig(**{**TRANSLATION_DEFAULTS, **train})
+    claim = (claim_run_folder(out_dir, resume=resume, overwrite=overwrite)
+             if is_main_process() else contextlib.nullcontext())
     try:
-        return train_translator(out_dir, data_config, model, train_config, resume=resume,
-                                progress=progress)
+        with claim:
+            return train_translator(out_dir, data_config, model, train_config, resume=resume,
+                                    progress=progress)
     finally:
         cleanup_distributed()
