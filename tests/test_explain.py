@@ -153,3 +153,33 @@ def test_cli_only_bad_input_becomes_exit_code_2(monkeypatch, capsys):
     monkeypatch.setattr(cli_explain, "run", bug)
     with pytest.raises(TypeError, match="unsupported operand"):
         main(["explain", *EXAMPLE])
+
+
+# ---------------------------------------------------------------- overflow (issue 14)
+
+@pytest.mark.parametrize("argv, message", [
+    (["--q", "[[1e308]]", "--k", "[[1e308],[1]]", "--v", "[[1],[2]]"], "Q Kᵀ overflows"),
+    (["--q", "[[1e200]]", "--k", "[[1e100],[1]]", "--v", "[[1],[2]]", "--scale", "1e100"],
+     "scores · scale overflows"),
+    (["--q", "[[1]]", "--k", "[[1],[1]]", "--v", "[[1e308],[1e308]]", "--scale", "1"], None),
+])
+def test_cli_overflow_is_an_error_not_nan(capsys, argv, message):
+    code = main(["explain", *argv])
+    captured = capsys.readouterr()
+    if message is None:  # large but representable: fine
+        assert code == 0 and "nan" not in captured.out and "inf" not in captured.out
+        return
+    assert code == 2 and captured.out == ""
+    assert captured.err.startswith("attnlab explain: error: ") and message in captured.err
+    assert "float64" in captured.err and captured.err.count("\n") == 1
+
+
+def test_explain_attention_refuses_non_finite_results():
+    with pytest.raises(ValueError, match="overflows"):
+        explain_attention(_t([[1e308]]), _t([[1e308], [1.0]]), _t([[1.0], [2.0]]))
+    with pytest.raises(ValueError, match="not finite"):
+        explain_attention(_t([[math.nan]]), _t([[1.0]]), _t([[1.0]]))
+    # a blocked key is -inf on purpose: still fine
+    steps = explain_attention(_t([[1.0]]), _t([[1.0], [2.0]]), _t([[1.0], [2.0]]),
+                              torch.tensor([[True, False]]))
+    assert steps.weights.tolist() == [[1.0, 0.0]]

@@ -7,15 +7,19 @@ import json
 import pytest
 import torch
 
+from attnlab.cli import inspect as cli_inspect
 from attnlab.cli import main
 from attnlab.inspect import attention_modules, head_gates
 from attnlab.inspect.head_report import (
+    curve_figure,
+    data_name,
     encode_batches,
     evaluate_accuracy,
     head_report,
     heads_to_prune,
     write_report,
 )
+from attnlab.inspect.html import model_name
 from attnlab.inspect.subject import load_subject, save_pruned_run
 from tiny_run import LABELS, TEXTS, make_tiny_run
 
@@ -172,3 +176,88 @@ def test_minilm_classifier_run(tmp_path, capsys):
                                    rtol=1e-4, atol=1e-5)
     assert main(["show", str(run), "a gripping film", "--html", str(tmp_path / "v.html")]) == 0
     assert "prediction: " in capsys.readouterr().out
+
+
+# --- names, not paths; what show says (issue 14, section 5) -----------------------------------
+
+def test_show_out_without_suffix_prints_the_file_written(run, tmp_path, capsys):
+    assert main(["show", str(run), "a good film", "--out", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert f"wrote {tmp_path / 'out.png'}\n" in out
+    assert (tmp_path / "out.png").read_bytes()[:4] == b"\x89PNG"
+    assert main(["show", str(run), "a good film", "--out", str(tmp_path / "p.svg")]) == 0
+    assert f"wrote {tmp_path / 'p.svg'}\n" in capsys.readouterr().out
+
+
+def test_show_out_with_an_unknown_format_is_a_usage_error(run, tmp_path, capsys):
+    assert main(["show", str(run), "a good film", "--out", str(tmp_path / "p.xyz")]) == 2
+    err = capsys.readouterr().err
+    assert "--out" in err and "'xyz'" in err and "png" in err
+
+
+@pytest.mark.parametrize("texts", [[""], ["a good film", "  "]])
+def test_show_refuses_an_empty_text_like_predict(run, capsys, texts):
+    assert main(["show", str(run), *texts]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and "has no tokens" in captured.err
+    assert captured.err.count("\n") == 1
+
+
+def test_show_says_once_when_a_text_is_cut(tmp_path, capsys):
+    run = make_tiny_run(tmp_path / "short", train_steps=0, max_len=6)
+    long_text = " ".join(["a good film"] * 10)
+    assert main(["show", str(run), "i loved it", long_text]) == 0
+    captured = capsys.readouterr()
+    notices = [line for line in (captured.out + captured.err).splitlines() if "was cut" in line]
+    assert notices == ["attnlab show: text 1 was cut to 6 tokens (the model's longest input)"]
+
+
+def test_pruning_curve_and_report_use_names_not_paths(run, data_dir, tmp_path):
+    assert data_name("sst2", "dev") == "SST-2 dev"
+    assert data_name(str(data_dir), "dev") == "toy dev"
+    assert data_name(data_dir / "dev.tsv", "dev") == "toy dev"
+    assert model_name(str(run)) == "run" and model_name("all-MiniLM-L6-v2") == "all-MiniLM-L6-v2"
+    assert model_name("runs/h4/best") == "h4/best" and model_name("runs/h4/") == "h4"
+    assert main(["heads", str(run), "--data", str(data_dir), "--out", str(tmp_path / "rep"),
+                 "--batch-size", "4"]) == 0
+    data = json.loads((tmp_path / "rep" / "heads.json").read_text())
+    assert (data["model"], data["data"]) == ("run", "toy dev")
+    report = head_report(load_subject(run), TEXTS[:4], LABELS[:4], shares=[0.0, 0.5],
+                         data_name=data_name(str(data_dir), "dev"))
+    ax = curve_figure(report).axes[0]
+    assert ax.get_ylabel() == "accuracy on toy dev (%)"
+    assert ax.get_title() == "run: pruning heads"
+    assert str(tmp_path) not in (tmp_path / "rep" / "report.md").read_text()
+
+
+# --- serve: who may connect (issue 14, section 4) ---------------------------------------------
+
+def _serve_calls(monkeypatch):
+    calls = []
+    monkeypatch.setattr(cli_inspect, "serve", lambda subject, **kw: calls.append(kw))
+    return calls
+
+
+def test_serve_on_loopback_says_nothing_alarming(run, monkeypatch, capsys):
+    calls = _serve_calls(monkeypatch)
+    assert main(["serve", str(run)]) == 0
+    captured = capsys.readouterr()
+    assert "warning" not in captured.err and "serving run on http://127.0.0.1:8000/" in \
+        captured.out
+    assert calls[0]["allowed_hosts"] == {"127.0.0.1", "localhost", "::1"}
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.168.1.5"])
+def test_serve_on_a_non_loopback_address_warns(run, monkeypatch, capsys, host):
+    calls = _serve_calls(monkeypatch)
+    assert main(["serve", str(run), "--host", host, "--allow-host", "box.lan"]) == 0
+    err = capsys.readouterr().err
+    assert "attnlab serve: warning:" in err and "anyone who can reach this machine" in err
+    assert {"box.lan", "localhost"} <= calls[0]["allowed_hosts"]
+    assert calls[0]["host"] == host
+
+
+def test_serve_allow_host_any(run, monkeypatch, capsys):
+    calls = _serve_calls(monkeypatch)
+    assert main(["serve", str(run), "--host", "0.0.0.0", "--allow-host", "*"]) == 0
+    assert calls[0]["allowed_hosts"] == {"*"} | {"127.0.0.1", "localhost", "::1"}

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor
 
 from attnlab.attention.functional import attention_scores, scaled_dot_product_attention
@@ -76,6 +77,10 @@ def explain_attention(
         :class:`AttentionSteps`; its ``weights`` and ``output`` are those of
         :func:`scaled_dot_product_attention` with ``need_weights=True``.
 
+    Raises:
+        ValueError: an input holds NaN or infinity, or a step overflows its dtype (entries
+            near 1e308 in float64): NaN weights would explain nothing.
+
     Example::
 
         >>> q, k = torch.tensor([[1.0, 0.0]]), torch.tensor([[1.0, 0.0], [0.0, 1.0]])
@@ -92,7 +97,7 @@ def explain_attention(
         L, S = query.shape[-2], key.shape[-2]
         mask = combine_masks(mask, causal_mask(L, S, device=query.device))  # (..., L, S)
     used_scale = 1.0 / math.sqrt(query.shape[-1]) if scale is None else float(scale)
-    return AttentionSteps(
+    steps = AttentionSteps(
         scores=attention_scores(query, key, scale=1.0),  # (..., L, S)
         scale=used_scale,
         default_scale=scale is None,
@@ -101,6 +106,40 @@ def explain_attention(
         output=output,
         mask=mask,
     )
+    _check_finite(steps, query, key, value)
+    return steps
+
+
+def _check_finite(steps: AttentionSteps, query: Tensor, key: Tensor, value: Tensor) -> None:
+    """Raise ``ValueError`` naming the first input or step that is not finite."""
+    for name, t in (("query", query), ("key", key), ("value", value)):
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            raise ValueError(f"{name} holds entries that are not finite (NaN or infinity)")
+    dtype = steps.scores.dtype
+    top = f"{torch.finfo(dtype).max:.3g}"
+    if not torch.isfinite(steps.scores).all():
+        raise ValueError(f"Q Kᵀ overflows {_dtype_name(dtype)} (largest finite value {top}): "
+                         f"use smaller query and key entries")
+    scaled = steps.scaled_scores
+    allowed = (torch.ones_like(scaled, dtype=torch.bool) if steps.mask is None
+               else _allowed(steps.mask).expand_as(scaled))  # (..., L, S)
+    if torch.isnan(scaled).any() or not torch.isfinite(scaled[allowed]).all():
+        raise ValueError(f"scores · scale overflows {_dtype_name(dtype)} (largest finite value "
+                         f"{top}): use a smaller scale or smaller entries")
+    for name, t in (("weights", steps.weights), ("output", steps.output)):
+        if not torch.isfinite(t).all():
+            raise ValueError(f"the {name} are not finite: a step overflows "
+                             f"{_dtype_name(dtype)} (largest finite value {top}); use smaller "
+                             f"entries")
+
+
+def _allowed(mask: Tensor) -> Tensor:
+    """``True`` where a query may attend to a key, from a boolean or an additive mask."""
+    return ~torch.isneginf(mask) if mask.is_floating_point() else mask
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
 
 
 def _listed(t: Tensor) -> list | float | bool | None:

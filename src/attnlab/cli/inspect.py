@@ -4,13 +4,15 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
 from attnlab.errors import UsageError
-from attnlab.inspect.app import MAX_CHARS, serve
+from attnlab.inspect.app import MAX_CHARS, allowed_hosts, non_loopback_warning, serve
 from attnlab.inspect.head_report import (
     compare_pruned,
+    data_name,
     encode_batches,
     format_curve,
     format_table,
@@ -18,7 +20,7 @@ from attnlab.inspect.head_report import (
     heads_to_prune,
     write_report,
 )
-from attnlab.inspect.html import attention_view
+from attnlab.inspect.html import attention_view, model_name
 from attnlab.inspect.pictures import head_grid, heatmap, relevance_plot
 from attnlab.inspect.subject import load_subject, save_pruned_run
 from attnlab.text import load_split
@@ -43,7 +45,9 @@ def add_show_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("texts", nargs="+", metavar="TEXT", help="sentence(s) to look at")
     parser.add_argument("--layer", type=int, help="layer to draw (default: rollout only)")
     parser.add_argument("--head", type=int, help="head of --layer to draw (default: all heads)")
-    parser.add_argument("--out", type=Path, help="write a PNG picture of the first sentence")
+    parser.add_argument("--out", type=Path,
+                        help="write a picture of the first sentence (PNG unless the name ends "
+                             "in another format's suffix: .svg, .pdf, ...)")
     parser.add_argument("--html", type=Path,
                         help="write one self-contained HTML explorer page for all sentences")
 
@@ -53,7 +57,13 @@ def run_show(args: argparse.Namespace) -> int:
     if args.head is not None and args.layer is None:
         raise UsageError("--head needs --layer")
     subject = load_subject(args.model)
+    subject.tokenizer.encode(args.texts)  # refuses a text without tokens, as predict does
+    out = _picture_path(args.out) if args.out is not None else None
     attended = subject.attend(args.texts)
+    for i, a in enumerate(attended):
+        if a.truncated:
+            print(f"attnlab show: text {i} was cut to {subject.max_length} tokens (the model's "
+                  f"longest input)", file=sys.stderr)
     for a in attended:
         print(a.text)
         if a.prediction is not None:
@@ -67,7 +77,7 @@ def run_show(args: argparse.Namespace) -> int:
     if args.layer is not None and not -n_layers <= args.layer < n_layers:
         raise UsageError(f"--layer must be in [0, {n_layers}) for {subject.name}, got "
                          f"{args.layer}")
-    if args.out is not None:
+    if out is not None:
         if args.layer is None:
             fig = relevance_plot(first.tokens, first.relevance,
                                  title=f"attention rollout ({subject.pooling} pooling)")
@@ -81,12 +91,21 @@ def run_show(args: argparse.Namespace) -> int:
             else:
                 fig = heatmap(w[args.head], first.tokens,
                               title=f"layer {args.layer}, head {args.head}")
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(args.out, dpi=120)
-        print(f"wrote {args.out}")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fig.savefig(out, dpi=120)
+        except ValueError as err:  # "Format 'xyz' is not supported (supported formats: ...)"
+            raise UsageError(f"--out {out}: {err}") from None
+        print(f"wrote {out}")
     if args.html is not None:
         print(f"wrote {attention_view(subject, args.texts).save(args.html)}")
     return 0
+
+
+def _picture_path(out: Path) -> Path:
+    """The file ``--out`` names: ``.png`` added to a name without a suffix, as matplotlib
+    adds it, so that the path printed is the file written."""
+    return out.with_name(out.name + ".png") if not out.suffix else out
 
 
 # --- heads ------------------------------------------------------------------------------------
@@ -121,7 +140,7 @@ def run_heads(args: argparse.Namespace) -> int:
             raise UsageError(f"--max-examples must be >= 1, got {args.max_examples}")
         texts, labels = texts[:args.max_examples], labels[:args.max_examples]
     start = time.perf_counter()
-    report = head_report(subject, texts, labels, data_name=f"{args.data} {args.split}",
+    report = head_report(subject, texts, labels, data_name=data_name(args.data, args.split),
                          batch_size=args.batch_size)
     paths = write_report(report, args.out or args.run / "heads")
     print(format_table(report))
@@ -149,7 +168,12 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``attnlab serve``."""
     parser.add_argument("model", help=MODEL_HELP)
     parser.add_argument("--host", default="127.0.0.1",
-                        help="address to bind (default 127.0.0.1: this machine only)")
+                        help="address to bind (default 127.0.0.1: this machine only; any other "
+                             "address answers anyone who can reach the machine)")
+    parser.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                        help="also answer requests whose Host header names NAME (repeatable; "
+                             "'*' for any). Always answered: 127.0.0.1, localhost, [::1] and "
+                             "the --host address; others get 400 (against DNS rebinding)")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--max-chars", type=int, default=MAX_CHARS,
                         help=f"longest text accepted (default {MAX_CHARS})")
@@ -157,7 +181,13 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_serve(args: argparse.Namespace) -> int:
     """Load the model and serve the explorer until interrupted."""
+    warning = non_loopback_warning(args.host, args.port)
+    if warning is not None:
+        print(f"attnlab serve: warning: {warning}", file=sys.stderr)
+    hosts = allowed_hosts(args.host, args.allow_host)
     subject = load_subject(args.model)
-    print(f"attnlab: serving {subject.name} on http://{args.host}:{args.port}/")
-    serve(subject, host=args.host, port=args.port, max_chars=args.max_chars)
+    shown = f"[{args.host}]" if ":" in args.host else args.host
+    print(f"attnlab: serving {model_name(subject.name)} on http://{shown}:{args.port}/")
+    serve(subject, host=args.host, port=args.port, max_chars=args.max_chars,
+          allowed_hosts=hosts)
     return 0

@@ -29,6 +29,7 @@ from torch import Tensor
 
 from attnlab.inspect.capture import capture
 from attnlab.inspect.gates import head_gates
+from attnlab.inspect.html import model_name
 from attnlab.inspect.importance import HeadImportance, head_importance
 from attnlab.inspect.statistics import HeadStats, head_statistics
 from attnlab.inspect.subject import Encoded, Subject
@@ -39,6 +40,8 @@ __all__ = [
     "HeadReport",
     "PruningResult",
     "compare_pruned",
+    "curve_figure",
+    "data_name",
     "encode_batches",
     "evaluate_accuracy",
     "head_report",
@@ -47,6 +50,17 @@ __all__ = [
 ]
 
 DEFAULT_SHARES = tuple(i / 10 for i in range(11))  # shares of heads masked on the curve
+_DATA_NAMES = {"sst2": "SST-2", "sst-2": "SST-2", "multi30k": "Multi30k"}  # names as written
+
+
+def data_name(source: str | os.PathLike, split: str) -> str:
+    """The name reports and pictures show for a split: ``SST-2 dev``, or the data folder's last
+    path component and the split (``toy dev``), never a whole local path."""
+    path = Path(source)
+    if path.suffix.lower() in (".tsv", ".csv", ".jsonl") or path.is_file():
+        path = path.parent  # a split file: name its folder
+    name = path.name or path.resolve().name or str(source)
+    return f"{_DATA_NAMES.get(name.lower(), name)} {split}"
 
 
 @dataclass(frozen=True)
@@ -113,7 +127,7 @@ def head_report(
         subject: a classifier (``subject.labels`` is not ``None``).
         texts: the texts, e.g. the SST-2 dev sentences.
         labels: their class indices.
-        data_name: shown in the report.
+        data_name: shown in the report and the picture (see :func:`data_name`).
         batch_size: texts per forward pass.
         shares: points of the pruning curve, shares of all heads in ``[0, 1]``.
     """
@@ -162,7 +176,7 @@ def head_report(
             subject, batches, _mask_gates(names, heads, order[:k]))
         curve.append((share, k, acc))
     return HeadReport(
-        model=subject.name, data=data_name, examples=len(texts), names=names,
+        model=model_name(subject.name), data=data_name, examples=len(texts), names=names,
         importance=importance.scores, entropy=[stats[n].entropy for n in names],
         distance=[stats[n].distance for n in names], special=[stats[n].special for n in names],
         masked_accuracy=masked, accuracy=accuracy, curve=curve)

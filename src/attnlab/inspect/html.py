@@ -31,7 +31,8 @@ import torch
 from attnlab.inspect.subject import Attended, Subject
 from attnlab.io.atomic import write_text_atomic
 
-__all__ = ["AttentionView", "attention_payload", "attention_view", "embed_json", "render_page"]
+__all__ = ["AttentionView", "attention_payload", "attention_view", "embed_json", "model_name",
+           "render_page"]
 
 _MARKER = re.compile(r"/\*@ATTNLAB_(CSS|JS|DATA)@\*/")
 _JSON_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028",
@@ -65,6 +66,21 @@ def render_page(template: str, data: object) -> str:
     return _MARKER.sub(lambda m: parts[m.group(1)], _asset(template))
 
 
+def model_name(spec: str | os.PathLike) -> str:
+    """The name a page or picture shows for a model: a run folder's last path component
+    (``runs/h4`` → ``h4``; ``runs/h4/best`` → ``h4/best``) or the pretrained name as given,
+    never a whole local path."""
+    path = Path(spec)
+    if not path.name:  # "." or "/"
+        path = path.resolve()
+    if path.name in ("best", "last") and path.parent.name:
+        return f"{path.parent.name}/{path.name}"
+    return path.name or str(spec)
+
+
+_shown_name = model_name  # attention_payload's parameter of that name hides the function
+
+
 def _quantize(weights: torch.Tensor) -> str:
     """One head's ``(L, L)`` weights as base64 of ``round(w·255)`` bytes, row-major."""
     q = (weights.detach().float().clamp(0, 1) * 255).round().to(torch.uint8)  # (L, L)
@@ -73,7 +89,8 @@ def _quantize(weights: torch.Tensor) -> str:
 
 def attention_payload(model_name: str, attended: Sequence[Attended],
                       labels: Sequence[str] | None = None) -> dict:
-    """The JSON-ready data the page draws (see ``view.js`` for its layout)."""
+    """The JSON-ready data the page draws (see ``view.js`` for its layout); the model is shown
+    by its name (:func:`model_name`), not its path."""
     sentences = []
     for a in attended:
         prediction = None
@@ -93,7 +110,7 @@ def attention_payload(model_name: str, attended: Sequence[Attended],
             "prediction": prediction,
             "truncated": a.truncated,
         })
-    return {"model": model_name, "sentences": sentences}
+    return {"model": _shown_name(model_name), "sentences": sentences}
 
 
 class AttentionView:

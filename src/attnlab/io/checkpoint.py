@@ -78,6 +78,17 @@ class Checkpoint:
     trainer_state: dict[str, Any] | None = None
     tokenizer_path: Path | None = field(default=None)
 
+    def require_tokenizer(self) -> Path:
+        """The checkpoint's tokenizer.json, for a caller that cannot go on without it (resume).
+
+        Raises:
+            CheckpointError: the folder holds no tokenizer.json (names the file).
+        """
+        if self.tokenizer_path is None:
+            raise CheckpointError(f"{self.path / TOKENIZER_FILE}: missing; this checkpoint's "
+                                  f"tokenizer is needed (the token ids depend on it)")
+        return self.tokenizer_path
+
 
 # --- saving -----------------------------------------------------------------------------------
 
@@ -190,7 +201,11 @@ def load_checkpoint_config(path: str | os.PathLike) -> dict[str, Any]:
             f"{folder / CONFIG_FILE}: not an attnlab checkpoint config "
             f"(expected format {FORMAT!r}, got {found!r})"
         )
-    if config.get("version", 0) > VERSION:
+    version = config.get("version", 0)
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise CheckpointError(f"{folder / CONFIG_FILE}: field 'version' must be an integer, got "
+                              f"{version!r}")
+    if version > VERSION:
         raise CheckpointError(
             f"{folder / CONFIG_FILE}: checkpoint version {config['version']} is newer than "
             f"this attnlab reads ({VERSION})"
@@ -212,6 +227,7 @@ def load_checkpoint(path: str | os.PathLike, *, with_state: bool = False) -> Che
     folder = resolve_checkpoint(path)
     config = load_checkpoint_config(folder)
     weights = _read_safetensors(folder / WEIGHTS_FILE)
+    _check_finite(folder / WEIGHTS_FILE, weights)
     metrics = _read_json(folder / METRICS_FILE) if (folder / METRICS_FILE).exists() else None
     state = None
     if with_state:
@@ -223,6 +239,7 @@ def load_checkpoint(path: str | os.PathLike, *, with_state: bool = False) -> Che
             raise CheckpointError(
                 f"{folder / STATE_JSON}: inconsistent trainer state ({err})"
             ) from err
+        _check_loop_state(folder / STATE_JSON, state)
     tok = folder / TOKENIZER_FILE
     return Checkpoint(folder, config, weights, metrics, state, tok if tok.exists() else None)
 
@@ -245,6 +262,51 @@ def load_weights(model: nn.Module, checkpoint: Checkpoint) -> None:
         raise CheckpointError(
             f"{checkpoint.path / WEIGHTS_FILE}: weights do not fit the model ({err})"
         ) from err
+
+
+def _check_finite(path: Path, weights: dict[str, Tensor]) -> None:
+    """Refuse weights holding NaN or infinity (a model that would only predict NaN)."""
+    for name, tensor in weights.items():
+        if tensor.is_floating_point() and not bool(tensor.isfinite().all()):
+            raise CheckpointError(f"{path}: tensor {name!r} holds non-finite values (NaN or "
+                                  f"infinity); these weights cannot be used")
+
+
+# The counters of the training loop's progress (train/state.TrainState): integers >= 0, numbers.
+_LOOP_COUNTERS = ("global_step", "epoch", "batch_in_epoch", "examples", "tokens")
+_LOOP_NUMBERS = ("loss_sum", "epoch_seconds", "wall_time")
+
+
+def _check_loop_state(path: Path, state: Any) -> None:
+    """Check the fields of a state the training loop saved (its ``progress`` holds the loop's
+    counters, e.g. ``batch_in_epoch``): the number of processes, the counters, one random
+    generator state per process. Other states (saved by other callers) pass unchecked."""
+    if not isinstance(state, dict) or "progress" not in state:
+        return
+    progress = state["progress"]
+    if not isinstance(progress, dict):
+        raise CheckpointError(f"{path}: field 'progress' must be a dict, got "
+                              f"{type(progress).__name__}")
+    if "batch_in_epoch" not in progress:
+        return  # not the training loop's state
+    world_size = state.get("world_size")
+    if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:
+        raise CheckpointError(f"{path}: field 'world_size' must be an integer >= 1 (the number "
+                              f"of processes that saved it), got {world_size!r}")
+    for name in _LOOP_COUNTERS:
+        value = progress.get(name, 0)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise CheckpointError(f"{path}: field 'progress.{name}' must be an integer >= 0, "
+                                  f"got {value!r}")
+    for name in _LOOP_NUMBERS:
+        value = progress.get(name, 0.0)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise CheckpointError(f"{path}: field 'progress.{name}' must be a number, got "
+                                  f"{value!r}")
+    rng = state.get("rng")
+    if not isinstance(rng, list) or len(rng) != world_size:
+        raise CheckpointError(f"{path}: field 'rng' must list one random state per process "
+                              f"({world_size}), got {rng!r:.80}")
 
 
 def _read_json(path: Path) -> Any:

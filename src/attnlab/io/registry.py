@@ -8,6 +8,7 @@ through :func:`load_model`, so a model family is registered here once.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,10 @@ from torch import nn
 
 from attnlab.attention.multihead import MultiHeadAttention
 from attnlab.io.checkpoint import (
+    CONFIG_FILE,
+    TOKENIZER_FILE,
+    WEIGHTS_FILE,
+    Checkpoint,
     CheckpointError,
     load_checkpoint,
     load_checkpoint_config,
@@ -35,6 +40,7 @@ __all__ = [
     "BuiltModel",
     "LoadedModel",
     "build_model",
+    "check_checkpoint",
     "load_bert_classifier",
     "save_bert_classifier",
     "checkpoint_dir",
@@ -162,16 +168,157 @@ def load_model(path: str | os.PathLike, *, device: str = "cpu") -> LoadedModel:
         ValueError: an unknown ``model_type`` or a bad pruning record.
     """
     ckpt = load_checkpoint(checkpoint_dir(path))
-    built = build_model(ckpt.config)
-    restore_pruning(built.model, ckpt.config.get(KEPT_HEADS_KEY))
+    check_checkpoint(ckpt)
+    config_file = ckpt.path / CONFIG_FILE
+    try:
+        built = build_model(ckpt.config)
+        restore_pruning(built.model, ckpt.config.get(KEPT_HEADS_KEY))
+    except (ValueError, TypeError, KeyError) as err:
+        if isinstance(err, CheckpointError):
+            raise
+        raise CheckpointError(f"{config_file}: {err}") from err
     load_weights(built.model, ckpt)
     tokenizer = None
     if ckpt.tokenizer_path is not None:
-        tokenizer = TextTokenizer.load(ckpt.tokenizer_path, max_length=built.max_length)
+        tokenizer = _load_tokenizer(ckpt.tokenizer_path, built.max_length)
+        _check_tokenizer(ckpt, tokenizer)
     labels = ckpt.config.get("labels") or [str(i) for i in range(built.n_classes)]
+    if built.n_classes and len(labels) != built.n_classes:
+        raise CheckpointError(f"{config_file}: field 'labels' names {len(labels)} classes, the "
+                              f"model has {built.n_classes}")
     return LoadedModel(built.model.to(device).eval(), tokenizer, [str(x) for x in labels],
                        built.pooling, built.max_length, ckpt.config, ckpt.path,
                        ckpt.tokenizer_path)
+
+
+# --- checks of a checkpoint before building its model -------------------------------------------
+
+# Positions not stored as weights (rotary and sinusoidal tables) may take this many bytes, or as
+# many as the weights, whichever is more.
+TABLE_BYTES = 256 * 2**20
+
+
+def check_checkpoint(ckpt: Checkpoint) -> None:
+    """Check a checkpoint's config.json before a model is built from it: the fields the
+    registry reads have the right types, and the sizes agree with the weights' shapes (so a
+    tampered size such as ``d_ff=10**9`` is refused before anything is allocated).
+
+    Raises:
+        CheckpointError: naming config.json (or model.safetensors) and the field.
+    """
+    config_file = ckpt.path / CONFIG_FILE
+    config = ckpt.config
+    model_type = config.get("model_type", "classifier")
+    if model_type in ("classifier", SEQ2SEQ) and not isinstance(config.get("model"), dict):
+        found = "missing" if "model" not in config else f"a {type(config['model']).__name__}"
+        raise CheckpointError(f"{config_file}: field 'model' (the model's config) must be a "
+                              f"dict, got {found}")
+    kept = config.get(KEPT_HEADS_KEY)
+    if kept is not None and not (
+            isinstance(kept, dict) and all(isinstance(k, str) and isinstance(v, list)
+                                          and all(isinstance(h, int) and not isinstance(h, bool)
+                                                  for h in v) for k, v in kept.items())):
+        raise CheckpointError(f"{config_file}: field {KEPT_HEADS_KEY!r} must map module names "
+                              f"to lists of head indices, got {kept!r:.80}")
+    labels = config.get("labels")
+    if labels is not None and not (isinstance(labels, list)
+                                   and all(isinstance(x, (str, int)) for x in labels)):
+        raise CheckpointError(f"{config_file}: field 'labels' must be a list of class names, "
+                              f"got {labels!r:.80}")
+    if model_type in ("classifier", SEQ2SEQ):
+        shapes = {name: tuple(t.shape) for name, t in ckpt.weights.items()}
+        nbytes = sum(t.numel() * t.element_size() for t in ckpt.weights.values())
+        _check_sizes(model_type, config["model"], shapes, nbytes, config_file,
+                     ckpt.path / WEIGHTS_FILE)
+
+
+def _check_sizes(model_type: str, c: Mapping[str, Any], shapes: Mapping[str, tuple[int, ...]],
+                 nbytes: int, config_file: Path, weights_file: Path) -> None:
+    """Compare the size fields of a classifier's or translator's config with the weights."""
+    sizes = {}
+    for name in ("vocab_size", "d_model", "d_ff", "max_len", "n_heads", "n_layers",
+                 "n_encoder_layers", "n_decoder_layers", "n_classes"):
+        value = c.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                  or value < 1):
+            raise CheckpointError(f"{config_file}: field 'model.{name}' must be an integer >= "
+                                  f"1, got {value!r}")
+        sizes[name] = value
+
+    def expect(tensor: str, dims: tuple[str, ...]) -> None:
+        want = tuple(sizes[d] for d in dims)
+        if None in want:
+            return  # a default the checkpoint does not record: the build checks it
+        got = shapes.get(tensor)
+        if got is None:
+            raise CheckpointError(f"{config_file}: the model it describes has {tensor!r}, "
+                                  f"{weights_file} does not")
+        for dim, w, g in zip(dims, want, got, strict=False):
+            if w != g:
+                raise CheckpointError(f"{config_file}: field 'model.{dim}'={w} does not match "
+                                      f"{weights_file} ({tensor!r} has shape {list(got)})")
+
+    def layers(prefix: str, field: str) -> None:
+        pattern = re.compile(rf"{re.escape(prefix)}\.(\d+)\.")
+        found = {int(m.group(1)) for name in shapes if (m := pattern.match(name))}
+        n = sizes[field]
+        if n is not None and n != len(found):
+            raise CheckpointError(f"{config_file}: field 'model.{field}'={n} does not match "
+                                  f"{weights_file} ({len(found)} layers under {prefix!r})")
+
+    positional = c.get("positional")
+    expect("embedding.weight", ("vocab_size", "d_model"))
+    if model_type == SEQ2SEQ:
+        layers("encoder.layers", "n_encoder_layers")
+        layers("decoder.layers", "n_decoder_layers")
+        expect("encoder.layers.0.ff.up.weight", ("d_ff", "d_model"))
+        expect("decoder.layers.0.ff.up.weight", ("d_ff", "d_model"))
+        if positional == "learned":
+            expect("source_positions.embedding.weight", ("max_len", "d_model"))
+    else:
+        layers("encoder.layers", "n_layers")
+        expect("encoder.layers.0.ff.up.weight", ("d_ff", "d_model"))
+        expect("head.weight", ("n_classes", "d_model"))
+        if positional == "learned":
+            expect("positions.embedding.weight", ("max_len", "d_model"))
+    if positional != "learned" and sizes["max_len"] and sizes["d_model"]:
+        tables = 2 * 8 * sizes["max_len"] * sizes["d_model"]  # at most: two float64 tables
+        if tables > max(TABLE_BYTES, nbytes):
+            raise CheckpointError(
+                f"{config_file}: field 'model.max_len'={sizes['max_len']} would need "
+                f"{tables / 2**30:.1f} GiB of position tables, far more than the weights in "
+                f"{weights_file} ({nbytes / 2**20:.1f} MiB)")
+
+
+def _load_tokenizer(path: Path, max_length: int) -> TextTokenizer:
+    try:
+        return TextTokenizer.load(path, max_length=max_length)
+    except Exception as err:  # tokenizers raises a bare Exception on a malformed file
+        raise CheckpointError(f"{path}: not a valid tokenizer file ({err})") from err
+
+
+def _check_tokenizer(ckpt: Checkpoint, tokenizer: TextTokenizer) -> None:
+    """The tokenizer must fit the model: the same ``[PAD]`` id, no id beyond the embedding."""
+    config = ckpt.config
+    model_type = config.get("model_type", "classifier")
+    if model_type == BERT_CLASSIFIER:
+        c = config if "bert" in config else config["model"]
+        model = c["bert"]
+    else:
+        model = config["model"]
+    rows = model.get("vocab_size")
+    pad = model.get("pad_token_id", 0)
+    tok_file = ckpt.tokenizer_path or ckpt.path / TOKENIZER_FILE
+    if isinstance(rows, int) and tokenizer.vocab_size > rows:
+        raise CheckpointError(f"{tok_file}: its vocabulary has {tokenizer.vocab_size} tokens, "
+                              f"more than the model's vocab_size={rows} embedding rows")
+    pad_id = tokenizer.token_to_id("[PAD]")
+    if pad_id is None:
+        return  # a tokenizer without padding (pads with id 0)
+    if pad_id != pad or tokenizer.tokenizer.id_to_token(pad) != "[PAD]":
+        raise CheckpointError(f"{tok_file}: [PAD] has id {pad_id} (and id {pad} is "
+                              f"{tokenizer.tokenizer.id_to_token(pad)!r}), the model's "
+                              f"pad_token_id is {pad}")
 
 
 def save_bert_classifier(model: BertForSequenceClassification, path: str | os.PathLike) -> Path:

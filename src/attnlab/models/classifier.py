@@ -95,11 +95,12 @@ class ClassifierConfig(DictConfig):
             raise ValueError(f"rotary positions need an even head size d_model/n_heads, got "
                              f"{self.d_model}/{self.n_heads} = {self.d_model // self.n_heads}")
         std = self.embed_init_std
-        if isinstance(std, bool) or not isinstance(std, (int, float)) or not std > 0:
-            raise ValueError(f"embed_init_std must be a number > 0, got {std!r}")
+        if isinstance(std, bool) or not isinstance(std, (int, float)) or not 0 < std < math.inf:
+            raise ValueError(f"embed_init_std must be a finite number > 0, got {std!r}")
         for name in ("dropout", "attn_dropout", "word_dropout"):
             value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                    or not 0.0 <= value < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {value!r}")
         if self.positional not in POSITIONAL:
             raise ValueError(f"positional must be one of {POSITIONAL}, got {self.positional!r}")

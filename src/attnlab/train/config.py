@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -127,13 +128,13 @@ class TrainConfig(DictConfig):
 
 def _positive(name: str, value: Any, kind: type) -> None:
     _check_type(name, value, kind)
-    if value <= 0:
+    if not value > 0:
         raise ValueError(f"{name} must be > 0, got {value}")
 
 
 def _at_least(name: str, value: Any, low: float, kind: type = float) -> None:
     _check_type(name, value, kind)
-    if value < low:
+    if not value >= low:
         raise ValueError(f"{name} must be >= {low}, got {value}")
 
 
@@ -141,3 +142,5 @@ def _check_type(name: str, value: Any, kind: type) -> None:
     ok = isinstance(value, int) if kind is int else isinstance(value, (int, float))
     if not ok or isinstance(value, bool):
         raise TypeError(f"{name} must be {'an int' if kind is int else 'a number'}, got {value!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")

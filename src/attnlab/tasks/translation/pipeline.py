@@ -122,7 +122,7 @@ def _tokenizer(out_dir: Path, data: TranslationDataConfig, train_set: ParallelDa
     """The run's joint tokenizer: the saved one when resuming, else trained on both sides of
     the training split by the main process and read back by every process."""
     if resume:
-        return TextTokenizer.load(load_checkpoint(out_dir / "last").tokenizer_path)
+        return TextTokenizer.load(load_checkpoint(out_dir / "last").require_tokenizer())
     tok_file = out_dir / "tokenizer.json"
     if is_main:
         tokenizer = TextTokenizer.train([*train_set.sources, *train_set.targets],
