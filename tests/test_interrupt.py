@@ -71,9 +71,12 @@ def interrupt_at(moment: str, trainer) -> None:
     elif moment == "mid-evaluation":  # the second dev evaluation (step 10)
         trainer.evaluator.score = OnCall(trainer.evaluator.score, 2)
     elif moment == "mid-save-best":
-        save = trainer.store.save
-        trainer.store.save = lambda name, *a, _w=OnCall(save, 2), **k: (
-            _w(name, *a, **k) if name == "best" else save(name, *a, **k))
+        save, best = trainer.store.save, OnCall(trainer.store.save, 2)
+
+        def save_best_interrupted(name, *args, **kwargs):
+            return (best if name == "best" else save)(name, *args, **kwargs)
+
+        trainer.store.save = save_best_interrupted
     elif moment == "mid-save-last":
         trainer.store.save = OnCall(trainer.store.save, 3)
     elif moment == "epoch-end":  # the evaluation at the end of epoch 1 (step 16)
