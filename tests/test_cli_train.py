@@ -292,3 +292,52 @@ def test_default_model_reaches_target_accuracy(tmp_path, data_dir):
     assert main(["train", "--data", "sst2", "--out", str(out), "--quiet"]) == 0
     best = json.loads((out / "result.json").read_text())["best_val"]
     assert best["accuracy"] >= 0.78, best
+
+
+# ---------------------------------------------------------------- data that is not SST-2 (issue 14)
+
+TOY = ["--d-model", "16", "--d-ff", "32", "--layers", "1", "--heads", "2", "--epochs", "1",
+       "--batch-size", "4", "--quiet"]
+
+
+def _toy_rows(n=24):
+    return [(f"a {'good' if i % 2 else 'dull'} film number {i}", i % 2) for i in range(n)]
+
+
+def test_data_naming_one_file_is_refused(tmp_path, capsys, one_thread):
+    path = tmp_path / "all.tsv"
+    path.write_text("label\tsentence\n" + "".join(f"{y}\t{t}\n" for t, y in _toy_rows()))
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(path), *TOY, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert str(path) in err and "train" in err and "dev" in err and "folder" in err
+    assert not (out / "tokenizer.json").exists() and not (out / "last").exists()  # nothing trained
+
+
+def test_a_text_without_tokens_names_file_and_line(tmp_path, capsys, one_thread):
+    rows = _toy_rows()
+    rows[3] = ("\u0301\u0301", 1)  # only combining marks: line 5 of the file
+    (tmp_path / "train.tsv").write_text(
+        "label\tsentence\n" + "".join(f"{y}\t{t}\n" for t, y in rows))
+    (tmp_path / "dev.tsv").write_text(
+        "label\tsentence\n" + "".join(f"{y}\t{t}\n" for t, y in _toy_rows(8)))
+    assert main(["train", "--data", str(tmp_path), *TOY, "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'train.tsv'}:5:" in err and "no tokens" in err
+
+
+def test_text_and_label_column_options(tmp_path, capsys, one_thread):
+    for split, n in (("train", 24), ("dev", 8), ("test", 8)):
+        (tmp_path / f"{split}.csv").write_text(
+            "id,review,y\n" + "".join(f"{i},{t},{y}\n" for i, (t, y) in enumerate(_toy_rows(n))))
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(tmp_path), *TOY, "--out", str(out)]) == 2
+    assert "no text column" in capsys.readouterr().err
+    assert main(["train", "--data", str(tmp_path), *TOY, "--text-column", "review",
+                 "--label-column", "y", "--out", str(out)]) == 0
+    data = load_checkpoint(out / "last").config["data"]
+    assert data["text_column"] == "review" and data["label_column"] == "y"
+    capsys.readouterr()
+    # evaluate reads the split with the columns the run was trained with
+    assert main(["evaluate", str(out), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["n"] == 8

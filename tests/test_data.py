@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 
@@ -246,3 +247,78 @@ def test_batching_errors():
         LengthGroupedBatches([[1], []], None, 1)
     with pytest.raises(ValueError, match="empty"):
         pad_sequences([])
+
+
+# ---------------------------------------------------------------- no silent loss (issue 14)
+
+
+@pytest.mark.parametrize("split, rows, digest", [
+    ("train", 67349, "ead788945b3f0b4cdf5df55cfe13251ca3167acd9eac6ef9dfb43066e4c5c5da"),
+    ("dev", 872, "ad3f801f36ae2bcd3a77512391488873d55bcfeae10ce2cc30261517ded748ce"),
+    ("test", 1821, "d7dc2ff6bd58f5764c65209577d3f6922f6fa7737e494d3ed67c90ac91175a89"),
+])
+def test_sst2_reads_exactly_as_before(data_dir, split, rows, digest):
+    """The texts, labels and order of SST-2 (hashes taken before the stricter reader)."""
+    ds = load_split(data_dir / "sst2", split)
+    assert len(ds) == rows
+    assert hashlib.sha256(json.dumps([ds.texts, ds.labels]).encode()).hexdigest() == digest
+    assert ds.lines == list(range(2, rows + 2))  # one row a line after the header
+
+
+def test_lines_are_the_file_lines_of_the_rows(tmp_path):
+    (tmp_path / "train.csv").write_text('text,label\nok,1\n\n"two\nlines",0\nlast,1\n')
+    ds = load_split(tmp_path, "train")
+    assert ds.texts == ["ok", "two\nlines", "last"] and ds.lines == [2, 4, 6]
+
+
+def test_csv_unbalanced_quote_stops_with_file_and_line(tmp_path):
+    """One opening quote used to swallow every line up to the next quote: 2,000 rows read as
+    far fewer, silently."""
+    rows = [f"text number {i},{i % 2}" for i in range(2000)]
+    rows[4] = '"an unbalanced quote,1'  # file line 6
+    rows[1500] = 'a 12" screen,0'
+    path = tmp_path / "train.csv"
+    path.write_text("text,label\n" + "\n".join(rows) + "\n")
+    with pytest.raises(DataFormatError, match="quote") as err:
+        load_split(tmp_path, "train")
+    assert f"{path}:6:" in str(err.value)
+
+
+def test_csv_quote_open_to_the_end_of_the_file(tmp_path):
+    path = tmp_path / "train.csv"
+    path.write_text('text,label\nok,1\n"never closed,0\nmore,1\n')
+    with pytest.raises(DataFormatError, match="quote") as err:
+        load_split(tmp_path, "train")
+    assert f"{path}:3:" in str(err.value)
+
+
+@pytest.mark.parametrize("name", ["train.csv", "train.tsv"])
+def test_field_over_the_csv_limit_is_a_clear_error(tmp_path, name):
+    sep = "," if name.endswith("csv") else "\t"
+    path = tmp_path / name
+    path.write_text(f"text{sep}label\nok{sep}1\n{'word ' * 30000}{sep}0\n")  # 150,000 characters
+    with pytest.raises(DataFormatError, match="longer than") as err:
+        load_split(tmp_path, "train")
+    assert f"{path}:3:" in str(err.value)
+
+
+@pytest.mark.parametrize("name, content, column", [
+    ("train.csv", "text,label,label\nok,1,0\n", "label"),
+    ("train.tsv", "sentence\tlabel\tsentence\nok\t1\tbad\n", "sentence"),
+    ("train.jsonl", '{"text": "ok", "label": 1, "label": 0}\n', "label"),
+])
+def test_duplicate_column_names_column_and_file(tmp_path, name, content, column):
+    path = tmp_path / name
+    path.write_text(content)
+    with pytest.raises(DataFormatError, match=f"column {column!r}.*twice") as err:
+        load_split(tmp_path, "train")
+    assert str(path) in str(err.value)
+
+
+@pytest.mark.parametrize("label", ["\u0661", "\uff11", "+1", "1.0", "\u00b9"])
+def test_only_ascii_digits_or_class_names_are_labels(tmp_path, label):
+    path = tmp_path / "train.tsv"
+    path.write_text(f"label\tsentence\n0\tok\n{label}\tArabic-Indic, full-width, signed\n")
+    with pytest.raises(DataFormatError, match="not a known class") as err:
+        load_split(tmp_path, "train")
+    assert f"{path}:3:" in str(err.value)

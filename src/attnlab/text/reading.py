@@ -6,7 +6,9 @@ differ per split (SST-2: ``sentence`` in train, ``content`` in dev/test) read th
 
 Bad rows raise :class:`DataFormatError` naming the file and line, unless ``on_error="skip"``,
 in which case they are counted and listed in :attr:`TextDataset.skipped`; nothing is dropped
-silently.
+silently. CSV quoting is strict: a quote left open (which would swallow the lines after it) is an
+error at the line where the record began. A column named twice is an error. Labels are ASCII
+digits (``0``, ``1``, ...) or, given ``label_names``, those names; nothing else.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import csv
 import io
 import json
 import os
+import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -53,17 +56,29 @@ class TextDataset:
         labels: class index per example, in ``0 .. n_classes-1``.
         source: the file read (or ``hf://<name>/<split>`` for the Hugging Face hub).
         skipped: ``"file:line: reason"`` for each row left out with ``on_error="skip"``.
+        lines: the line of :attr:`source` where each example's row begins (empty when not
+            known, as for the hub).
     """
 
     texts: list[str]
     labels: list[int]
     source: str
     skipped: list[str] = field(default_factory=list)
+    lines: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if len(self.texts) != len(self.labels):
             raise ValueError(f"texts and labels differ in length: {len(self.texts)} texts, "
                              f"{len(self.labels)} labels")
+        if self.lines and len(self.lines) != len(self.texts):
+            raise ValueError(f"lines and texts differ in length: {len(self.lines)} lines, "
+                             f"{len(self.texts)} texts")
+
+    def where(self, index: int) -> str:
+        """``"file:line"`` of example ``index`` (``"file, example N"`` when lines are unknown)."""
+        if self.lines:
+            return f"{self.source}:{self.lines[index]}"
+        return f"{self.source}, example {index}"
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -87,8 +102,9 @@ def read_table(path: str | os.PathLike) -> tuple[list[str], list[tuple[int, dict
         ``(columns, rows)`` where each row is ``(line_number, {column: value})``.
 
     Raises:
-        DataFormatError: undecodable bytes, a row with the wrong number of fields, a JSONL line
-            that is not a JSON object.
+        DataFormatError: undecodable bytes, a column named twice, a row with the wrong number
+            of fields, a CSV quote left open, a field over the csv module's size limit, a JSONL
+            line that is not a JSON object (or has a key twice).
     """
     path = Path(path)
     suffix = path.suffix.lower()
@@ -108,24 +124,63 @@ def read_table(path: str | os.PathLike) -> tuple[list[str], list[tuple[int, dict
 
 
 def _read_delimited(path: Path, text: str, delimiter: str):
-    # TSV: no quoting (text may contain quote characters); CSV: standard quoting.
+    # TSV: no quoting (text may contain quote characters); CSV: standard quoting, strict, so
+    # that a quote left open is an error rather than a field that swallows the lines after it.
     quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=quoting)
-    header = next(reader, None)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=quoting,
+                        strict=True)
+    start = 1  # line where the next record begins
+    header = _next_record(path, reader, start, delimiter)
     if not header:
         raise DataFormatError(f"{path}:1: empty file; expected a header line")
     columns = [c.strip() for c in header]
+    _check_unique(path, columns)
     rows = []
-    start = reader.line_num + 1  # line of the next record
-    for values in reader:
+    start = reader.line_num + 1
+    while (values := _next_record(path, reader, start, delimiter)) is not None:
         if values:  # blank lines are not rows
             if len(values) != len(columns):
                 raise DataFormatError(
                     f"{path}:{start}: expected {len(columns)} fields ({', '.join(columns)}), "
-                    f"got {len(values)}")
+                    f"got {len(values)}{_quote_hint(delimiter, reader.line_num - start)}")
             rows.append((start, dict(zip(columns, values, strict=True))))
         start = reader.line_num + 1
     return columns, rows
+
+
+QUOTE_ADVICE = ('a quote left open? a field that begins with " must end with " followed by the '
+                'delimiter or the line\'s end; write a quote inside a quoted field as ""')
+
+
+def _quote_hint(delimiter: str, extra_lines: int) -> str:
+    if delimiter == "\t" or extra_lines < 1:
+        return ""
+    return f" in a record of {extra_lines + 1} lines ({QUOTE_ADVICE})"
+
+
+def _next_record(path: Path, reader, start: int, delimiter: str) -> list[str] | None:
+    """The next record of ``reader`` (``None`` at the end), csv errors as DataFormatError."""
+    try:
+        return next(reader, None)
+    except csv.Error as err:
+        message = str(err)
+        advice = "" if delimiter == "\t" else f"; {QUOTE_ADVICE}"
+        if "field larger than field limit" in message:
+            raise DataFormatError(
+                f"{path}:{start}: a field longer than {csv.field_size_limit():,} characters "
+                f"(the csv module's limit); shorten it{advice}") from None
+        if reader.line_num > start:
+            message += f" (in the record that begins there and runs to line {reader.line_num})"
+        raise DataFormatError(f"{path}:{start}: {message}{advice}") from None
+
+
+def _check_unique(path: Path, columns: Sequence[str]) -> None:
+    seen: dict[str, int] = {}
+    for number, name in enumerate(columns, start=1):
+        if name in seen:
+            raise DataFormatError(f"{path}:1: column {name!r} appears twice in the header "
+                                  f"(fields {seen[name]} and {number}); rename one")
+        seen[name] = number
 
 
 def _read_jsonl(path: Path, text: str):
@@ -134,9 +189,12 @@ def _read_jsonl(path: Path, text: str):
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
+            obj = json.loads(line, object_pairs_hook=_unique_keys)
         except json.JSONDecodeError as err:
             raise DataFormatError(f"{path}:{number}: invalid JSON ({err.msg})") from None
+        except _DuplicateKey as err:
+            raise DataFormatError(f"{path}:{number}: column {err.args[0]!r} appears twice in "
+                                  f"the record; rename one") from None
         if not isinstance(obj, dict):
             raise DataFormatError(f"{path}:{number}: expected a JSON object, got "
                                   f"{type(obj).__name__}")
@@ -147,6 +205,19 @@ def _read_jsonl(path: Path, text: str):
     if not rows:
         raise DataFormatError(f"{path}: no records")
     return columns, rows
+
+
+class _DuplicateKey(Exception):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    obj: dict[str, object] = {}
+    for key, value in pairs:
+        if key in obj:
+            raise _DuplicateKey(key)
+        obj[key] = value
+    return obj
 
 
 def _pick_column(path, columns, given, candidates, what) -> str:
@@ -161,14 +232,15 @@ def _pick_column(path, columns, given, candidates, what) -> str:
                           f"{columns}; pass the name explicitly")
 
 
+_ASCII_INTEGER = re.compile(r"[0-9]+")
+
+
 def _parse_label(value: str, label_names: Sequence[str] | None, n_classes: int) -> int:
     value = value.strip()
     if label_names is not None and value in label_names:
         return list(label_names).index(value)
-    try:
-        label = int(value)
-    except ValueError:
-        label = -1
+    # ASCII digits only: int() also takes "١" (Arabic-Indic), "１" (full-width), "+1", "1_0".
+    label = int(value) if _ASCII_INTEGER.fullmatch(value) else -1
     if not 0 <= label < n_classes:
         known = list(range(n_classes)) if label_names is None else list(label_names)
         raise ValueError(f"label {value!r} is not a known class {known}")
@@ -191,7 +263,7 @@ def read_labelled_file(
     columns, rows = read_table(path)
     text_col = _pick_column(path, columns, text_column, TEXT_COLUMNS, "text")
     label_col = _pick_column(path, columns, label_column, LABEL_COLUMNS, "label")
-    texts, labels, skipped = [], [], []
+    texts, labels, skipped, lines = [], [], [], []
     for line, row in rows:
         try:
             if text_col not in row or label_col not in row:
@@ -209,9 +281,10 @@ def read_labelled_file(
             continue
         texts.append(text)
         labels.append(label)
+        lines.append(line)
     if not texts:
         raise DataFormatError(f"{path}: no usable rows ({len(skipped)} skipped)")
-    return TextDataset(texts, labels, str(path), skipped)
+    return TextDataset(texts, labels, str(path), skipped, lines)
 
 
 def _split_file(directory: Path, split: str) -> Path | None:

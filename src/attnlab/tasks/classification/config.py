@@ -31,10 +31,21 @@ class DataConfig(DictConfig):
     train_limit: int | None = field(default=None, metadata={
         "help": "use only the first N training examples (quick runs)"})
     n_classes: int = field(default=2, metadata={"help": "classes in the labels"})
+    text_column: str | None = field(default=None, metadata={
+        "help": "column holding the text [default: the first of sentence, text, content]"})
+    label_column: str | None = field(default=None, metadata={
+        "help": "column holding the label [default: label]"})
 
     def __post_init__(self) -> None:
         if not isinstance(self.source, str) or not self.source:
             raise ValueError(f"source must be a non-empty string, got {self.source!r}")
+        for name in ("text_column", "label_column"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise ValueError(f"{name} must be None or a column name, got {value!r}")
+        if self.text_column is not None and self.text_column == self.label_column:
+            raise ValueError(f"text_column and label_column are both {self.text_column!r}; "
+                             f"the text and the label need their own columns")
         for name in ("vocab_size", "min_frequency", "n_classes"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:

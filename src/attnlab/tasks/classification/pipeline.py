@@ -17,14 +17,21 @@ from typing import Any
 
 from torch import nn
 
+from attnlab.errors import UsageError
 from attnlab.io.atomic import write_text_atomic
 from attnlab.io.checkpoint import load_checkpoint
 from attnlab.io.run_folder import config_differences
 from attnlab.models.classifier import ClassifierConfig, TextClassifier
 from attnlab.tasks.classification.config import DataConfig
 from attnlab.tasks.classification.training import RunArtifacts, classification_trainer
-from attnlab.tasks.classification.use import EVAL_BATCH
-from attnlab.text import LengthGroupedBatches, TextDataset, TextTokenizer, load_split
+from attnlab.tasks.classification.use import EVAL_BATCH, encode_dataset
+from attnlab.text import (
+    LengthGroupedBatches,
+    TextDataset,
+    TextTokenizer,
+    load_split,
+    resolve_source,
+)
 from attnlab.train import Callback, FitResult, TrainConfig, seed_everything
 from attnlab.train.distributed import DistInfo, barrier, setup_distributed
 from attnlab.train.sharding import ShardedBatches
@@ -97,7 +104,7 @@ def train_classifier(
     train_set, dev_set = load_splits(data)
     tok_file = out_dir / "tokenizer.json"
     if resume:
-        tokenizer = TextTokenizer.load(load_checkpoint(out_dir / "last").tokenizer_path)
+        tokenizer = TextTokenizer.load(load_checkpoint(out_dir / "last").require_tokenizer())
     else:
         if info.is_main:
             tokenizer = TextTokenizer.train(train_set.texts, data.vocab_size, kind=data.tokenizer,
@@ -121,12 +128,26 @@ def train_classifier(
 
 
 def load_splits(data: DataConfig) -> tuple[TextDataset, TextDataset]:
-    """The training split (cut to ``data.train_limit``) and the dev split of ``data``."""
-    train_set = load_split(data.source, "train", n_classes=data.n_classes)
-    dev_set = load_split(data.source, data.dev_split, n_classes=data.n_classes)
+    """The training split (cut to ``data.train_limit``) and the dev split of ``data``.
+
+    Raises:
+        UsageError: both splits would be the same file (``--data FILE``): the dev figures would
+            be measured on the training data.
+    """
+    train_file = resolve_source(data.source, "train")
+    if train_file is not None and train_file == resolve_source(data.source, data.dev_split):
+        raise UsageError(
+            f"--data {data.source} names one file, {train_file}, which would be both the "
+            f"training and the dev split (dev accuracy measured on the training data); give a "
+            f"folder holding train and {data.dev_split} files (train.tsv and "
+            f"{data.dev_split}.tsv, or .csv/.jsonl; test.* for evaluate) instead")
+    columns = {"text_column": data.text_column, "label_column": data.label_column}
+    train_set = load_split(data.source, "train", n_classes=data.n_classes, **columns)
+    dev_set = load_split(data.source, data.dev_split, n_classes=data.n_classes, **columns)
     if data.train_limit is not None:
         train_set = dataclasses.replace(train_set, texts=train_set.texts[: data.train_limit],
-                                        labels=train_set.labels[: data.train_limit])
+                                        labels=train_set.labels[: data.train_limit],
+                                        lines=train_set.lines[: data.train_limit])
     return train_set, dev_set
 
 
@@ -138,8 +159,8 @@ def fit_on_splits(
 ) -> FitResult:
     """Tokenize both splits (to ``max_length`` ids), batch them by length (sharded under
     ``torchrun``) and run the training loop into ``out_dir``."""
-    train_ids = tokenizer.encode(train_set.texts, max_length=max_length)
-    dev_ids = tokenizer.encode(dev_set.texts, max_length=max_length)
+    train_ids = encode_dataset(tokenizer, train_set, max_length)
+    dev_ids = encode_dataset(tokenizer, dev_set, max_length)
     train_batches: Any = LengthGroupedBatches(train_ids, train_set.labels, train.batch_size,
                                               seed=train.seed, drop_last=True)
     dev_batches: Any = LengthGroupedBatches(dev_ids, dev_set.labels, EVAL_BATCH, shuffle=False)

@@ -16,9 +16,15 @@ from attnlab.io.registry import LoadedModel, load_model
 from attnlab.models.prediction import Prediction
 from attnlab.tasks.classification.evaluation import evaluate
 from attnlab.tasks.classification.metrics import EvalResult
-from attnlab.text import LengthGroupedBatches, load_split
+from attnlab.text import (
+    DataFormatError,
+    LengthGroupedBatches,
+    TextDataset,
+    TextTokenizer,
+    load_split,
+)
 
-__all__ = ["EVAL_BATCH", "Prediction", "evaluate_run", "load_run", "predict"]
+__all__ = ["EVAL_BATCH", "Prediction", "encode_dataset", "evaluate_run", "load_run", "predict"]
 
 EVAL_BATCH = 256  # examples per evaluation batch
 
@@ -35,14 +41,40 @@ def load_run(path: str | os.PathLike, device: str = "cpu") -> LoadedModel:
     return run
 
 
+def encode_dataset(tokenizer: TextTokenizer, dataset: TextDataset,
+                   max_length: int | None = None) -> list[list[int]]:
+    """Token ids of each text of ``dataset`` (see :meth:`TextTokenizer.encode`).
+
+    Raises:
+        DataFormatError: a text with no tokens at all (only combining marks, say), naming its
+            file and line.
+    """
+    try:
+        return tokenizer.encode(dataset.texts, max_length=max_length)
+    except ValueError as err:
+        pieces = tokenizer.encode(dataset.texts, add_special_tokens=False, allow_empty=True)
+        empty = [i for i, row in enumerate(pieces) if not row]
+        if "has no tokens" not in str(err) or not empty:
+            raise
+    first = empty[0]
+    more = f" (and {len(empty) - 1} more texts)" if len(empty) > 1 else ""
+    raise DataFormatError(f"{dataset.where(first)}: text {dataset.texts[first]!r} has no "
+                          f"tokens{more}; remove the row or give it words") from None
+
+
 def evaluate_run(
     path: str | os.PathLike, source: str = "sst2", split: str = "test", *,
     batch_size: int = EVAL_BATCH, device: str = "cpu",
+    text_column: str | None = None, label_column: str | None = None,
 ) -> EvalResult:
-    """Loss, accuracy and macro F1 of a trained run on ``split`` of ``source``."""
+    """Loss, accuracy and macro F1 of a trained run on ``split`` of ``source``; the text and
+    label columns default to those the run was trained with."""
     run = load_run(path, device)
-    dataset = load_split(source, split, n_classes=len(run.labels))
-    ids = run.tokenizer.encode(dataset.texts)
+    saved = run.config.get("data") or {}
+    dataset = load_split(source, split, n_classes=len(run.labels),
+                         text_column=text_column or saved.get("text_column"),
+                         label_column=label_column or saved.get("label_column"))
+    ids = encode_dataset(run.tokenizer, dataset)
     batches = LengthGroupedBatches(ids, dataset.labels, batch_size, shuffle=False,
                                    pad_id=run.tokenizer.pad_token_id)
     return evaluate(run.model, batches, device=device)
