@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from torch import Tensor, nn
 
 from attnlab.attention.multihead import KVCache, MultiHeadAttention
-from attnlab.models.transformer_encoder import FeedForward, check_torch_layer
+from attnlab.models.transformer_encoder import FeedForward, LayerStack, check_torch_layer
 
 __all__ = ["DecoderCache", "DecoderLayer", "TransformerDecoder"]
 
@@ -145,37 +145,16 @@ class DecoderLayer(nn.Module):
         return new
 
 
-class TransformerDecoder(nn.Module):
-    """``n_layers`` :class:`DecoderLayer` s, with a final layer norm when pre-norm.
-
-    Args:
-        n_layers: number of layers; the other arguments are :class:`DecoderLayer`'s. One
-            ``rotary`` module is shared by all layers (it holds no parameters).
+class TransformerDecoder(LayerStack):
+    """``n_layers`` :class:`DecoderLayer` s, with a final layer norm when pre-norm
+    (arguments: :class:`~attnlab.models.transformer_encoder.LayerStack`'s).
 
     Shape:
         x ``(B, T, D)``, memory ``(B, S, D)``, attention_mask ``(B, S)``,
         decoder_attention_mask ``(B, T_past + T)`` -> ``(B, T, D)``.
     """
 
-    def __init__(
-        self,
-        n_layers: int,
-        d_model: int,
-        n_heads: int,
-        d_ff: int,
-        *,
-        dropout: float = 0.0,
-        attn_dropout: float = 0.0,
-        norm_first: bool = True,
-        rotary: nn.Module | None = None,
-    ) -> None:
-        super().__init__()
-        self.layers = nn.ModuleList(
-            DecoderLayer(d_model, n_heads, d_ff, dropout=dropout, attn_dropout=attn_dropout,
-                         norm_first=norm_first, rotary=rotary)
-            for _ in range(n_layers)
-        )
-        self.final_norm = nn.LayerNorm(d_model) if norm_first else nn.Identity()
+    layer_type = DecoderLayer
 
     def forward(
         self,

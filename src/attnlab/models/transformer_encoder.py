@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from attnlab.attention.multihead import MultiHeadAttention
 
-__all__ = ["EncoderLayer", "FeedForward", "TransformerEncoder"]
+__all__ = ["EncoderLayer", "FeedForward", "LayerStack", "TransformerEncoder"]
 
 
 class FeedForward(nn.Module):
@@ -109,16 +109,16 @@ def check_torch_layer(layer: nn.Module, norms: tuple[nn.LayerNorm, ...]) -> None
                          f"got {norms[0].eps}")
 
 
-class TransformerEncoder(nn.Module):
-    """``n_layers`` :class:`EncoderLayer` s, with a final layer norm when pre-norm.
+class LayerStack(nn.Module):
+    """``n_layers`` layers of ``layer_type`` and a final layer norm when pre-norm (pre-norm
+    leaves the residual stream un-normalised; post-norm layers end normalised).
 
     Args:
-        n_layers: number of layers; the other arguments are :class:`EncoderLayer`'s. One
-            ``rotary`` module is shared by all layers (it holds no parameters).
-
-    Shape:
-        x ``(B, T, D)``, attention_mask ``(B, T)`` -> ``(B, T, D)``.
+        n_layers: number of layers; the other arguments are the layer's. One ``rotary``
+            module is shared by all layers (it holds no parameters).
     """
+
+    layer_type: type[nn.Module]
 
     def __init__(
         self,
@@ -134,12 +134,22 @@ class TransformerEncoder(nn.Module):
     ) -> None:
         super().__init__()
         self.layers = nn.ModuleList(
-            EncoderLayer(d_model, n_heads, d_ff, dropout=dropout, attn_dropout=attn_dropout,
-                         norm_first=norm_first, rotary=rotary)
+            self.layer_type(d_model, n_heads, d_ff, dropout=dropout, attn_dropout=attn_dropout,
+                            norm_first=norm_first, rotary=rotary)
             for _ in range(n_layers)
         )
-        # Pre-norm leaves the residual stream un-normalised; post-norm layers end normalised.
         self.final_norm = nn.LayerNorm(d_model) if norm_first else nn.Identity()
+
+
+class TransformerEncoder(LayerStack):
+    """``n_layers`` :class:`EncoderLayer` s, with a final layer norm when pre-norm
+    (arguments: :class:`LayerStack`'s).
+
+    Shape:
+        x ``(B, T, D)``, attention_mask ``(B, T)`` -> ``(B, T, D)``.
+    """
+
+    layer_type = EncoderLayer
 
     def forward(self, x: Tensor, attention_mask: Tensor | None = None) -> Tensor:
         for layer in self.layers:

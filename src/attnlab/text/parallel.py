@@ -23,7 +23,13 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from attnlab.text.reading import EXTENSIONS, DataFormatError, candidate_dirs, read_table
+from attnlab.text.reading import (
+    EXTENSIONS,
+    DataFormatError,
+    candidate_dirs,
+    read_table,
+    read_text,
+)
 
 __all__ = ["ParallelDataset", "load_parallel_split", "read_lines"]
 
@@ -152,14 +158,7 @@ def _languages(directory: Path, split: str) -> str:
 
 def read_lines(path: Path) -> list[str]:
     """The lines of a UTF-8 text file as written, without line endings (and without a BOM)."""
-    raw = path.read_bytes()
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        line = raw.count(b"\n", 0, err.start) + 1
-        raise DataFormatError(f"{path}:{line}: bytes that are not valid UTF-8 "
-                              f"({err.reason} at byte {err.start})") from None
-    lines = text.split("\n")
+    lines = read_text(path).split("\n")
     if lines[-1] == "":  # the final line ending ends the last line; it does not start one
         lines.pop()
     return [line.removesuffix("\r") for line in lines]

@@ -34,6 +34,7 @@ __all__ = [
     "load_split",
     "read_labelled_file",
     "read_table",
+    "read_text",
     "resolve_source",
 ]
 
@@ -95,6 +96,17 @@ class TextDataset:
                 f"{len(self.skipped)} rows skipped")
 
 
+def read_text(path: Path) -> str:
+    """A UTF-8 file's text (a byte-order mark dropped); bad bytes name the file and line."""
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = raw.count(b"\n", 0, err.start) + 1
+        raise DataFormatError(f"{path}:{line}: bytes that are not valid UTF-8 "
+                              f"({err.reason} at byte {err.start})") from None
+
+
 def read_table(path: str | os.PathLike) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
     """Read a TSV/CSV/JSONL file with a header.
 
@@ -111,13 +123,7 @@ def read_table(path: str | os.PathLike) -> tuple[list[str], list[tuple[int, dict
     if suffix not in EXTENSIONS:
         raise DataFormatError(f"{path}: unsupported file type {suffix!r}; expected one of "
                               f"{', '.join(EXTENSIONS)}")
-    raw = path.read_bytes()
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        line = raw.count(b"\n", 0, err.start) + 1
-        raise DataFormatError(f"{path}:{line}: bytes that are not valid UTF-8 "
-                              f"({err.reason} at byte {err.start})") from None
+    text = read_text(path)
     if suffix == ".jsonl":
         return _read_jsonl(path, text)
     return _read_delimited(path, text, "\t" if suffix == ".tsv" else ",")
