@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from torch import nn
 
-if TYPE_CHECKING:  # annotations only: the trainer imports this module
-    from attnlab.train.trainer import Trainer
+# The :class:`~attnlab.train.Trainer` these functions work on (the trainer imports this
+# module, so it is named here, not imported).
+TrainerLike = Any
 
 __all__ = ["Evaluator"]
 
@@ -48,14 +49,14 @@ class Evaluator:
 
     # --- schedule ---------------------------------------------------------------------------
 
-    def due_mid_epoch(self, trainer: Trainer) -> bool:
+    def due_mid_epoch(self, trainer: TrainerLike) -> bool:
         """``eval_steps`` came round; the epoch's last step is left to the epoch's end."""
         cfg, st = trainer.config, trainer.state
         return bool(cfg.eval_steps and st.global_step % cfg.eval_steps == 0
                     and st.batch_in_epoch < trainer.steps_per_epoch
                     and st.global_step < trainer.total_steps)
 
-    def due_at_epoch_end(self, trainer: Trainer, last_epoch: bool) -> bool:
+    def due_at_epoch_end(self, trainer: TrainerLike, last_epoch: bool) -> bool:
         return (trainer.state.epoch + 1) % trainer.config.eval_every == 0 or last_epoch
 
     def latest_at(self, step: int) -> Any:
@@ -66,12 +67,12 @@ class Evaluator:
 
     # --- scoring and the best checkpoint ----------------------------------------------------
 
-    def evaluate(self, trainer: Trainer) -> Any:
+    def evaluate(self, trainer: TrainerLike) -> Any:
         """The dev metrics of the weights evaluated (the average, when kept)."""
         with trainer.averaged_weights():
             return self.score(trainer.model)
 
-    def track(self, trainer: Trainer, val: Any, metrics: dict[str, Any]) -> bool:
+    def track(self, trainer: TrainerLike, val: Any, metrics: dict[str, Any]) -> bool:
         """Note an evaluation at the current step: a lower val loss saves best/ (with
         ``metrics``), otherwise it counts towards ``patience``. True if it is the new best."""
         cfg, st, best = trainer.config, trainer.state, self.state

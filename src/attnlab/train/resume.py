@@ -8,15 +8,16 @@ process's random generators and the number of processes (the data shards depend 
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import TYPE_CHECKING
+from typing import Any
 
 import torch.distributed as dist
 
 from attnlab.train.distributed import barrier
 from attnlab.train.state import TrainState, rng_state, set_rng_state
 
-if TYPE_CHECKING:  # annotations only: the trainer imports this module
-    from attnlab.train.trainer import Trainer
+# The :class:`~attnlab.train.Trainer` these functions work on (the trainer imports this
+# module, so it is named here, not imported).
+TrainerLike = Any
 
 __all__ = ["RESUME_MAY_DIFFER", "restore_last", "save_last"]
 
@@ -25,7 +26,7 @@ __all__ = ["RESUME_MAY_DIFFER", "restore_last", "save_last"]
 RESUME_MAY_DIFFER = ("log_every", "save_every", "device", "time_limit")
 
 
-def save_last(trainer: Trainer) -> None:
+def save_last(trainer: TrainerLike) -> None:
     """Save ``last/`` through the trainer's store (every process takes part)."""
     rngs = [rng_state()]
     if trainer.dist.distributed:
@@ -46,7 +47,7 @@ def save_last(trainer: Trainer) -> None:
     barrier()
 
 
-def restore_last(trainer: Trainer) -> None:
+def restore_last(trainer: TrainerLike) -> None:
     """Load ``last/`` into the trainer: weights, optimizer, average, counters, generators."""
     state = trainer.store.restore("last", trainer.model,
                                   may_differ=[f"train.{k}" for k in RESUME_MAY_DIFFER])

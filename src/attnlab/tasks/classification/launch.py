@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from attnlab.errors import UsageError
+from attnlab.io.checkpoint import load_checkpoint_config
 from attnlab.io.registry import checkpoint_dir
 from attnlab.io.run_folder import claim_run_folder
 from attnlab.tasks.classification.config import FINETUNE_DEFAULTS, DataConfig, FinetuneConfig
@@ -158,7 +158,7 @@ def data_source_of(run: str | os.PathLike) -> str:
         FileNotFoundError: no checkpoint in ``run``.
         UsageError: the checkpoint does not record its data set.
     """
-    config = json.loads((checkpoint_dir(run) / "config.json").read_text(encoding="utf-8"))
+    config = load_checkpoint_config(checkpoint_dir(run))
     source = (config.get("data") or {}).get("source")
     if not source:
         raise UsageError(f"{run} does not record its data set; pass --data")

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from attnlab.text import LengthGroupedBatches, TextTokenizer, pad_sequences
+from attnlab.text import LengthGroupedBatches, TextTokenizer, by_length, pad_sequences
 
 __all__ = ["IGNORE_INDEX", "EncodedPairs", "PairBatches", "encode_pairs", "source_batches"]
 
@@ -89,9 +89,7 @@ def source_batches(tokenizer: TextTokenizer, texts: Sequence[str], batch_size: i
                    ) -> Iterator[tuple[list[int], Tensor, Tensor]]:
     """Texts to translate, grouped by length: ``(indices, input_ids (B, S), mask (B, S))``."""
     ids = [x[1:] for x in tokenizer.encode(texts, allow_empty=True)]  # pieces + [EOS]
-    order = LengthGroupedBatches(ids, None, batch_size, shuffle=False,
-                                 pad_id=tokenizer.pad_token_id)
-    for rows in order.batch_indices():
+    for rows in by_length([len(x) for x in ids], batch_size):
         input_ids, mask = pad_sequences([ids[i] for i in rows], tokenizer.pad_token_id)
         yield rows, input_ids, mask
 
