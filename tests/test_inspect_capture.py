@@ -30,7 +30,8 @@ def reference_weights(model: TinyEncoder, ids, mask) -> list[torch.Tensor]:
 
 def no_hooks_left(model) -> bool:
     modules = attention_modules(model).values()
-    points = [p for m in modules for p in (m.hook_pattern, m.hook_head_output)]
+    points = [p for m in modules for p in (m.hook_pattern, m.hook_head_output, m.hook_query,
+                                           m.hook_key, m.hook_value)]
     return (all(not p._forward_hooks and not p._forward_pre_hooks and p.heads is None
                 and not p.observers and not p.active for p in points)
             and all(not m._forward_hooks and not m._forward_pre_hooks for m in modules))
@@ -334,3 +335,64 @@ def test_unobserved_hook_points_are_never_called(model, monkeypatch):
     with head_gates(model, {"layers.2.attn": torch.ones(4)}):
         model(ids, mask)
     assert calls == ["layers.2.attn.hook_head_output"]
+
+
+# --- queries, keys and values (vectors=True) ------------------------------------------------
+
+def projected(mha: attnlab.MultiHeadAttention, x: torch.Tensor, which: str) -> torch.Tensor:
+    """``x W^T + b`` split into heads by hand: (B, H, L, d)."""
+    proj = getattr(mha, f"{which}_proj")
+    B, L, _ = x.shape
+    out = x @ proj.weight.T + proj.bias  # (B, L, H*d)
+    return out.view(B, L, mha.n_heads, -1).permute(0, 2, 1, 3)  # (B, H, L, d)
+
+
+@torch.no_grad()
+def test_vectors_equal_the_projections_and_give_back_the_weights():
+    torch.manual_seed(0)
+    mha = attnlab.MultiHeadAttention(16, 4).eval()
+    x = torch.randn(2, 5, 16, dtype=torch.float64)
+    mha.double()
+    padding = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])
+    with capture(mha, heads=[1, 3], vectors=True) as cap:
+        _, weights = mha(x, attention_mask=padding, is_causal=True, need_weights=True)
+    for which, store in (("q", cap.queries), ("k", cap.keys), ("v", cap.values)):
+        torch.testing.assert_close(store[""], projected(mha, x, which)[:, [1, 3]])
+    mask = cap.masks[""]  # (B, 1, L, S): causal and padding
+    assert mask.shape == (2, 1, 5, 5) and mask.dtype == torch.bool
+    expected = torch.ones(5, 5, dtype=torch.bool).tril() & padding.bool()[:, None, None, :]
+    assert torch.equal(mask, expected)
+    scores = cap.queries[""] @ cap.keys[""].transpose(-1, -2) / 2.0  # (B, h, L, S), √d_k = 2
+    by_hand = torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1)  # (B, h, L, S)
+    torch.testing.assert_close(by_hand, weights[:, [1, 3]], rtol=0, atol=1e-12)
+    torch.testing.assert_close(by_hand, cap[""], rtol=0, atol=1e-12)
+    assert no_hooks_left(mha)
+
+
+@torch.no_grad()
+def test_vectors_after_rotary_rotation():
+    torch.manual_seed(0)
+    rotary = attnlab.attention.positional.RotaryEmbedding(4)
+    mha = attnlab.MultiHeadAttention(16, 4, rotary=rotary).eval()
+    x = torch.randn(1, 6, 16)
+    with capture(mha, vectors=True) as cap:
+        mha(x)
+    q, k = rotary(projected(mha, x, "q"), projected(mha, x, "k"))
+    torch.testing.assert_close(cap.queries[""], q)
+    torch.testing.assert_close(cap.keys[""], k)
+    assert cap.masks[""] is None
+
+
+@torch.no_grad()
+def test_vectors_of_one_layer_only_and_not_without_asking(model):
+    ids, mask = tiny_batch()
+    with capture(model, layers=[1]) as cap:
+        model(ids, mask)
+    assert cap.queries == {} and cap.masks == {}
+    assert not any(m.hook_query.active for m in attention_modules(model).values())
+    with capture(model, layers=[1], heads=[2], vectors=True) as cap:
+        model(ids, mask)
+    assert list(cap.queries) == list(cap.keys) == list(cap.values) == ["layers.1.attn"]
+    assert cap.queries["layers.1.attn"].shape == (3, 1, 7, 4)
+    assert cap.masks["layers.1.attn"].shape == (3, 1, 7, 7)  # padding of each row
+    assert no_hooks_left(model)

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from attnlab.attention.cache import KVCache
 from attnlab.attention.functional import AttentionOutput, scaled_dot_product_attention
 from attnlab.attention.hooks import HookPoint
-from attnlab.attention.masks import combine_masks, padding_mask
+from attnlab.attention.masks import causal_mask, combine_masks, padding_mask
 
 __all__ = ["KVCache", "MultiHeadAttention"]  # KVCache re-exported: it is part of forward()
 
@@ -59,7 +59,12 @@ class MultiHeadAttention(nn.Module):
     ``hook_pattern`` sees the weights of the heads its observers ask for (only those leave the
     fused kernel); ``hook_head_output`` sees the per-head outputs ``(B, H, L, d_v)`` after
     ``head_mask``, before concatenation, with ``query=`` as keyword context, and a hook
-    returning a tensor replaces them (head gates).
+    returning a tensor replaces them (head gates). ``hook_query``, ``hook_key`` and
+    ``hook_value`` see the per-head queries ``(B, H, L, d_k)`` (after rotary positions, where
+    used), keys ``(B, H, S, d_k)`` and values ``(B, H, S, d_v)`` (the cached ones included),
+    with ``mask=`` as keyword context: what the scaled scores of every head get (padding,
+    ``attn_mask`` and causality combined; boolean ``True`` = may attend, or additive; ``None``
+    = every key); they observe only (a hook's result is not used).
 
     Example::
 
@@ -114,6 +119,9 @@ class MultiHeadAttention(nn.Module):
         self.rotary = rotary
         self.hook_pattern = HookPoint()  # the weights (B, H|h, L, S), computed when hooked
         self.hook_head_output = HookPoint()  # per-head outputs (B, H, L, d_v); hooks may replace
+        self.hook_query = HookPoint()  # per-head queries (B, H, L, d_k), with mask= context
+        self.hook_key = HookPoint()  # per-head keys (B, H, S, d_k), with mask= context
+        self.hook_value = HookPoint()  # per-head values (B, H, S, d_v), with mask= context
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -218,6 +226,8 @@ class MultiHeadAttention(nn.Module):
         mask = attn_mask
         if attention_mask is not None:
             mask = combine_masks(attn_mask, padding_mask(attention_mask))  # -> (B, 1|H, L|1, S)
+        if self.hook_query.active or self.hook_key.active or self.hook_value.active:
+            self._show_vectors(q, k, v, mask, is_causal)
         watch = self.hook_pattern.active
         wanted = self.hook_pattern.heads if watch else None  # None = every head
         all_heads = need_weights or (watch and wanted is None)
@@ -254,6 +264,15 @@ class MultiHeadAttention(nn.Module):
             output = output.squeeze(0)
             weights = None if weights is None else weights.squeeze(0)
         return AttentionOutput(output, weights)
+
+    def _show_vectors(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None,
+                      is_causal: bool) -> None:
+        """Call the query, key and value hook points, with the mask the scores get."""
+        if is_causal:
+            mask = combine_masks(mask, causal_mask(q.shape[2], k.shape[2], device=q.device))
+        for point, vectors in ((self.hook_query, q), (self.hook_key, k), (self.hook_value, v)):
+            if point.active:
+                point(vectors, mask=mask)
 
     def _project_cached(self, query: Tensor, key: Tensor, value: Tensor, cache: KVCache,
                         past: int) -> tuple[Tensor, Tensor, Tensor]:

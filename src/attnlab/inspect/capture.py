@@ -7,8 +7,13 @@ kernel, and when only some heads are asked for, only those heads are computed ex
 observer is released in ``finally``; nested captures compose: the point computes the union of
 the heads its observers want, and each capture picks its own from it.
 
+With ``vectors=True`` it also keeps the per-head queries, keys and values of the selected
+modules (``hook_query``/``hook_key``/``hook_value``) and the mask their scores got: what a
+step-by-step explanation of one head needs. They are computed anyway, so keeping them costs
+only the copy.
+
 Legend: ``B`` batch, ``H`` heads of a module, ``h`` selected heads, ``L`` query length,
-``S`` key length.
+``S`` key length, ``d_k``/``d_v`` query-key and value size per head.
 """
 
 from __future__ import annotations
@@ -45,6 +50,10 @@ class AttentionCapture:
         tokens: optional tokens per sequence, ``list[list[str]]``, as given to :func:`capture`.
         hook_names: dotted names of the observed hook points, aligned with ``names``
             (``layers.0.attn.hook_pattern``).
+        queries, keys, values: with ``vectors=True``, name → detached per-head queries
+            ``(B, H|h, L, d_k)``, keys ``(B, H|h, S, d_k)`` and values ``(B, H|h, S, d_v)``.
+        masks: with ``vectors=True``, name → the mask the scores got, ``(B, 1|H|h, L, S)``
+            (boolean ``True`` = may attend, or additive), or ``None`` when every key was seen.
     """
 
     names: list[str]
@@ -52,6 +61,10 @@ class AttentionCapture:
     weights: dict[str, Tensor] = field(default_factory=dict)
     tokens: list[list[str]] | None = None
     hook_names: list[str] = field(default_factory=list)
+    queries: dict[str, Tensor] = field(default_factory=dict)
+    keys: dict[str, Tensor] = field(default_factory=dict)
+    values: dict[str, Tensor] = field(default_factory=dict)
+    masks: dict[str, Tensor | None] = field(default_factory=dict)
 
     def __getitem__(self, key: int | str) -> Tensor:
         """Weights by layer position among the observed modules, or by dotted name."""
@@ -81,6 +94,7 @@ def capture(
     heads: Iterable[int] | None = None,
     *,
     tokens: object = None,
+    vectors: bool = False,
 ) -> Iterator[AttentionCapture]:
     """Record the attention weights of ``model``'s :class:`MultiHeadAttention` modules.
 
@@ -92,6 +106,8 @@ def capture(
             listed stay on the fused kernel.
         tokens: optional tokens carried on the result: a ``list[list[str]]``, a list of
             ``tokenizers.Encoding``, or one ``Encoding``.
+        vectors: also keep the selected heads' queries, keys, values and masks
+            (:attr:`AttentionCapture.queries` and the others).
 
     Returns:
         A context manager yielding an :class:`AttentionCapture`, filled by forward passes run
@@ -116,6 +132,8 @@ def capture(
     try:
         for name, hook_name in zip(names, hook_names, strict=True):
             observers.append(points[hook_name].observe(head_list, _recorder(cap, name, head_list)))
+            if vectors:
+                observers += _observe_vectors(cap, points, name, head_list)
         yield cap
     finally:
         for observer in observers:
@@ -137,6 +155,36 @@ def _recorder(cap: AttentionCapture, name: str, wanted: list[int] | None):
         cap.weights[name] = observed
 
     return hook
+
+
+def _observe_vectors(cap: AttentionCapture, points: dict[str, HookPoint], name: str,
+                     wanted: list[int] | None) -> list[Observer]:
+    """Observers that keep ``name``'s queries, keys, values and mask in ``cap``."""
+    def keeper(store: dict[str, Tensor], with_mask: bool):
+        def hook(_point: HookPoint, inputs: tuple[Tensor, ...], context: dict, _output) -> None:
+            vectors = inputs[0].detach()  # (B, H, L|S, d)
+            store[name] = vectors if wanted is None else vectors[:, wanted]  # (B, H|h, L|S, d)
+            if with_mask:
+                cap.masks[name] = _head_mask(context["mask"], vectors, wanted)
+        return hook
+
+    return [points[_join(name, point)].observe(wanted, keeper(store, point == "hook_query"),
+                                               with_kwargs=True)
+            for point, store in (("hook_query", cap.queries), ("hook_key", cap.keys),
+                                 ("hook_value", cap.values))]
+
+
+def _head_mask(mask: Tensor | None, queries: Tensor, wanted: list[int] | None) -> Tensor | None:
+    """``mask`` broadcast to ``(B, 1|H|h, L, S)`` for the wanted heads of ``queries``."""
+    if mask is None:
+        return None
+    mask = mask.detach()
+    while mask.dim() < 4:
+        mask = mask.unsqueeze(0)  # (L, S) -> (1, 1, L, S)
+    B, H, L, _ = queries.shape
+    per_head = mask.shape[1] == H and H > 1
+    mask = mask.expand(B, H if per_head else 1, L, mask.shape[-1])  # (B, 1|H, L, S)
+    return mask[:, wanted] if per_head and wanted is not None else mask
 
 
 def _select_layers(names: list[str], layers: Iterable[int | str] | None) -> list[str]:
