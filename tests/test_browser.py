@@ -1,6 +1,7 @@
 """The attention views in a real browser (Chromium driven by Playwright): the live app and the
 self-contained HTML file draw the tokens and lines of the chosen heads, switching heads changes
-them, and hostile text renders literally and runs nothing."""
+them, the neuron view shows the model's own numbers for the chosen query, the live app opens on
+an example and follows the typing, and hostile text renders literally and runs nothing."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ pytestmark = [
 playwright_api = pytest.importorskip("playwright.sync_api")
 uvicorn = pytest.importorskip("uvicorn")
 
-from attnlab.inspect.app import create_app  # noqa: E402
+from attnlab.inspect.app import EXAMPLE, create_app  # noqa: E402
 from attnlab.inspect.html import attention_view  # noqa: E402
 from attnlab.inspect.subject import load_subject  # noqa: E402
 from tiny_run import XSS, make_tiny_run  # noqa: E402
@@ -192,3 +193,157 @@ def test_html_file_512_tokens_stays_responsive(page, tmp_path):
     switched = time.perf_counter() - start
     assert page.locator("#attnlab-view .tokcol.left .tok").count() == 512
     assert loaded < 20 and switched < 5, (loaded, switched)
+
+
+# --- the neuron view ------------------------------------------------------------------------
+
+NEURON = "#attnlab-view .neuron"
+
+
+def neuron(pg) -> dict:
+    return pg.eval_on_selector(NEURON, "e => Object.assign({}, e.dataset)")
+
+
+def neuron_rows(pg) -> list[dict]:
+    """The key rows as drawn, in display order: key index, weight (data and text), score."""
+    return pg.eval_on_selector_all(f"{NEURON} tr.key", """rows => rows.map(r => ({
+        key: +r.dataset.key, weight: +r.dataset.weight, shown: r.querySelector(".wnum")
+        .textContent, score: r.dataset.score, token: r.querySelector(".tokname").textContent}))""")
+
+
+def check_weights(pg, attended, layer: int, head: int, query: int) -> None:
+    """The panel shows, for this query, the model's captured weight of every key."""
+    s = neuron(pg)
+    assert (s["ready"], s["layer"], s["head"], s["query"]) == ("1", str(layer), str(head),
+                                                                str(query))
+    captured = attended.weights[layer][head][query].tolist()
+    rows = sorted(neuron_rows(pg), key=lambda r: r["key"])
+    assert [r["key"] for r in rows] == list(range(len(captured)))
+    for r, w in zip(rows, captured, strict=True):
+        assert abs(r["weight"] - w) < 1e-5
+        assert abs(float(r["shown"]) - w) <= 5e-4 + 1e-6  # the number shown, to 3 decimals
+    assert [r["token"] for r in rows] == attended.tokens
+
+
+def test_neuron_view_in_html_file(subject, page, tmp_path):
+    path = attention_view(subject, ["a good film", XSS]).save(tmp_path / "view.html")
+    [a] = subject.attend(["a good film"], vectors=True)
+    page.goto(path.as_uri())
+    page.wait_for_selector(READY)
+    assert "softmax turns the scores into weights that sum to 1" in page.inner_text(NEURON)
+    check_weights(page, a, 0, 0, 0)
+    # the vectors, one cell per number, the number on hover
+    q_cells = page.locator(f"{NEURON} tr.query .vcell")
+    assert q_cells.count() == 4
+    assert q_cells.first.get_attribute("title") == f"q[0] = {a.queries[0][0, 0, 0]:.4f}"
+    k_title = page.locator(f'{NEURON} tr.key[data-key="2"] .vcell').first.get_attribute("title")
+    assert k_title == f"k[0] = {a.keys[0][0, 2, 0]:.4f}"
+    # another query token, layer and head from the panel's own controls
+    page.select_option(f"{NEURON} select[aria-label='query token']", "2")
+    check_weights(page, a, 0, 0, 2)
+    page.select_option(f"{NEURON} select[aria-label='neuron layer']", "1")
+    page.select_option(f"{NEURON} select[aria-label='neuron head']", "3")
+    check_weights(page, a, 1, 3, 2)
+    # sort by weight reorders the rows
+    page.check(f"{NEURON} input[aria-label='sort by weight']")
+    rows = neuron_rows(page)
+    weights = [r["weight"] for r in rows]
+    assert weights == sorted(weights, reverse=True) and neuron(page)["sorted"] == "1"
+    assert neuron(page)["order"] == ",".join(str(r["key"]) for r in rows) != "0,1,2,3,4"
+    page.uncheck(f"{NEURON} input[aria-label='sort by weight']")
+    assert neuron(page)["order"] == "0,1,2,3,4"
+    # clicking a query token in the head view opens it there: same layer, first selected head
+    page.select_option("#attnlab-view select[aria-label=layer]", "1")
+    page.click('#attnlab-view .head-toggle[data-head="0"]')
+    page.click('#attnlab-view .head-toggle[data-head="2"]')
+    page.click('#attnlab-view .head-toggle[data-head="1"]')
+    assert state(page)["heads"] == "1,2"
+    page.evaluate("window.scrollTo(0, 0)")
+    page.click('#attnlab-view .tokcol.left .tok[data-index="3"]')
+    check_weights(page, a, 1, 1, 3)
+    top = page.eval_on_selector(NEURON, "e => e.getBoundingClientRect().top")
+    assert 0 <= top < page.viewport_size["height"] / 2  # scrolled into view
+    page.screenshot(path=str(tmp_path / "neuron.png"), full_page=True)
+    assert page.dialogs == [] and page.requests == [path.as_uri()]
+
+
+def test_neuron_view_hostile_query_is_literal(subject, page, tmp_path):
+    path = attention_view(subject, [XSS]).save(tmp_path / "xss.html")
+    [a] = subject.attend([XSS], vectors=True)
+    page.goto(path.as_uri())
+    page.wait_for_selector(READY)
+    for token in ("<", "script", "onerror"):
+        index = a.tokens.index(token)
+        page.click(f'#attnlab-view .tokcol.left .tok[data-index="{index}"]')
+        check_weights(page, a, 0, 0, index)
+        assert page.inner_text(f"{NEURON} tr.query .tokname") == f"q of \u201c{token}\u201d"
+    options = page.locator(f"{NEURON} select[aria-label='query token'] option").all_inner_texts()
+    assert options == [f"{i}: {t}" for i, t in enumerate(a.tokens)]
+    page.wait_for_timeout(300)
+    assert page.locator("img").count() == 0 and page.locator("script").count() == 3
+    assert page.dialogs == []
+
+
+def test_neuron_view_says_why_long_sentences_have_none(page, tmp_path):
+    subject = load_subject(make_tiny_run(tmp_path / "long", train_steps=0, max_len=128))
+    path = attention_view(subject, "a good film " * 30).save(tmp_path / "long.html")
+    page.goto(path.as_uri())
+    page.wait_for_selector(READY)
+    assert "92 tokens" in page.inner_text(NEURON) and neuron(page)["ready"] == "1"
+    assert page.locator(f"{NEURON} tr.key").count() == 0
+
+
+# --- the live app opens on an example and follows the typing ---------------------------------
+
+def api_requests(pg) -> list[str]:
+    return [u for u in pg.requests if u.endswith("/api/attend")]
+
+
+def test_live_app_opens_on_the_example(server, subject, page):
+    page.goto(server + "/")
+    page.wait_for_selector(READY)
+    assert "see what attention attends to" in page.inner_text("h1")
+    assert page.inner_text("#attnlab-model") == "run"
+    assert page.input_value("#attnlab-text") == EXAMPLE
+    assert page.locator("#attnlab-view .text").inner_text() == EXAMPLE
+    [a] = subject.attend([EXAMPLE], vectors=True)
+    assert state(page)["tokens"] == str(len(a.tokens)) and int(state(page)["lines"]) > 0
+    check_weights(page, a, 0, 0, 0)
+    assert api_requests(page) == []  # drawn from the page itself
+
+
+def test_live_app_updates_as_you_type(server, subject, page):
+    page.goto(server + "/")
+    page.wait_for_selector(READY)
+    page.fill("#attnlab-text", "")
+    page.type("#attnlab-text", "i loved it", delay=30)  # no Enter, no click
+    page.wait_for_function("() => document.querySelector('#attnlab-view .text').textContent "
+                           "=== 'i loved it'", timeout=30_000)
+    page.wait_for_selector(READY)
+    assert 1 <= len(api_requests(page)) <= 3  # debounced: not one request per keystroke
+    [a] = subject.attend(["i loved it"], vectors=True)
+    page.click('#attnlab-view .tokcol.left .tok[data-index="2"]')
+    check_weights(page, a, 0, 0, 2)
+
+
+def test_live_app_ignores_stale_answers(server, page):
+    page.goto(server + "/")
+    page.wait_for_selector(READY)
+    # answers for texts with "bad" arrive 1.5 s late and cannot be aborted
+    page.evaluate("""() => { const original = window.fetch; window.lateAnswers = 0;
+        window.fetch = (url, init) => {
+            const slow = JSON.parse(init.body).text.includes("bad");
+            const copy = Object.assign({}, init); delete copy.signal;
+            return original(url, copy).then(r => slow ? new Promise(done => setTimeout(() => {
+                window.lateAnswers++; done(r); }, 1500)) : r); }; }""")
+    page.fill("#attnlab-text", "a bad film")
+    page.wait_for_function("() => document.getElementById('attnlab-form').dataset.sent "
+                           "=== '1'")
+    page.fill("#attnlab-text", "i loved it")
+    page.wait_for_function("() => document.getElementById('attnlab-form').dataset.drawn "
+                           "=== '2'", timeout=30_000)
+    page.wait_for_function("() => window.lateAnswers === 1", timeout=30_000)
+    page.wait_for_timeout(200)
+    assert page.locator("#attnlab-view .text").inner_text() == "i loved it"
+    assert page.get_attribute("#attnlab-form", "data-drawn") == "2"
+    assert page.inner_text("#attnlab-error") == ""

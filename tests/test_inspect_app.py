@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 
 import pytest
 
 pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
 
-from attnlab.inspect.app import allowed_hosts, create_app, is_loopback  # noqa: E402
+from attnlab.inspect.app import EXAMPLE, allowed_hosts, create_app, is_loopback  # noqa: E402
 from attnlab.inspect.subject import load_subject  # noqa: E402
 from tiny_run import make_tiny_run  # noqa: E402
 
@@ -180,3 +181,39 @@ def test_page_names_the_model_not_its_path(client, subject):
     assert path not in page and '"model":"run"' in page
     r = client.post("/api/attend", json={"text": "a good film"})
     assert r.json()["model"] == "run"
+
+
+# --- the page opens on an example, and the API carries the neuron view's vectors ---------------
+
+def embedded(page: str) -> dict:
+    block = re.search(r'<script id="attnlab-data" type="application/json">(.*?)</script>',
+                      page, re.S).group(1)
+    return json.loads(block)
+
+
+def test_page_opens_on_the_example_with_its_vectors(client, subject):
+    page = client.get("/").text
+    data = embedded(page)
+    assert data["model"] == "run" and data["max_chars"] == 80
+    [s] = data["example"]["sentences"]
+    assert s["text"] == EXAMPLE and s["tokens"][0] == "[CLS]"
+    assert data["example"]["model"] == "run" and subject.name not in page
+    assert len(s["vectors"]) == 2 and s["vectors"][0]["d_k"] == 4
+    assert "see what attention attends to" in page
+
+
+def test_answer_carries_vectors(client):
+    s = client.post("/api/attend", json={"text": "a good film"}).json()["sentences"][0]
+    assert s["vectors_note"] is None and len(s["vectors"]) == 2
+    assert len(s["vectors"][1]["q"]) == 4 and s["vectors"][1]["mask"] is None
+
+
+def test_example_is_configurable(subject):
+    page = TestClient(create_app(subject, example="i loved it"),
+                      base_url="http://127.0.0.1").get("/").text
+    assert embedded(page)["example"]["sentences"][0]["text"] == "i loved it"
+    page = TestClient(create_app(subject, example=None), base_url="http://127.0.0.1").get("/")
+    assert embedded(page.text)["example"] is None
+    for bad in ("", "  ", "a" * 81, 3):
+        with pytest.raises(ValueError, match="example must be None or a sentence of 1 to 80"):
+            create_app(subject, max_chars=80, example=bad)

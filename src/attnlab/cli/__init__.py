@@ -68,10 +68,16 @@ def main(argv: list[str] | None = None) -> int:
 
 def _add_explain(sub, task: str) -> None:
     parser = sub.add_parser(
-        "explain", help="attention on small matrices, step by step",
-        description="Show each step of softmax(Q Kᵀ · scale + mask) V on matrices given as JSON.",
-        epilog="example: attnlab explain --q '[[1,0,1]]' --k '[[1,0,1],[0,1,0],[1,1,0]]' "
-               "--v '[[1,2],[3,4],[5,6]]'",
+        "explain", help="attention step by step: one head of a model on a sentence, or "
+                        "small typed matrices",
+        description="Show each step of softmax(Q Kᵀ · scale + mask) V: for one head of a model "
+                    "(RUN TEXT --layer --head --token), a row per key token with q·k, the "
+                    "scaled score, the mask and the weight, then the output; or on matrices "
+                    "given as JSON (--q --k --v).",
+        epilog='examples: attnlab explain all-MiniLM-L6-v2 "a gripping , funny film" --layer 1 '
+               "--head 2 --token film; attnlab explain runs/de-en \"Ein Hund rennt.\" "
+               "--attention cross --layer 0 --head 1 --token dog; attnlab explain --q "
+               "'[[1,0,1]]' --k '[[1,0,1],[0,1,0],[1,1,0]]' --v '[[1,2],[3,4],[5,6]]'",
     )
     cli_explain.add_arguments(parser)
     parser.set_defaults(func=cli_explain.run)

@@ -1,7 +1,10 @@
-"""``attnlab explain``: attention on small matrices typed on the command line, step by step.
+"""``attnlab explain``: attention step by step, on small matrices typed on the command line
+(``--q --k --v``) or on one head of a model for one token of a sentence (``RUN TEXT --layer
+--head --token``).
 
 Only parsing and printing live here; the computation is
-:func:`attnlab.attention.explain_attention` (float64).
+:func:`attnlab.attention.explain_attention` (float64), for a model through
+:func:`attnlab.inspect.neuron.explain_head`.
 """
 
 from __future__ import annotations
@@ -15,19 +18,41 @@ from torch import Tensor
 
 from attnlab.attention import AttentionSteps, explain_attention
 from attnlab.errors import UsageError
+from attnlab.inspect.neuron import ATTENTION_KINDS, HeadChoiceError, HeadExplanation, explain_head
 
-__all__ = ["add_arguments", "format_json", "format_text", "parse_matrix", "run"]
+__all__ = ["add_arguments", "format_head_json", "format_head_text", "format_json", "format_text",
+           "parse_matrix", "run"]
 
 _EXAMPLE = "'[[1,0,1]]'"
 
 
+_LEGEND = ("q: what this token looks for; k: what each token offers; q·k: how well they match; "
+           "divided by √d_k to keep scores in a range where softmax is not too peaked; softmax "
+           "turns scores into weights summing to 1; output = Σ weight·v")
+_MATRIX_OPTIONS = ("q", "k", "v", "mask", "scale", "causal")
+_HEAD_OPTIONS = ("layer", "head", "token", "attention")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of ``attnlab explain``."""
-    parser.add_argument("--q", required=True, metavar="JSON",
+    """The options of ``attnlab explain``: a model's head (RUN TEXT) or typed matrices."""
+    parser.add_argument("run", nargs="?", metavar="RUN",
+                        help="a run folder (classification or translation) or a pretrained "
+                             "name (all-MiniLM-L6-v2); omit it to type matrices with --q/--k/--v")
+    parser.add_argument("text", nargs="?", metavar="TEXT",
+                        help="the sentence (for a translation run, the source sentence)")
+    parser.add_argument("--layer", type=int, help="with RUN: layer, counted within the stack "
+                                                  "--attention names (0 = first)")
+    parser.add_argument("--head", type=int, help="with RUN: head within the layer (0 = first)")
+    parser.add_argument("--token", help="with RUN: the query token, as printed (film, ##ing) "
+                                        "or its position (0 = first)")
+    parser.add_argument("--attention", metavar="{self,decoder,cross}",
+                        help="with RUN: self (encoder, the default), or for a translation "
+                             "run decoder (causal self-attention over the translation) or "
+                             "cross (translation → source)")
+    parser.add_argument("--q", metavar="JSON",
                         help=f"queries, a JSON matrix L × d_k, e.g. {_EXAMPLE}")
-    parser.add_argument("--k", required=True, metavar="JSON", help="keys, a JSON matrix S × d_k")
-    parser.add_argument("--v", required=True, metavar="JSON",
-                        help="values, a JSON matrix S × d_v")
+    parser.add_argument("--k", metavar="JSON", help="keys, a JSON matrix S × d_k")
+    parser.add_argument("--v", metavar="JSON", help="values, a JSON matrix S × d_v")
     parser.add_argument("--mask", metavar="JSON",
                         help="a JSON 0/1 matrix L × S: 1 = the query may attend to the key")
     parser.add_argument("--scale", type=float, default=None,
@@ -35,10 +60,57 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--causal", action="store_true",
                         help="query i attends only to keys j <= i")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.add_argument("--decimals", type=int, default=4, help="decimals shown (default 4)")
+    parser.add_argument("--decimals", type=int, default=None,
+                        help="decimals shown (default 4; with RUN --json: full precision)")
 
 
 def run(args: argparse.Namespace) -> int:
+    """Explain one head of RUN on TEXT, or the typed matrices; print it."""
+    if args.decimals is not None and args.decimals < 0:
+        raise UsageError(f"--decimals must be >= 0, got {args.decimals}")
+    if args.run is not None:
+        return run_head(args)
+    given = [f"--{name}" for name in _HEAD_OPTIONS if getattr(args, name) is not None]
+    if given:
+        raise UsageError(f"{', '.join(given)} explain a model's head: give RUN and TEXT first "
+                         f"(attnlab explain RUN TEXT --layer N --head N --token T)")
+    missing = [f"--{name}" for name in ("q", "k", "v") if getattr(args, name) is None]
+    if missing:
+        raise UsageError(f"give RUN TEXT --layer N --head N --token T to explain a model's "
+                         f"head, or --q, --k and --v to explain typed matrices (missing: "
+                         f"{', '.join(missing)})")
+    return run_matrices(args)
+
+
+def run_head(args: argparse.Namespace) -> int:
+    """``attnlab explain RUN TEXT --layer --head --token [--attention]``."""
+    typed = [f"--{name}" for name in _MATRIX_OPTIONS
+             if getattr(args, name) is not None and getattr(args, name) is not False]
+    if typed:
+        raise UsageError(f"{', '.join(typed)} type matrices by hand, RUN explains a model's "
+                         f"head: give one or the other, not both (got RUN {args.run!r})")
+    if args.text is None:
+        raise UsageError("TEXT is missing: attnlab explain RUN TEXT --layer N --head N "
+                         "--token T")
+    missing = [f"--{name}" for name in ("layer", "head", "token") if getattr(args, name) is None]
+    if missing:
+        raise UsageError(f"explaining a head of RUN needs {', '.join(missing)} (e.g. --layer 1 "
+                         f"--head 2 --token film)")
+    attention = args.attention or "self"
+    if attention not in ATTENTION_KINDS:
+        raise UsageError(f"--attention must be one of {', '.join(ATTENTION_KINDS)}, got "
+                         f"{attention!r}")
+    try:
+        found = explain_head(args.run, args.text, layer=args.layer, head=args.head,
+                             token=args.token, attention=attention)
+    except HeadChoiceError as err:
+        raise UsageError(f"--{err}") from None
+    print(format_head_json(found, args.decimals) if args.json
+          else format_head_text(found, 4 if args.decimals is None else args.decimals))
+    return 0
+
+
+def run_matrices(args: argparse.Namespace) -> int:
     """Parse the matrices, explain the attention, print it."""
     q, k, v = (parse_matrix(getattr(args, n), f"--{n}") for n in ("q", "k", "v"))
     if k.shape[1] != q.shape[1]:
@@ -58,11 +130,10 @@ def run(args: argparse.Namespace) -> int:
         mask = mask.bool()
     if args.scale is not None and not math.isfinite(args.scale):
         raise UsageError(f"--scale must be a finite number, got {args.scale}")
-    if args.decimals < 0:
-        raise UsageError(f"--decimals must be >= 0, got {args.decimals}")
+    decimals = 4 if args.decimals is None else args.decimals
     steps = explain_attention(q, k, v, mask, args.scale, is_causal=args.causal)
-    text = format_json(steps, q, k, v, args.decimals) if args.json else format_text(
-        steps, q, k, v, args.decimals)
+    text = format_json(steps, q, k, v, decimals) if args.json else format_text(
+        steps, q, k, v, decimals)
     print(text)
     return 0
 
@@ -147,6 +218,77 @@ def format_json(steps: AttentionSteps, q: Tensor, k: Tensor, v: Tensor, decimals
         **body,
     }
     return json.dumps(_rounded(obj, decimals))
+
+
+def format_head_text(e: HeadExplanation, decimals: int) -> str:
+    """One head's steps for one query token: a row per key token, then the output."""
+    kind = {"self": "self-attention", "decoder": "decoder self-attention (causal)",
+            "cross": "cross-attention"}[e.attention]
+    lines = [f"Attention of one head: {_shown(e.model)}, layer {e.layer}, head {e.head} "
+             f"({kind}, {e.module})", f"text: {_shown(e.text)}"]
+    if e.translation is not None:
+        lines.append(f"translation (greedy): {_shown(e.translation)}")
+        if e.attention != "self":
+            keys = "the same" if e.attention == "decoder" else "the source"
+            lines.append(f"queries: [BOS] + the translation; keys: {keys}")
+    lines += [
+        f"query token: \"{_shown(e.query_token)}\" (position {e.query_index} of "
+        f"{len(e.query_tokens)})   d_k = {e.d_k}, √d_k = {math.sqrt(e.d_k):.{decimals}f}",
+        _LEGEND, "", *_key_rows(e, decimals), "",
+        f"output = Σ weight·v  (d_v = {e.values.shape[-1]})",
+        *_vector_rows(e.output, decimals),
+        "most of the output comes from: " + _top_contributions(e, decimals),
+    ]
+    return "\n".join(lines)
+
+
+def format_head_json(e: HeadExplanation, decimals: int | None) -> str:
+    """One JSON object (:meth:`HeadExplanation.to_dict`); numbers rounded to ``decimals`` if
+    given; a blocked key's scaled score is ``null``."""
+    obj = e.to_dict()
+    return json.dumps(obj if decimals is None else _rounded(obj, decimals), allow_nan=False)
+
+
+def _key_rows(e: HeadExplanation, decimals: int) -> list[str]:
+    """The table: ``#``, key token, q·k, q·k/√d_k + mask, mask, weight, a bar; then the sum."""
+    def num(x: float) -> str:
+        return "-inf" if x == float("-inf") else f"{x + 0.0:.{decimals}f}"
+
+    tokens = [_shown(t) for t in e.tokens]
+    rows = [(str(j), tok, num(s), num(z), str(m), num(w), "█" * round(w * 20))
+            for j, (tok, s, z, m, w) in enumerate(zip(
+                tokens, e.scores.tolist(), e.scaled_scores.tolist(), e.mask.tolist(),
+                e.weights.tolist(), strict=True))]
+    head = ("#", "key token", "q·k", "q·k/√d_k + mask", "mask", "softmax weight", "")
+    total = ("", "", "", "", "sum", f"{e.weights.sum().item():.{decimals}f}", "")
+    width = [max(len(r[c]) for r in [head, *rows]) for c in range(6)]
+
+    def line(cells: tuple[str, ...]) -> str:
+        padded = [x.ljust(w) if c == 1 else x.rjust(w)
+                  for c, (x, w) in enumerate(zip(cells, width, strict=False))]
+        return "  ".join([*padded, cells[6]]).rstrip()
+
+    return [line(r) for r in (head, *rows, total)]
+
+
+def _vector_rows(t: Tensor, decimals: int, per_row: int = 8) -> list[str]:
+    cells = [f"{x + 0.0:.{decimals}f}" for x in t.tolist()]
+    width = max(len(c) for c in cells)
+    return ["   [ " + "  ".join(c.rjust(width) for c in cells[i:i + per_row]) + " ]"
+            for i in range(0, len(cells), per_row)]
+
+
+def _top_contributions(e: HeadExplanation, decimals: int, top: int = 3) -> str:
+    """The keys whose ``weight·v`` is largest, with their share of ``Σ ‖weight·v‖``."""
+    share = e.contributions  # (S,)
+    order = torch.argsort(share, descending=True)[:top].tolist()
+    return ", ".join(f"\"{_shown(e.tokens[j])}\" (#{j}) {100 * share[j].item():.0f}% (weight "
+                     f"{e.weights[j].item():.{decimals}f})" for j in order)
+
+
+def _shown(text: str) -> str:
+    """``text`` as typed, but with control characters escaped (no terminal escapes)."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _allowed(mask: Tensor) -> Tensor:

@@ -2,8 +2,10 @@
 
 ``create_app(subject)`` returns a FastAPI application with:
 
-* ``GET /``: the page (the same view as the HTML file, plus a text box);
-* ``POST /api/attend`` with ``{"text": "..."}``: the page's data for that text (JSON), or a 4xx
+* ``GET /``: the page (the same view as the HTML file, plus a text box), opening on an example
+  sentence already analysed (its data embedded) and updating as the user types;
+* ``POST /api/attend`` with ``{"text": "..."}``: the page's data for that text (JSON, with the
+  queries, keys and values the neuron view needs), or a 4xx
   with ``{"detail": message}`` for a body that is not JSON, not an object with a string
   ``text``, an empty text, or a text over the length limit.
 
@@ -29,10 +31,11 @@ from collections.abc import Iterable
 from attnlab.inspect.html import attention_payload, model_name, render_page
 from attnlab.inspect.subject import Subject
 
-__all__ = ["LOOPBACK_HOSTS", "MAX_CHARS", "allowed_hosts", "create_app", "is_loopback",
+__all__ = ["EXAMPLE", "LOOPBACK_HOSTS", "MAX_CHARS", "allowed_hosts", "create_app", "is_loopback",
            "non_loopback_warning", "serve"]
 
 MAX_CHARS = 2000  # longest text accepted by /api/attend, in characters
+EXAMPLE = "a gripping , funny film"  # the sentence the page opens on
 _MAX_BODY = 64 * 1024  # longest request body read, in bytes
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})  # Host names accepted by default
 ANY_HOST = "*"  # in allowed hosts: accept every Host header
@@ -149,7 +152,7 @@ def _parse_json(body: bytes, http_error):
 
 
 def create_app(subject: Subject, *, max_chars: int = MAX_CHARS,
-               allowed_hosts: Iterable[str] | None = None):
+               allowed_hosts: Iterable[str] | None = None, example: str | None = EXAMPLE):
     """The FastAPI application serving ``subject``.
 
     Args:
@@ -157,6 +160,8 @@ def create_app(subject: Subject, *, max_chars: int = MAX_CHARS,
         max_chars: longest text accepted; longer ones get 413.
         allowed_hosts: ``Host`` header names answered (see :func:`allowed_hosts`; ``"*"`` for
             any); default the loopback names only. Other hosts get 400.
+        example: the sentence the page opens on, analysed once here and embedded in the page;
+            ``None`` opens on an empty text box.
     """
     try:
         from fastapi import FastAPI, HTTPException, Request
@@ -167,6 +172,10 @@ def create_app(subject: Subject, *, max_chars: int = MAX_CHARS,
                           "'attnlab[serve]'") from err
     if not isinstance(max_chars, int) or max_chars < 1:
         raise ValueError(f"max_chars must be an integer >= 1, got {max_chars!r}")
+    if example is not None and not (isinstance(example, str) and example.strip()
+                                    and len(example) <= max_chars):
+        raise ValueError(f"example must be None or a sentence of 1 to {max_chars} characters, "
+                         f"got {example!r}")
 
     hosts = set(LOOPBACK_HOSTS if allowed_hosts is None else allowed_hosts)
     hosts = {h if h == ANY_HOST else _host_name(h) for h in hosts}
@@ -176,12 +185,14 @@ def create_app(subject: Subject, *, max_chars: int = MAX_CHARS,
     app = FastAPI(title="attnlab", docs_url=None, redoc_url=None, openapi_url=None)
     app.add_middleware(_HostCheck, hosts=hosts)
     lock = threading.Lock()
-    page = render_page("app.html", {"model": model_name(subject.name), "max_chars": max_chars})
 
     def run(text: str) -> dict:
         with lock:  # one forward pass at a time
-            attended = subject.attend([text])
+            attended = subject.attend([text], vectors=True)
         return attention_payload(subject.name, attended, subject.labels)
+
+    page = render_page("app.html", {"model": model_name(subject.name), "max_chars": max_chars,
+                                    "example": None if example is None else run(example)})
 
     @app.get("/", response_class=HTMLResponse)
     def index() -> HTMLResponse:
@@ -232,18 +243,20 @@ def create_app(subject: Subject, *, max_chars: int = MAX_CHARS,
 
 
 def serve(subject: Subject, *, host: str = "127.0.0.1", port: int = 8000,
-          max_chars: int = MAX_CHARS, allowed_hosts: Iterable[str] | None = None) -> None:
+          max_chars: int = MAX_CHARS, allowed_hosts: Iterable[str] | None = None,
+          example: str | None = EXAMPLE) -> None:
     """Run the app with uvicorn until interrupted.
 
     ``allowed_hosts``: the ``Host`` names answered; default :func:`allowed_hosts` of ``host``.
+    ``example``: the sentence the page opens on (see :func:`create_app`).
     """
     import uvicorn
 
     if not 0 <= port < 65536:
         raise ValueError(f"port must be in [0, 65535], got {port}")
     hosts = _allowed(host) if allowed_hosts is None else allowed_hosts
-    uvicorn.run(create_app(subject, max_chars=max_chars, allowed_hosts=hosts), host=host,
-                port=port, log_level="info")
+    app = create_app(subject, max_chars=max_chars, allowed_hosts=hosts, example=example)
+    uvicorn.run(app, host=host, port=port, log_level="info")
 
 
 _allowed = allowed_hosts  # create_app's and serve's parameter of that name hides the function

@@ -1,10 +1,13 @@
 """A self-contained HTML attention explorer: one file, scripts and styles inline, no network.
 
-The page (``view.html`` + ``view.js`` + ``view.css`` beside this module) shows, for each
-sentence: the prediction, the attention rollout over the sentence, a head view (query tokens
-and key tokens in two columns joined by lines whose opacity and width follow the weight, one
-colour per head, several heads overlaid) and a model view (a small map for every layer × head).
-Lines and maps are drawn on ``<canvas>``, so sentences of up to 512 tokens stay responsive.
+The page (``view.html`` + ``neuron.js`` + ``view.js`` + ``view.css`` beside this module)
+shows, for each sentence: the prediction, the attention rollout over the sentence, a head view
+(query tokens and key tokens in two columns joined by lines whose opacity and width follow the
+weight, one colour per head, several heads overlaid), a neuron view (one head's arithmetic for
+one query: ``q``, each ``k``, ``q∘k``, ``q·k``, the scaled score, the softmax weight,
+``weight·v`` and their sum; ``neuron.js``) and a model view (a small map for every layer ×
+head). Lines and maps are drawn on ``<canvas>``, so sentences of up to 512 tokens stay
+responsive.
 
 Safety: the data are embedded as JSON in a ``<script type="application/json">`` block with
 ``<``, ``>``, ``&`` and the JavaScript line separators escaped, so no text can close the block
@@ -12,7 +15,10 @@ or open a comment; the page inserts every token with ``textContent``; and its
 Content-Security-Policy allows no network access at all.
 
 Attention weights travel as one base64 string of ``L·L`` bytes per head (``round(w·255)``): a
-quarter of float32, and plenty for opacity.
+quarter of float32, and plenty for opacity. The neuron view's queries, keys and values travel
+exactly, as base64 of little-endian float32 (``L·d`` numbers per head and kind), and the page
+recomputes the scores and weights from them; they are left out of sentences over
+:data:`MAX_VECTOR_TOKENS` tokens to keep pages small.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from __future__ import annotations
 import base64
 import html as html_lib
 import json
+import math
 import os
 import re
 from collections.abc import Sequence
@@ -31,8 +38,11 @@ import torch
 from attnlab.inspect.subject import Attended, Subject
 from attnlab.io.atomic import write_text_atomic
 
-__all__ = ["AttentionView", "attention_payload", "attention_view", "embed_json", "model_name",
-           "render_page"]
+__all__ = ["MAX_VECTOR_TOKENS", "AttentionView", "attention_payload", "attention_view",
+           "embed_json", "model_name", "render_page"]
+
+MAX_VECTOR_TOKENS = 64  # longest sentence whose queries, keys and values the payload carries
+_SCRIPTS = ("neuron.js", "view.js")  # inlined in this order: view.js uses neuron.js
 
 _MARKER = re.compile(r"/\*@ATTNLAB_(CSS|JS|DATA)@\*/")
 _JSON_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028",
@@ -58,11 +68,12 @@ def render_page(template: str, data: object) -> str:
 
     The markers are replaced in one pass, so nothing inside the inserted parts is replaced.
     """
-    parts = {"CSS": _asset("view.css"), "JS": _asset("view.js"), "DATA": embed_json(data)}
-    for name in ("CSS", "JS"):
-        if re.search(r"</(script|style)", parts[name], re.IGNORECASE):
-            raise ValueError(f"view.{name.lower()} must not contain a closing </script> or "
-                             f"</style> tag")
+    assets = {"view.css": _asset("view.css"), **{name: _asset(name) for name in _SCRIPTS}}
+    for name, text in assets.items():
+        if re.search(r"</(script|style)", text, re.IGNORECASE):
+            raise ValueError(f"{name} must not contain a closing </script> or </style> tag")
+    parts = {"CSS": assets["view.css"], "JS": "\n".join(assets[n] for n in _SCRIPTS),
+             "DATA": embed_json(data)}
     return _MARKER.sub(lambda m: parts[m.group(1)], _asset(template))
 
 
@@ -87,12 +98,49 @@ def _quantize(weights: torch.Tensor) -> str:
     return base64.b64encode(q.contiguous().cpu().numpy().tobytes()).decode("ascii")
 
 
+def _float32(x: torch.Tensor) -> str:
+    """A tensor as base64 of its little-endian float32 numbers, row-major."""
+    array = x.detach().float().contiguous().cpu().numpy().astype("<f4")
+    return base64.b64encode(array.tobytes()).decode("ascii")
+
+
+def _layer_vectors(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                   mask: torch.Tensor | None) -> dict:
+    """One layer's vectors for the neuron view: per head ``q``/``k`` ``(L, d_k)`` and ``v``
+    ``(L, d_v)``, and the mask as additive float32 ``(L, L)`` per ``1|H`` (0 = seen,
+    ``-inf`` = blocked), or ``None`` where every key was seen."""
+    if mask is not None and mask.dtype == torch.bool:
+        mask = torch.zeros(mask.shape).masked_fill(~mask, float("-inf"))  # (1|H, L, L)
+    d_k = int(q.shape[-1])
+    return {"d_k": d_k, "d_v": int(v.shape[-1]), "scale": 1 / math.sqrt(d_k),
+            "q": [_float32(x) for x in q], "k": [_float32(x) for x in k],
+            "v": [_float32(x) for x in v],
+            "mask": None if mask is None else [_float32(m) for m in mask]}
+
+
+def _vectors(a: Attended, max_tokens: int) -> tuple[list[dict] | None, str | None]:
+    """The sentence's per-layer vectors, or ``None`` and why they are left out."""
+    if a.queries is None:
+        return None, "this page was made without the query, key and value vectors"
+    if len(a.tokens) > max_tokens:
+        return None, (f"the sentence has {len(a.tokens)} tokens; vectors are kept only for "
+                      f"sentences of up to {max_tokens} tokens, to keep the page small")
+    return [_layer_vectors(*parts) for parts in
+            zip(a.queries, a.keys, a.values, a.masks, strict=True)], None
+
+
 def attention_payload(model_name: str, attended: Sequence[Attended],
-                      labels: Sequence[str] | None = None) -> dict:
-    """The JSON-ready data the page draws (see ``view.js`` for its layout); the model is shown
-    by its name (:func:`model_name`), not its path."""
+                      labels: Sequence[str] | None = None, *,
+                      max_vector_tokens: int = MAX_VECTOR_TOKENS) -> dict:
+    """The JSON-ready data the page draws (see ``view.js`` and ``neuron.js`` for its layout);
+    the model is shown by its name (:func:`model_name`), not its path.
+
+    Sentences attended with ``vectors=True`` of up to ``max_vector_tokens`` tokens carry their
+    queries, keys and values (``"vectors"``); the others say why not (``"vectors_note"``).
+    """
     sentences = []
     for a in attended:
+        vectors, note = _vectors(a, max_vector_tokens)
         prediction = None
         if a.prediction is not None:
             names = list(labels) if labels is not None else [str(i) for i in
@@ -109,6 +157,8 @@ def attention_payload(model_name: str, attended: Sequence[Attended],
             "rollout": [round(float(r), 6) for r in a.relevance],
             "prediction": prediction,
             "truncated": a.truncated,
+            "vectors": vectors,
+            "vectors_note": note,
         })
     return {"model": _shown_name(model_name), "sentences": sentences}
 
@@ -147,6 +197,6 @@ def attention_view(subject: Subject, texts: Sequence[str] | str, *, batch_size: 
     if not texts:
         raise ValueError("texts must hold at least one sentence")
     attended = [a for i in range(0, len(texts), batch_size)
-                for a in subject.attend(texts[i:i + batch_size])]
+                for a in subject.attend(texts[i:i + batch_size], vectors=True)]
     return AttentionView(render_page("view.html",
                                      attention_payload(subject.name, attended, subject.labels)))

@@ -5,9 +5,11 @@
 (``all-MiniLM-L6-v2``). :meth:`Subject.attend` runs texts through the model under
 :func:`~attnlab.inspect.capture` and returns, per text, its tokens, the attention of every head
 of every layer, the rollout relevance and the prediction: what pictures, the HTML view and the
-live app draw.
+live app draw. With ``vectors=True`` it also keeps every head's queries, keys and values and the
+mask its scores got: what the neuron view needs to redo one head's arithmetic.
 
-Legend: ``B`` batch, ``H`` heads, ``L`` tokens, ``C`` classes.
+Legend: ``B`` batch, ``H`` heads, ``L`` tokens, ``C`` classes, ``d_k``/``d_v`` query-key and
+value size per head.
 """
 
 from __future__ import annotations
@@ -56,6 +58,12 @@ class Attended:
     relevance: Tensor  # (L,) attention rollout toward the prediction
     prediction: Prediction | None  # None for an encoder without a classification head
     truncated: bool  # the text was longer than max_length tokens
+    # with attend(..., vectors=True), per layer; otherwise None
+    queries: list[Tensor] | None = None  # (H_l, L, d_k), after rotary positions
+    keys: list[Tensor] | None = None  # (H_l, L, d_k)
+    values: list[Tensor] | None = None  # (H_l, L, d_v)
+    masks: list[Tensor | None] | None = None  # (1|H_l, L, L) bool (True = may attend) or
+    #   additive; None where every key was seen
 
 
 @dataclass
@@ -112,13 +120,18 @@ class Subject:
         return logits
 
     @torch.no_grad()
-    def attend(self, texts: Sequence[str]) -> list[Attended]:
-        """Run ``texts`` (one batch) and return what every head did on each of them."""
+    def attend(self, texts: Sequence[str], *, vectors: bool = False) -> list[Attended]:
+        """Run ``texts`` (one batch) and return what every head did on each of them.
+
+        ``vectors=True`` also keeps each layer's queries, keys, values and mask (see
+        :class:`Attended`); they cost ``3·H·L·d`` numbers per layer and text.
+        """
         enc = self.encode(texts)
         self.model.eval()
-        with capture(self.model, tokens=enc.tokens) as cap:
+        with capture(self.model, tokens=enc.tokens, vectors=vectors) as cap:
             logits = self.logits(enc.input_ids, enc.attention_mask)
-        layers = [cap.weights[n] for n in cap.names if n in cap.weights]  # (B, H_l, L, L)
+        names = [n for n in cap.names if n in cap.weights]
+        layers = [cap.weights[n] for n in names]  # (B, H_l, L, L)
         if not layers:
             raise ValueError(f"{self.name}: the forward pass ran no attention module")
         heads = {w.shape[1] for w in layers}
@@ -133,11 +146,27 @@ class Subject:
                 prediction = Prediction.from_probs(text, self.labels, probs[b].tolist())
             out.append(Attended(
                 text=text, tokens=enc.tokens[b], special=enc.special_mask[b, :n].tolist(),
-                layer_names=[n_ for n_ in cap.names if n_ in cap.weights],
+                layer_names=list(names),
                 weights=[w[b, :, :n, :n].clone() for w in layers],  # (H_l, L, L)
                 relevance=relevance[b, :n].clone(), prediction=prediction,
-                truncated=enc.truncated[b]))
+                truncated=enc.truncated[b], **(_vectors(cap, names, b, n) if vectors else {})))
         return out
+
+
+def _vectors(cap, names: list[str], b: int, n: int) -> dict:
+    """Text ``b``'s queries, keys, values and masks per layer, cut to its ``n`` tokens."""
+    def mask(name: str) -> Tensor | None:
+        m = cap.masks.get(name)
+        if m is None:
+            return None
+        m = m[b, :, :n, :n].clone()  # (1|H, L, L)
+        trivial = bool(m.all()) if m.dtype == torch.bool else not bool(m.any())
+        return None if trivial else m
+
+    return {"queries": [cap.queries[x][b, :, :n].clone() for x in names],  # (H, L, d_k)
+            "keys": [cap.keys[x][b, :, :n].clone() for x in names],  # (H, L, d_k)
+            "values": [cap.values[x][b, :, :n].clone() for x in names],  # (H, L, d_v)
+            "masks": [mask(x) for x in names]}
 
 
 def load_subject(spec: str | os.PathLike, *, device: str = "cpu") -> Subject:

@@ -1,7 +1,8 @@
 /* attnlab attention view. Draws the payload built by attnlab.inspect.html.attention_payload:
  *   {model, sentences: [{text, tokens, special, heads: [H per layer], layer_names,
  *    attention: [layer][head] base64 of L*L uint8 (weight*255, row = query),
- *    rollout: [L], prediction: {label, labels, probs} | null, truncated}]}
+ *    rollout: [L], prediction: {label, labels, probs} | null, truncated,
+ *    vectors: [layer] {...} | null, vectors_note}]}  (vectors: see neuron.js, the panel)
  * Text only ever reaches the page through textContent; nothing is parsed as HTML.
  * State for tests and scripts: data-* attributes on the root element (data-ready, data-tokens,
  * data-lines, data-layer, data-heads, data-maps, data-sentence).
@@ -97,7 +98,8 @@
     r.appendChild(controls);
     r.appendChild(el("div", "muted",
       "Lines join each query token (left) to the key tokens (right) it attends to; opacity " +
-      "and width follow the weight. Hover a token to see only its lines."));
+      "and width follow the weight. Hover a token to see only its lines; click a query " +
+      "token to see its arithmetic in the neuron view."));
     this.headView = el("div", "headview");
     this.left = el("div", "tokcol left");
     this.canvas = el("canvas", "lines");
@@ -106,6 +108,11 @@
     this.headView.appendChild(this.canvas);
     this.headView.appendChild(this.right);
     r.appendChild(this.headView);
+
+    r.appendChild(el("h2", "", "Neuron view"));
+    this.neuronBox = el("div");
+    r.appendChild(this.neuronBox);
+    this.neuron = AttnNeuron.mount(this.neuronBox);
 
     r.appendChild(el("h2", "", "Model view"));
     r.appendChild(el("div", "muted", "Every head of every layer (rows: layers, columns: " +
@@ -156,6 +163,7 @@
       this.left.replaceChildren();
       this.right.replaceChildren();
       this.modelView.replaceChildren();
+      this.neuron.setSentence(null);
       this.root.dataset.tokens = "0";
       this.root.dataset.lines = "0";
       return;
@@ -178,6 +186,7 @@
     this.renderRollout(s);
     this.renderTokens(s);
     this.renderModelView(s);
+    this.neuron.setSentence(s);
     this.renderHeads();
   };
 
@@ -237,6 +246,7 @@
           self.state.focus = null;
           self.drawLines();
         });
+        if (side === 0) d.addEventListener("click", function () { self.explain(i); });
         col.appendChild(d);
       });
     });
@@ -276,6 +286,12 @@
     this.state.heads = heads.filter(function (h) { return h >= 0 && h < H; })
                             .sort(function (a, b) { return a - b; });
     this.renderHeads();
+  };
+
+  /** Open the neuron view on query token i, in this layer and the first selected head. */
+  View.prototype.explain = function (i) {
+    this.neuron.show({layer: this.state.layer, head: this.state.heads[0] || 0, query: i});
+    this.neuronBox.scrollIntoView({block: "start"});
   };
 
   View.prototype.drawLines = function () {
