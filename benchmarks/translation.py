@@ -12,9 +12,13 @@ case). Rows (``ratio = reference time / our time``):
 * ours vs ``torch.nn.Transformer``, training (goal ``>= 1.0x``);
 * greedy with the cache vs recomputing the prefix at each step (goal ``>= 3x``; the outputs
   must be identical, and are checked);
-* beam 5 vs greedy, both cached (goal: beam ``<= 3x`` the time, i.e. ratio ``>= 0.33x``).
+* beam 5 vs greedy, both cached (goal: beam ``<= 3x`` the time, i.e. ratio ``>= 0.33x``);
+* greedy capturing every decoder layer's cross-attention (``attention=True``) vs plain greedy,
+  the same sentences, interleaved rounds (goal: capture ``<= 1.3x`` the time, i.e. ratio
+  ``>= 0.77x``; the outputs must be identical, and are checked).
 
-Run: ``python benchmarks/translation.py [--run runs/de-en] [--sentences 200] [--threads N]``.
+Run: ``python benchmarks/translation.py [--run runs/de-en] [--sentences 200] [--threads N]
+[--only training|decoding|attention]``.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from _timing import device_name, time_pair  # noqa: E402
 
 from attnlab.attention.positional import sinusoid_table  # noqa: E402
 from attnlab.io.registry import load_model  # noqa: E402
-from attnlab.models.generation import beam_search, greedy  # noqa: E402
+from attnlab.models.generation import beam_search, greedy, greedy_search  # noqa: E402
 from attnlab.models.seq2seq import Seq2SeqTransformer  # noqa: E402
 from attnlab.tasks.translation.data import PairBatches, encode_pairs  # noqa: E402
 from attnlab.text import TextTokenizer, load_parallel_split  # noqa: E402
@@ -94,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sentences", type=int, default=200, help="test sentences decoded")
     parser.add_argument("--batch", type=int, default=128, help="training pairs per step")
     parser.add_argument("--threads", type=int, default=None, help="torch threads")
+    parser.add_argument("--only", choices=("training", "decoding", "attention"),
+                        help="run only these rows (default: all)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -118,30 +124,57 @@ def main(argv: list[str] | None = None) -> int:
     header = f"{'comparison':<52} {'ours':>12} {'ref':>12} {'ratio':>7}  goal"
     print(header)
     print("-" * len(header))
-    t_ours, t_ref = time_pair(training_step(ours, batch, True),
-                              training_step(reference, batch, False), rounds=5, min_time=0.2)
-    print(f"{'training step vs torch.nn.Transformer (tok/s)':<52} {tokens / t_ours:>12,.0f} "
-          f"{tokens / t_ref:>12,.0f} {t_ref / t_ours:>6.2f}x  >= 1.0x")
+    if args.only in (None, "training"):
+        t_ours, t_ref = time_pair(training_step(ours, batch, True),
+                                  training_step(reference, batch, False), rounds=5, min_time=0.2)
+        print(f"{'training step vs torch.nn.Transformer (tok/s)':<52} {tokens / t_ours:>12,.0f} "
+              f"{tokens / t_ref:>12,.0f} {t_ref / t_ours:>6.2f}x  >= 1.0x")
 
     model = (ours_eval if ours_eval is not None else ours).eval()
     texts = test.sources[:args.sentences]
     ids = [x[1:] for x in tokenizer.encode(texts)]  # pieces + [EOS]
     encoded = tokenizer.pad(ids)
     src, mask = encoded.input_ids, encoded.attention_mask
+    if args.only in (None, "decoding"):
+        decoding_rows(model, src, mask)
+    if args.only in (None, "attention"):
+        attention_row(model, src, mask)
+    print(f"decoding: {len(texts)} test_2016_flickr sentences in one batch, "
+          f"{'trained run ' + str(args.run) if args.run else 'random model (worst case)'}")
+    return 0
+
+
+def decoding_rows(model: Seq2SeqTransformer, src: torch.Tensor, mask: torch.Tensor) -> None:
+    """Greedy with the cache vs recomputing the prefix, and beam 5 vs greedy."""
     with torch.no_grad():
         t_cached, cached = timed(lambda: greedy(model, src, mask))
         t_full, full = timed(lambda: greedy(model, src, mask, use_cache=False))
         t_beam, _ = timed(lambda: beam_search(model, src, mask, beam=5))
     if cached != full:
         raise SystemExit("greedy output with the cache differs from recomputing the prefix")
-    n = len(texts)
+    n = src.shape[0]
     print(f"{'greedy: cache vs recomputing the prefix (sent/s)':<52} {n / t_cached:>12,.1f} "
           f"{n / t_full:>12,.1f} {t_full / t_cached:>6.2f}x  >= 3x (identical output: yes)")
     print(f"{'beam 5 vs greedy, both cached (sent/s)':<52} {n / t_beam:>12,.1f} "
           f"{n / t_cached:>12,.1f} {t_cached / t_beam:>6.2f}x  >= 0.33x")
-    print(f"decoding: {n} test_2016_flickr sentences in one batch, "
-          f"{'trained run ' + str(args.run) if args.run else 'random model (worst case)'}")
-    return 0
+
+
+def attention_row(model: Seq2SeqTransformer, src: torch.Tensor, mask: torch.Tensor) -> None:
+    """Greedy capturing all cross-attention vs plain greedy, interleaved rounds."""
+    def plain():
+        return greedy_search(model, src, mask)
+
+    def captured():
+        return greedy_search(model, src, mask, attention=True)
+
+    with torch.no_grad():
+        if [h.tokens for h in plain()] != [h.tokens for h in captured()]:
+            raise SystemExit("greedy output capturing the attention differs from plain greedy")
+        t_capture, t_plain = time_pair(captured, plain, rounds=5, min_time=0.0)
+    n = src.shape[0]
+    print(f"{'greedy: capture all cross-attention vs plain (sent/s)':<52} "
+          f"{n / t_capture:>12,.1f} {n / t_plain:>12,.1f} {t_plain / t_capture:>6.2f}x  "
+          f">= 0.77x (capture <= 1.3x the time; identical output: yes)")
 
 
 if __name__ == "__main__":

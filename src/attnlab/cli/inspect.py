@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from attnlab.errors import UsageError
+from attnlab.inspect.alignment import align, pharaoh, word_attention
 from attnlab.inspect.app import MAX_CHARS, allowed_hosts, non_loopback_warning, serve
 from attnlab.inspect.head_report import (
     compare_pruned,
@@ -21,8 +22,18 @@ from attnlab.inspect.head_report import (
     write_report,
 )
 from attnlab.inspect.html import attention_view, model_name
-from attnlab.inspect.pictures import head_grid, heatmap, relevance_plot
+from attnlab.inspect.pictures import (
+    cross_attention_grid,
+    cross_attention_map,
+    head_grid,
+    heatmap,
+    relevance_plot,
+)
 from attnlab.inspect.subject import load_subject, save_pruned_run
+from attnlab.io.checkpoint import CheckpointError
+from attnlab.io.registry import model_type_of
+from attnlab.tasks.translation.pipeline import MODEL_TYPE as TRANSLATOR
+from attnlab.tasks.translation.use import load_translator, translate
 from attnlab.text import load_split
 
 __all__ = [
@@ -43,8 +54,15 @@ def add_show_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``attnlab show``."""
     parser.add_argument("model", help=MODEL_HELP)
     parser.add_argument("texts", nargs="+", metavar="TEXT", help="sentence(s) to look at")
-    parser.add_argument("--layer", type=int, help="layer to draw (default: rollout only)")
+    parser.add_argument("--layer", type=int,
+                        help="layer to draw (default: rollout only; for a translation run, "
+                             "every decoder layer's cross-attention)")
     parser.add_argument("--head", type=int, help="head of --layer to draw (default: all heads)")
+    parser.add_argument("--words", action="store_true",
+                        help="translation runs: merge subword pieces into words (attention to a "
+                             "word sums its pieces', from a word averages them)")
+    parser.add_argument("--beam", type=int, default=1,
+                        help="translation runs: beam size (1: greedy) [default: 1]")
     parser.add_argument("--out", type=Path,
                         help="write a picture of the first sentence (PNG unless the name ends "
                              "in another format's suffix: .svg, .pdf, ...)")
@@ -56,6 +74,11 @@ def run_show(args: argparse.Namespace) -> int:
     """Print each sentence's prediction and rollout; draw the picture and page asked for."""
     if args.head is not None and args.layer is None:
         raise UsageError("--head needs --layer")
+    if _is_translator(args.model):
+        return _show_translation(args)
+    if args.words or args.beam != 1:
+        raise UsageError(f"--{'words' if args.words else 'beam'} is for translation runs; "
+                         f"{args.model} is not one")
     subject = load_subject(args.model)
     subject.tokenizer.encode(args.texts)  # refuses a text without tokens, as predict does
     out = _picture_path(args.out) if args.out is not None else None
@@ -91,15 +114,65 @@ def run_show(args: argparse.Namespace) -> int:
             else:
                 fig = heatmap(w[args.head], first.tokens,
                               title=f"layer {args.layer}, head {args.head}")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            fig.savefig(out, dpi=120)
-        except ValueError as err:  # "Format 'xyz' is not supported (supported formats: ...)"
-            raise UsageError(f"--out {out}: {err}") from None
-        print(f"wrote {out}")
+        _save(fig, out)
     if args.html is not None:
         print(f"wrote {attention_view(subject, args.texts).save(args.html)}")
     return 0
+
+
+def _is_translator(spec: str) -> bool:
+    """Whether ``spec`` is a run or checkpoint folder of a translation model."""
+    try:
+        return Path(spec).is_dir() and model_type_of(spec) == TRANSLATOR
+    except (FileNotFoundError, CheckpointError):
+        return False
+
+
+def _show_translation(args: argparse.Namespace) -> int:
+    """Print each translation and its word alignment; draw the first one's cross-attention."""
+    if args.html is not None:
+        raise UsageError("--html is not available yet for translation runs; use --out")
+    if args.beam < 1:
+        raise UsageError(f"--beam must be >= 1, got {args.beam}")
+    run = load_translator(args.model)
+    found = translate(run, args.texts, beam=args.beam, attention=True)
+    words = [word_attention(run.tokenizer, t.text, t.ids, t.attention) for t in found]
+    for t, w in zip(found, words, strict=True):
+        print(t.text)
+        print(f"  translation: {t.translation}")
+        print(f"  alignment: {pharaoh(align(w.weights))}")
+    first, merged = found[0], words[0]
+    weights, rows, columns = ((merged.weights, merged.target_words, merged.source_words)
+                              if args.words else
+                              (first.attention, first.target_tokens, first.source_tokens))
+    n_layers, n_heads = weights.shape[:2]  # (L, H, T|J, S|I)
+    if args.layer is not None and not -n_layers <= args.layer < n_layers:
+        raise UsageError(f"--layer must be in [0, {n_layers}) for {args.model}'s decoder, got "
+                         f"{args.layer}")
+    if args.head is not None and not 0 <= args.head < n_heads:
+        raise UsageError(f"--head must be in [0, {n_heads}), got {args.head}")
+    if args.out is None:
+        return 0
+    if args.head is not None:
+        fig = cross_attention_map(weights[args.layer, args.head], rows, columns,
+                                  title=f"layer {args.layer}, head {args.head}")
+    elif args.layer is not None:
+        fig = cross_attention_grid(weights[args.layer][None], rows, columns,  # (1, H, T, S)
+                                   layers=[args.layer % n_layers])
+    else:
+        fig = cross_attention_grid(weights, rows, columns)
+    _save(fig, _picture_path(args.out))
+    return 0
+
+
+def _save(fig, out: Path) -> None:
+    """Write ``fig`` to ``out`` and say so; an unknown format is the user's mistake."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fig.savefig(out, dpi=120)
+    except ValueError as err:  # "Format 'xyz' is not supported (supported formats: ...)"
+        raise UsageError(f"--out {out}: {err}") from None
+    print(f"wrote {out}")
 
 
 def _picture_path(out: Path) -> Path:

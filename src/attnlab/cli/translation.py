@@ -16,14 +16,15 @@ from pathlib import Path
 
 from attnlab.cli.options import add_config_options, options_given
 from attnlab.errors import UsageError
+from attnlab.inspect.alignment import pharaoh, word_alignment
 from attnlab.models.seq2seq import Seq2SeqConfig
 from attnlab.tasks.translation.config import TRANSLATION_DEFAULTS, TranslationDataConfig
 from attnlab.tasks.translation.launch import MODEL_FIXED, OPTION_NAMES, train_from_options
 from attnlab.tasks.translation.use import evaluate_run, load_translator, translate
 from attnlab.train.config import TrainConfig
 
-__all__ = ["add_train_arguments", "add_translate_arguments", "run_evaluate", "run_train",
-           "run_translate"]
+__all__ = ["add_train_arguments", "add_translate_arguments", "alignment_layer", "run_evaluate",
+           "run_train", "run_translate"]
 
 TEST_SPLIT = "test_2016_flickr"  # the split evaluate scores by default
 
@@ -91,7 +92,16 @@ def add_translate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--file", type=Path, help="also translate each non-empty line of FILE")
     parser.add_argument("--beam", type=int, default=1, help="beam size (1: greedy) [default: 1]")
     parser.add_argument("--json", action="store_true",
-                        help="print one JSON object a line: text, translation, tokens")
+                        help="print one JSON object a line: text, translation, tokens (and "
+                             "alignments)")
+    parser.add_argument("--alignments", action="store_true",
+                        help="after each translation, print its word alignment from the "
+                             "cross-attention: Pharaoh 'i-j' pairs (source word i, target word "
+                             "j, 0-based, whitespace-separated words), one per target word")
+    parser.add_argument("--alignment-layer", metavar="LAYER",
+                        help="decoder layer whose heads, averaged, align (negative counts from "
+                             "the end), or 'mean' for all heads of all layers [default: the "
+                             "penultimate layer, the only one of a one-layer decoder]")
 
 
 def run_translate(args: argparse.Namespace) -> int:
@@ -108,6 +118,34 @@ def run_translate(args: argparse.Namespace) -> int:
         raise UsageError("no texts: give them as arguments, with --file, or on standard input")
     if args.beam < 1:
         raise UsageError(f"--beam must be >= 1, got {args.beam}")
-    for t in translate(args.run, texts, beam=args.beam):
-        print(json.dumps(t.to_dict(), ensure_ascii=False) if args.json else t.translation)
+    if args.alignment_layer is not None and not args.alignments:
+        raise UsageError("--alignment-layer needs --alignments")
+    run = load_translator(args.run)
+    layer = alignment_layer(args.alignment_layer, run.model.config.n_decoder_layers)
+    for t in translate(run, texts, beam=args.beam, attention=args.alignments):
+        pairs = (word_alignment(run.tokenizer, t.text, t.ids, t.attention, layer=layer)
+                 if args.alignments else None)
+        if args.json:
+            record = t.to_dict() | ({} if pairs is None else {"alignments": [list(p)
+                                                                              for p in pairs]})
+            print(json.dumps(record, ensure_ascii=False))
+        else:
+            print(t.translation)
+            if pairs is not None:
+                print(pharaoh(pairs))
     return 0
+
+
+def alignment_layer(value: str | None, n_layers: int) -> int | str | None:
+    """``--alignment-layer``: ``None`` (the default layer), ``"mean"`` or a layer index."""
+    if value is None or value == "mean":
+        return value
+    try:
+        layer = int(value)
+    except ValueError:
+        raise UsageError(f"--alignment-layer must be an integer or 'mean', got {value!r}") \
+            from None
+    if not -n_layers <= layer < n_layers:
+        raise UsageError(f"--alignment-layer must be in [{-n_layers}, {n_layers}) for this "
+                         f"{n_layers}-layer decoder, or 'mean', got {layer}")
+    return layer

@@ -3,10 +3,14 @@
 * :func:`heatmap`: one head's weights, query tokens down, key tokens across.
 * :func:`head_grid`: every head of one layer, as many panels as the tensor has heads.
 * :func:`relevance_plot`: rollout relevance of each token of a sentence.
+* :func:`cross_attention_map` and :func:`cross_attention_grid`: a translator's cross-attention,
+  source tokens across and generated tokens down: one map, or every head of every layer with
+  each layer's mean.
 
 Each returns a :class:`matplotlib.figure.Figure`; ``fig.savefig("fig.png")`` writes it.
 
-Legend: ``H`` heads, ``L`` query length, ``S`` key length.
+Legend: ``H`` heads, ``L`` query length, ``S`` key length (for cross-attention: ``n_layers``
+decoder layers, ``T`` generated tokens, ``S`` source tokens).
 """
 
 from __future__ import annotations
@@ -14,11 +18,13 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import torch
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from torch import Tensor
 
-__all__ = ["head_grid", "heatmap", "relevance_plot"]
+__all__ = ["cross_attention_grid", "cross_attention_map", "head_grid", "heatmap",
+           "relevance_plot"]
 
 _MAX_LABELLED = 48  # beyond this many tokens, axes show positions instead of token labels
 
@@ -105,6 +111,55 @@ def relevance_plot(tokens: Sequence[str], relevance: Tensor, *, title: str | Non
     ax.set_ylabel("relevance")
     ax.set_xlim(-0.5, len(tokens) - 0.5)
     ax.set_title(title or "attention rollout", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def cross_attention_map(weights: Tensor, target_tokens: Sequence[str],
+                        source_tokens: Sequence[str], *, title: str | None = None) -> Figure:
+    """One map of cross-attention ``(T, S)``: generated tokens down, source tokens across."""
+    fig = heatmap(weights, target_tokens, source_tokens, title=title)
+    fig.axes[0].set_ylabel("generated")
+    fig.axes[0].set_xlabel("source")
+    return fig
+
+
+def cross_attention_grid(weights: Tensor, target_tokens: Sequence[str],
+                         source_tokens: Sequence[str], *, layers: Sequence[int] | None = None,
+                         title: str | None = None) -> Figure:
+    """Every head of every layer, one row a layer, and each layer's mean over its heads last.
+
+    Args:
+        weights: ``(n_layers, H, T, S)`` cross-attention of one sentence.
+        target_tokens: the ``T`` generated tokens (rows of each map).
+        source_tokens: the ``S`` source tokens (columns).
+        layers: the layer numbers shown in the panel titles (default ``0 ..``).
+        title: the figure's title.
+    """
+    if weights.dim() != 4 or tuple(weights.shape[2:]) != (len(target_tokens),
+                                                          len(source_tokens)):
+        raise ValueError(f"weights must have shape (n_layers, H, T, S) with (T, S) = "
+                         f"({len(target_tokens)}, {len(source_tokens)}), got "
+                         f"{tuple(weights.shape)}")
+    n_layers, n_heads = weights.shape[:2]
+    layers = list(range(n_layers)) if layers is None else list(layers)
+    panels = torch.cat([weights, weights.mean(dim=1, keepdim=True)], dim=1)  # (n, H + 1, T, S)
+    rows, cols = n_layers, n_heads + 1
+    show = max(len(target_tokens), len(source_tokens)) <= 24
+    side = 2.4 if show else 2.0
+    fig = Figure(figsize=(cols * side + 0.6, rows * side + 0.8))
+    for layer in range(rows):
+        for h in range(cols):
+            ax = fig.add_subplot(rows, cols, layer * cols + h + 1)
+            ax.imshow(panels[layer, h].detach().float().cpu().numpy(), cmap="viridis",
+                      vmin=0.0, vmax=1.0, aspect="auto", interpolation="nearest")
+            name = "mean" if h == n_heads else f"head {h}"
+            ax.set_title(f"layer {layers[layer]}, {name}", fontsize=8)
+            _label_axis(ax, "y", target_tokens if show and h == 0 else [], fontsize=6)
+            _label_axis(ax, "x", source_tokens if show and layer == rows - 1 else [],
+                        fontsize=6)
+    fig.suptitle(title or "cross-attention: generated tokens down, source tokens across",
+                 fontsize=10)
     fig.tight_layout()
     return fig
 

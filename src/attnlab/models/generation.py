@@ -21,8 +21,16 @@ got 2 of its 32 training sentences wrong this way with beam 4, none with the def
 either rule beam 1 is greedy search. Hypotheses still live at ``max_length`` compete
 unfinished.
 
+With ``attention=True`` (:func:`greedy_search`, :func:`beam_search_nbest`) each hypothesis also
+carries the cross-attention of every decoder layer and head while its tokens were chosen,
+observed on each layer's ``cross_attn.hook_pattern`` at every step. Beam search records the
+beams' back-pointers and traces a hypothesis back along them when it is set aside, so the
+attention is that of the tokens returned; it equals the cross-attention of one teacher-forced
+forward pass on them. Without it nothing is observed and the cross-attention stays fused.
+
 Legend: ``B`` sentences, ``K`` beam size, ``N`` rows (``B`` or ``B·K``), ``S`` source length,
-``t`` target positions so far, ``V`` vocabulary.
+``t`` target positions so far, ``V`` vocabulary, ``L`` decoder layers, ``H`` heads, ``T``
+tokens of a hypothesis.
 """
 
 from __future__ import annotations
@@ -53,6 +61,9 @@ class Hypothesis(NamedTuple):
     tokens: list[int]  # generated ids, without BOS and EOS
     score: float  # sum of log-probabilities (EOS included) / length ** length_penalty
     finished: bool  # ended with EOS (False: stopped at max_length)
+    # with attention=True: (L, H, T, S_b) cross-attention while choosing each token (EOS last,
+    # when finished: T = len(tokens) + finished) over the sentence's S_b unpadded source tokens
+    attention: Tensor | None = None
 
 
 def greedy(model: Seq2SeqTransformer, input_ids: Tensor, attention_mask: Tensor | None = None,
@@ -98,13 +109,15 @@ def beam_search(model: Seq2SeqTransformer, input_ids: Tensor,
 
 def greedy_search(model: Seq2SeqTransformer, input_ids: Tensor,
                   attention_mask: Tensor | None = None, *, max_length: int | None = None,
-                  length_penalty: float = 1.0, use_cache: bool = True) -> list[Hypothesis]:
+                  length_penalty: float = 1.0, use_cache: bool = True,
+                  attention: bool = False) -> list[Hypothesis]:
     """:func:`greedy` with scores: one :class:`Hypothesis` per sentence (``length_penalty``
-    only changes the score reported)."""
+    only changes the score reported); with ``attention=True``, with its cross-attention."""
+    max_length = _check_max_length(model, input_ids, max_length)  # checks the model first
     c = model.config
-    with torch.no_grad(), _evaluating(model):
-        max_length = _check_max_length(model, input_ids, max_length)
-        decoder = _Decoder(model, input_ids, attention_mask, use_cache)
+    with torch.no_grad(), _evaluating(model), _recording(model, input_ids, attention_mask,
+                                                         attention) as recorder:
+        decoder = _Decoder(model, input_ids, attention_mask, use_cache, recorder)
         B = input_ids.shape[0]
         tokens = input_ids.new_full((B, 1), c.bos_token_id)  # (B, 1)
         scores = decoder.memory.new_zeros(B, dtype=decoder.dtype)  # (B,)
@@ -117,21 +130,28 @@ def greedy_search(model: Seq2SeqTransformer, input_ids: Tensor,
             done |= token == c.eos_token_id
             if bool(done.all()):
                 break
-    return [_hypothesis(row[1:], score, c.eos_token_id, c.pad_token_id, length_penalty)
-            for row, score in zip(tokens.tolist(), scores.tolist(), strict=True)]
+        hyps = [_hypothesis(row[1:], score, c.eos_token_id, c.pad_token_id, length_penalty)
+                for row, score in zip(tokens.tolist(), scores.tolist(), strict=True)]
+        if recorder is not None:
+            B = list(range(len(hyps)))
+            weights = recorder.attention(B, B, [len(h.tokens) + h.finished for h in hyps])
+            hyps = [h._replace(attention=w) for h, w in zip(hyps, weights, strict=True)]
+    return hyps
 
 
 def beam_search_nbest(model: Seq2SeqTransformer, input_ids: Tensor,
                       attention_mask: Tensor | None = None, *, beam: int = 5,
                       max_length: int | None = None, length_penalty: float = 1.0,
                       early_stopping: bool = False, use_cache: bool = True,
-                      n_best: int = 1) -> list[list[Hypothesis]]:
-    """:func:`beam_search` with scores: the ``n_best`` hypotheses of each sentence, best first."""
+                      n_best: int = 1, attention: bool = False) -> list[list[Hypothesis]]:
+    """:func:`beam_search` with scores: the ``n_best`` hypotheses of each sentence, best first;
+    with ``attention=True``, each with its cross-attention."""
     _check_beam(beam, n_best, length_penalty, early_stopping)
+    max_length = _check_max_length(model, input_ids, max_length)  # checks the model first
     c, K = model.config, beam
-    with torch.no_grad(), _evaluating(model):
-        max_length = _check_max_length(model, input_ids, max_length)
-        decoder = _Decoder(model, input_ids, attention_mask, use_cache)
+    with torch.no_grad(), _evaluating(model), _recording(model, input_ids, attention_mask,
+                                                         attention) as recorder:
+        decoder = _Decoder(model, input_ids, attention_mask, use_cache, recorder)
         B, V = input_ids.shape[0], c.vocab_size
         decoder.reorder(torch.arange(B, device=input_ids.device).repeat_interleave(K))  # B·K
         tokens = input_ids.new_full((B * K, 1), c.bos_token_id)  # (B·K, 1)
@@ -146,7 +166,8 @@ def beam_search_nbest(model: Seq2SeqTransformer, input_ids: Tensor,
             top, index = candidates.topk(2 * K, dim=1)  # (n, 2K), best first
             beam_of, token = index // V, index % V  # (n, 2K) each
             ends = token == c.eos_token_id  # (n, 2K)
-            _set_aside(finished, alive, tokens, top, beam_of, ends, step + 1, length_penalty)
+            _set_aside(finished, alive, tokens, top, beam_of, ends, step + 1, length_penalty,
+                       recorder)
             scores, order = top.masked_fill(ends, float("-inf")).topk(K, dim=1)  # (n, K)
             rows = torch.arange(n, device=tokens.device)[:, None] * K + beam_of.gather(1, order)
             token = token.gather(1, order)  # (n, K): the continuations kept
@@ -162,9 +183,11 @@ def beam_search_nbest(model: Seq2SeqTransformer, input_ids: Tensor,
             rows = rows.view(-1)  # (n'·K,)
             tokens = torch.cat([tokens.index_select(0, rows), token.view(-1, 1)],
                                dim=1)  # (n'·K, t + 1)
+            if recorder is not None:
+                recorder.reorder(rows)
             if step + 1 < max_length:
                 decoder.reorder(rows)
-        _set_aside_live(finished, alive, tokens, scores, length_penalty)  # at max_length
+        _set_aside_live(finished, alive, tokens, scores, length_penalty, recorder)
     return [hyps[:n_best] for hyps in finished]
 
 
@@ -201,8 +224,9 @@ class _Decoder:
     """The encoder output and the decoder state of ``N`` rows, run one position at a time."""
 
     def __init__(self, model: Seq2SeqTransformer, input_ids: Tensor,
-                 attention_mask: Tensor | None, use_cache: bool) -> None:
-        self.model, self.mask = model, attention_mask
+                 attention_mask: Tensor | None, use_cache: bool,
+                 recorder: _CrossAttention | None = None) -> None:
+        self.model, self.mask, self.recorder = model, attention_mask, recorder
         self.memory = model.encode(input_ids, attention_mask)  # (N, S, D)
         self.cache = model.new_cache() if use_cache else None
         self.dtype = torch.promote_types(self.memory.dtype, torch.float32)  # of the scores
@@ -212,6 +236,8 @@ class _Decoder:
         gets ``-inf``."""
         step = tokens if self.cache is None else tokens[:, -1:]  # (N, t) or (N, 1)
         logits = self.model.decode(step, self.memory, self.mask, self.cache)[:, -1]  # (N, V)
+        if self.recorder is not None:
+            self.recorder.record()
         log_probs = F.log_softmax(logits.to(self.dtype), dim=-1)  # (N, V)
         log_probs[:, self.model.config.pad_token_id] = float("-inf")
         return log_probs
@@ -224,7 +250,8 @@ class _Decoder:
             self.cache.reorder(rows)
 
 
-def _set_aside(finished, alive, tokens, top, beam_of, ends, length, length_penalty) -> None:
+def _set_aside(finished, alive, tokens, top, beam_of, ends, length, length_penalty,
+               recorder) -> None:
     """Keep the continuations ending in EOS among each sentence's ``K`` best as finished."""
     K = top.shape[1] // 2
     ends = ends[:, :K] & torch.isfinite(top[:, :K])  # (n, K): fairseq counts only the K best
@@ -232,21 +259,25 @@ def _set_aside(finished, alive, tokens, top, beam_of, ends, length, length_penal
     if not hits:
         return
     top, beam_of = top[:, :K].tolist(), beam_of[:, :K].tolist()  # one copy to the host
-    for i, j in hits:
-        row = i * K + beam_of[i][j]
+    rows = [i * K + beam_of[i][j] for i, j in hits]
+    weights = ([None] * len(rows) if recorder is None else
+               recorder.attention(rows, [alive[i] for i, _ in hits], [length] * len(rows)))
+    for (i, j), row, w in zip(hits, rows, weights, strict=True):
         score = top[i][j] / length ** length_penalty
-        _add(finished[alive[i]], Hypothesis(tokens[row, 1:].tolist(), score, True), K)
+        _add(finished[alive[i]], Hypothesis(tokens[row, 1:].tolist(), score, True, w), K)
 
 
-def _set_aside_live(finished, alive, tokens, scores, length_penalty) -> None:
+def _set_aside_live(finished, alive, tokens, scores, length_penalty, recorder) -> None:
     """At ``max_length``: add each sentence's live hypotheses, unfinished."""
     K, length = scores.shape[1], tokens.shape[1] - 1
-    for i, sentence in enumerate(alive):
-        for k, score in enumerate(scores[i].tolist()):
-            if score != float("-inf"):
-                hyp = Hypothesis(tokens[i * K + k, 1:].tolist(),
-                                 score / length ** length_penalty, False)
-                _add(finished[sentence], hyp, K)
+    live = [(i, k, s) for i in range(len(alive)) for k, s in enumerate(scores[i].tolist())
+            if s != float("-inf")]
+    weights = ([None] * len(live) if recorder is None else recorder.attention(
+        [i * K + k for i, k, _ in live], [alive[i] for i, _, _ in live], [length] * len(live)))
+    for (i, k, score), w in zip(live, weights, strict=True):
+        hyp = Hypothesis(tokens[i * K + k, 1:].tolist(), score / length ** length_penalty,
+                         False, w)
+        _add(finished[alive[i]], hyp, K)
 
 
 def _add(hyps: list[Hypothesis], hyp: Hypothesis, K: int) -> None:
@@ -295,6 +326,71 @@ def _check_beam(beam: int, n_best: int, length_penalty: float, early_stopping: b
         raise ValueError(f"length_penalty must be a number, got {length_penalty!r}")
     if not isinstance(early_stopping, bool):
         raise ValueError(f"early_stopping must be a bool, got {early_stopping!r}")
+
+
+class _CrossAttention:
+    """Every decoder layer's cross-attention at each step, observed on its ``hook_pattern``,
+    and the beams' back-pointers, to trace a hypothesis's attention back along its beam."""
+
+    def __init__(self, model: Seq2SeqTransformer, lengths: list[int]) -> None:
+        self.points = [layer.cross_attn.hook_pattern for layer in model.decoder.layers]
+        self.lengths = lengths  # unpadded source length of each sentence
+        self.latest: list[Tensor | None] = [None] * len(self.points)  # (N, H, S) per layer
+        self.steps: list[Tensor] = []  # step s: (N_s, L, H, S)
+        self.parents: list[Tensor | None] = []  # step s: (N_s+1,) row of step s, None: same
+
+    def observe(self) -> list:
+        def keeper(layer: int):
+            def hook(_point, inputs: tuple[Tensor, ...], _output) -> None:
+                self.latest[layer] = inputs[0][:, :, -1]  # (N, H, t|1, S) -> (N, H, S): newest
+            return hook
+        return [point.observe(None, keeper(i)) for i, point in enumerate(self.points)]
+
+    def record(self) -> None:
+        """Keep the step just run."""
+        self.steps.append(torch.stack(self.latest, dim=1))  # (N, L, H, S)
+        self.parents.append(None)
+
+    def reorder(self, rows: Tensor) -> None:
+        """The rows ``rows`` ``(N',)`` of the last step go on, in that order."""
+        self.parents[-1] = rows
+
+    def attention(self, rows: list[int], sentences: list[int], lengths: list[int]
+                  ) -> list[Tensor]:
+        """The attention ``(L, H, T, S_b)`` of the batch's current rows ``rows``, traced back
+        step by step along their beams: their first ``lengths`` steps, over the unpadded source
+        of their ``sentences``."""
+        if not rows:
+            return []
+        index = torch.tensor(rows, dtype=torch.long, device=self.steps[0].device)  # (m,)
+        traced = []
+        for step, parents in zip(reversed(self.steps), reversed(self.parents), strict=True):
+            index = index if parents is None else parents.index_select(0, index)  # (m,)
+            traced.append(step.index_select(0, index))  # (m, L, H, S)
+        traced = torch.stack(traced[::-1], dim=3)  # (m, L, H, t, S)
+        return [traced[n, :, :, :T, :self.lengths[b]]  # (L, H, T, S_b)
+                for n, (b, T) in enumerate(zip(sentences, lengths, strict=True))]
+
+
+@contextmanager
+def _recording(model: Seq2SeqTransformer, input_ids: Tensor, attention_mask: Tensor | None,
+               attention: bool) -> Iterator[_CrossAttention | None]:
+    """A :class:`_CrossAttention` observing ``model`` (``None`` without ``attention``); its
+    observers are released on leaving, whatever happens."""
+    if not isinstance(attention, bool):
+        raise ValueError(f"attention must be a bool, got {attention!r}")
+    if not attention:
+        yield None
+        return
+    B, S = input_ids.shape
+    lengths = [S] * B if attention_mask is None else attention_mask.sum(dim=1).tolist()
+    recorder = _CrossAttention(model, [int(n) for n in lengths])
+    observers = recorder.observe()
+    try:
+        yield recorder
+    finally:
+        for observer in observers:
+            observer.release()
 
 
 @contextmanager
