@@ -68,6 +68,35 @@ def test_warmup_steps_ratio_and_override():
     assert warmup_steps_for(5, 0.1, 30) == 5
 
 
+def test_without_epochs_the_schedule_follows_the_data_size():
+    cfg = TrainConfig()
+    assert cfg.epochs is None
+    # SST-2: 67,349 phrases in batches of 128 make 527 steps: one epoch, as before
+    assert cfg.planned_epochs(527) == 1
+    assert cfg.planned_epochs(79) == 7  # 10k sentences: 553 steps
+    assert cfg.planned_epochs(40) == 13  # 5k: 520 steps
+    assert cfg.planned_epochs(1) == 30  # capped by max_epochs
+    assert cfg.replace(epochs=2).planned_epochs(1) == 2  # given epochs win
+    assert cfg.replace(min_steps=48, max_epochs=4).planned_epochs(16) == 3
+    with pytest.raises(ValueError, match="min_steps must be > 0"):
+        TrainConfig(min_steps=0)
+
+
+def test_the_trainer_plans_whole_epochs_and_its_schedule_from_min_steps():
+    seen = []
+
+    class Steps(Callback):
+        def on_step_end(self, trainer, info):
+            seen.append(trainer.optimizer.param_groups[0]["lr"])
+
+    # 512 toy examples in batches of 32: 16 steps an epoch; 40 steps need 3 epochs (48 steps)
+    _, result = train_toy(TrainConfig(min_steps=40, warmup_ratio=0.25, **FAST),
+                          callbacks=[Steps()])
+    assert result.global_step == 48 and len(result.history) == 3
+    assert seen[11] == pytest.approx(5e-3)  # warm-up is a quarter of the 48 planned steps
+    assert seen[-1] == pytest.approx(5e-3 / 36)  # linear decay ends with the last planned step
+
+
 def test_optimizer_no_decay_on_bias_norm_embedding():
     model = ToyClassifier()
     opt = build_optimizer(model, lr=1e-3, weight_decay=0.1)

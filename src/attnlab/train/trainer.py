@@ -100,7 +100,8 @@ class Trainer:
                                          config.embedding_weight_decay)
         self.ema = (None if config.ema_decay is None
                     else ExponentialMovingAverage(self.model, config.ema_decay))
-        self.total_steps = config.epochs * self.steps_per_epoch
+        self.epochs = config.planned_epochs(self.steps_per_epoch)
+        self.total_steps = self.epochs * self.steps_per_epoch
         if config.max_steps is not None:
             self.total_steps = min(self.total_steps, config.max_steps)
         self.warmup_steps = warmup_steps_for(self.total_steps, config.warmup_ratio,
@@ -133,7 +134,7 @@ class Trainer:
         start = time.perf_counter() - st.wall_time
         with deferred_interrupts() as self._sigint:
             try:
-                while st.epoch < cfg.epochs and not (st.stopped_early or st.out_of_time):
+                while st.epoch < self.epochs and not (st.stopped_early or st.out_of_time):
                     if st.global_step >= self.total_steps and st.batch_in_epoch == 0:
                         break
                     self._stop_if_interrupted()
@@ -161,7 +162,7 @@ class Trainer:
         cfg, st = self.config, self.state
         if hasattr(self.train_data, "set_epoch"):
             self.train_data.set_epoch(st.epoch)
-        self._bar = ProgressBar(self.steps_per_epoch, f"epoch {st.epoch + 1}/{cfg.epochs}",
+        self._bar = ProgressBar(self.steps_per_epoch, f"epoch {st.epoch + 1}/{self.epochs}",
                                 enabled=self.progress and self.dist.is_main,
                                 line_every=cfg.log_every)
         self._bar.n = st.batch_in_epoch
@@ -239,14 +240,14 @@ class Trainer:
         })
 
     def _end_epoch(self, fit_start: float) -> None:
-        cfg, st = self.config, self.state
+        st = self.state
         self._read_back()
         names = sorted(st.stat_sums)
         totals = torch.tensor([st.loss_sum, st.examples, st.tokens,
                                *(st.stat_sums[k] for k in names)],
                               dtype=torch.float64, device=self.dist.device)
         loss_sum, examples, tokens, *sums = all_reduce_sum(totals).tolist()
-        last_epoch = (st.epoch + 1 == cfg.epochs or st.global_step >= self.total_steps
+        last_epoch = (st.epoch + 1 == self.epochs or st.global_step >= self.total_steps
                       or st.out_of_time)
         val, fresh = None, False
         if self.evaluator is not None:
