@@ -7,6 +7,7 @@ layer and head counts come from the modules and tensors, never from a model type
 * analyses: :func:`attention_rollout`, :func:`head_statistics`, :func:`head_importance`,
   :func:`prune_heads`, :func:`head_report`
 * models from run folders or pretrained names: :func:`load_subject`
+* one head step by step on real tokens: :func:`explain_head`
 * pictures: :func:`heatmap`, :func:`head_grid`, :func:`relevance_plot` (matplotlib)
 * HTML explorer: :func:`attention_view`; live app: :func:`create_app`
 
@@ -28,6 +29,7 @@ _LAZY = {
     "HeadReport": "head_report", "head_report": "head_report", "write_report": "head_report",
     "heatmap": "pictures", "head_grid": "pictures", "relevance_plot": "pictures",
     "create_app": "app",
+    "HeadExplanation": "neuron", "explain_head": "neuron",
 }
 
 __all__ = [
