@@ -71,10 +71,10 @@ def test_warmup_steps_ratio_and_override():
 def test_without_epochs_the_schedule_follows_the_data_size():
     cfg = TrainConfig()
     assert cfg.epochs is None
-    # SST-2: 67,349 phrases in batches of 128 make 527 steps: one epoch, as before
-    assert cfg.planned_epochs(527) == 1
-    assert cfg.planned_epochs(79) == 7  # 10k sentences: 553 steps
-    assert cfg.planned_epochs(40) == 13  # 5k: 520 steps
+    # SST-2: 67,349 phrases in full batches of 128 make 526 steps: one epoch, as before
+    assert cfg.planned_epochs(526) == 1
+    assert cfg.planned_epochs(78) == 7  # 10k sentences: 546 steps
+    assert cfg.planned_epochs(39) == 13  # 5k: 507 steps
     assert cfg.planned_epochs(1) == 30  # capped by max_epochs
     assert cfg.replace(epochs=2).planned_epochs(1) == 2  # given epochs win
     assert cfg.replace(min_steps=48, max_epochs=4).planned_epochs(16) == 3

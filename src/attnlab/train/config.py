@@ -20,7 +20,7 @@ class TrainConfig(DictConfig):
     The defaults train the default :class:`~attnlab.models.ClassifierConfig` on SST-2 well
     (they come from a search over learning rate, batch size, epochs and label smoothing).
     Without ``epochs`` the schedule adapts to the data's size (:meth:`planned_epochs`): SST-2's
-    67k phrases make 527 steps, one epoch; 10k sentences get 7 epochs (553 steps), so that a
+    67k phrases make 526 steps, one epoch; 10k sentences get 7 epochs (546 steps), so that a
     small data set is not stopped after a few dozen steps, and warm-up and decay follow.
     The dev split is evaluated every ``eval_steps`` optimizer steps and at each epoch's end;
     ``best/`` holds the weights of the lowest dev loss, and ``patience`` counts evaluations.
