@@ -1,7 +1,9 @@
 """The attention views in a real browser (Chromium driven by Playwright): the live app and the
 self-contained HTML file draw the tokens and lines of the chosen heads, switching heads changes
-them, the neuron view shows the model's own numbers for the chosen query, the live app opens on
-an example and follows the typing, and hostile text renders literally and runs nothing."""
+them, a translation run's page switches between its three attention kinds and merges pieces
+into words, the neuron view shows the model's own numbers for the chosen query, the live app
+opens on an example and follows the typing, and hostile text renders literally and runs
+nothing."""
 
 from __future__ import annotations
 
@@ -26,10 +28,13 @@ pytestmark = [
 playwright_api = pytest.importorskip("playwright.sync_api")
 uvicorn = pytest.importorskip("uvicorn")
 
-from attnlab.inspect.app import EXAMPLE, create_app  # noqa: E402
+from attnlab.inspect.app import EXAMPLE, TRANSLATION_EXAMPLE, create_app  # noqa: E402
 from attnlab.inspect.html import attention_view  # noqa: E402
 from attnlab.inspect.subject import load_subject  # noqa: E402
+from attnlab.inspect.translation_view import attend_translation, translation_view  # noqa: E402
+from attnlab.io.registry import load_model  # noqa: E402
 from tiny_run import XSS, make_tiny_run  # noqa: E402
+from tiny_translation import make_tiny_translation_run  # noqa: E402
 
 READY = '#attnlab-view[data-ready="1"]'
 
@@ -41,10 +46,15 @@ def subject(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(subject):
+    yield from _serve(create_app(subject))
+
+
+def _serve(app):
+    """Run ``app`` with uvicorn on a free loopback port; yield its address."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    config = uvicorn.Config(create_app(subject), host="127.0.0.1", port=port, log_level="error")
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error")
     srv = uvicorn.Server(config)
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
@@ -347,3 +357,78 @@ def test_live_app_ignores_stale_answers(server, page):
     assert page.locator("#attnlab-view .text").inner_text() == "i loved it"
     assert page.get_attribute("#attnlab-form", "data-drawn") == "2"
     assert page.inner_text("#attnlab-error") == ""
+
+
+# --- a translation run: three attention kinds, query and key tokens apart ---------------------
+
+SOURCE = "Ein Mann fährt Fahrrad."
+KIND = "#attnlab-view select[aria-label=attention]"
+WORDS = "#attnlab-view input[aria-label='merge subword pieces into words']"
+
+
+@pytest.fixture(scope="module")
+def translator(tmp_path_factory, data_dir):
+    return load_model(make_tiny_translation_run(tmp_path_factory.mktemp("tr") / "de-en"))
+
+
+@pytest.fixture(scope="module")
+def translation_server(translator):
+    yield from _serve(create_app(translator))
+
+
+def columns(pg) -> tuple[list[str], list[str]]:
+    return tuple(pg.locator(f"#attnlab-view .tokcol.{side} .tok").all_inner_texts()
+                 for side in ("left", "right"))
+
+
+def test_translation_page_kinds_words_and_hostile_text(translator, page, tmp_path):
+    a = attend_translation(translator, SOURCE)
+    path = translation_view(translator, [SOURCE, XSS]).save(tmp_path / "tr.html")
+    page.goto(path.as_uri())
+    page.wait_for_selector(READY)
+    assert page.inner_text("#attnlab-view .translation") == a.translation
+    s = state(page)
+    assert s["kind"] == "cross" and s["words"] == "0"
+    assert columns(page) == (a.target_tokens, a.source_tokens)  # different lengths
+    assert len(a.target_tokens) != len(a.source_tokens) and int(s["lines"]) > 0
+    assert s["maps"] == "4" and canvas_ink(page) > 0  # 2 decoder layers x 2 heads
+    assert not page.locator("#attnlab-view .neuron").is_visible()
+    page.select_option(KIND, "self")
+    assert state(page)["kind"] == "self" and state(page)["maps"] == "2"
+    assert columns(page) == (a.source_tokens, a.source_tokens)
+    page.select_option(KIND, "decoder")
+    assert columns(page) == (a.decoder_tokens, a.decoder_tokens)
+    page.select_option(KIND, "cross")
+    page.check(WORDS)
+    s = state(page)
+    assert s["words"] == "1" and columns(page)[1] == [*SOURCE.split(), "[SEP]"]
+    assert int(s["keyTokens"]) < len(a.source_tokens)
+    page.uncheck(WORDS)
+    assert columns(page)[1] == a.source_tokens
+    page.select_option("#attnlab-view select[aria-label=sentence]", "1")
+    page.wait_for_selector(READY)
+    assert page.locator("#attnlab-view .text").inner_text() == XSS
+    assert "".join(columns(page)[1]).count("script") == 3  # pieces, shown as text
+    page.wait_for_timeout(300)
+    assert page.locator("img").count() == 0 and page.locator("script").count() == 3
+    assert page.dialogs == [] and page.requests == [path.as_uri()]
+    page.screenshot(path=str(tmp_path / "translation.png"), full_page=True)
+
+
+def test_live_app_for_a_translation_run(translation_server, translator, page):
+    page.goto(translation_server + "/")
+    page.wait_for_selector(READY)
+    assert page.input_value("#attnlab-text") == TRANSLATION_EXAMPLE
+    example = attend_translation(translator, TRANSLATION_EXAMPLE)
+    assert page.inner_text("#attnlab-view .translation") == example.translation
+    assert columns(page) == (example.target_tokens, example.source_tokens)
+    assert api_requests(page) == []
+    page.fill("#attnlab-text", "")
+    page.type("#attnlab-text", "Zwei Männer.", delay=30)
+    page.wait_for_function("() => document.querySelector('#attnlab-view .text').textContent "
+                           "=== 'Zwei Männer.'", timeout=30_000)
+    page.wait_for_selector(READY)
+    typed = attend_translation(translator, "Zwei Männer.")
+    assert page.inner_text("#attnlab-view .translation") == typed.translation
+    assert columns(page) == (typed.target_tokens, typed.source_tokens)
+    assert 1 <= len(api_requests(page)) <= 3 and page.dialogs == []

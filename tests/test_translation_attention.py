@@ -26,6 +26,7 @@ from attnlab.inspect.alignment import (
 from attnlab.models import Seq2SeqConfig, Seq2SeqTransformer, beam_search_nbest, greedy_search
 from attnlab.tasks.translation.use import load_translator, translate
 from attnlab.text import TextTokenizer
+from tiny_translation import make_tiny_translation_run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -210,18 +211,9 @@ def test_word_attention_and_alignment_of_a_known_attention(tokenizer):
 # --- the commands on a tiny trained run -----------------------------------------------------
 
 # 40 steps at a high learning rate: enough for outputs made of words (6 steps give only [BOS])
-TINY = ["--task", "translation", "--data", "multi30k", "--train-limit", "512",
-        "--vocab-size", "600", "--d-model", "32", "--heads", "2", "--encoder-layers", "1",
-        "--decoder-layers", "2", "--d-ff", "64", "--dev-bleu-sentences", "0",
-        "--batch-size", "32", "--max-steps", "40", "--lr", "0.005", "--eval-steps", "40",
-        "--quiet"]
-
-
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, data_dir):
-    out = tmp_path_factory.mktemp("attention") / "de-en"
-    assert main(["train", *TINY, "--out", str(out)]) == 0
-    return out
+    return make_tiny_translation_run(tmp_path_factory.mktemp("attention") / "de-en")
 
 
 def test_translate_attention_equals_teacher_forcing_on_a_trained_run(run):
@@ -278,7 +270,6 @@ def test_show_draws_the_cross_attention_of_a_translation(run, tmp_path, capsys):
      "--alignment-layer must be an integer or 'mean'"),
     (["translate", "{run}", "Ein Hund.", "--alignment-layer", "0"],
      "--alignment-layer needs --alignments"),
-    (["show", "{run}", "Ein Hund.", "--html", "x.html"], "not available yet for translation"),
     (["show", "{run}", "Ein Hund.", "--layer", "2", "--out", "x.png"], "--layer must be in"),
     (["show", "{run}", "Ein Hund.", "--layer", "0", "--head", "2", "--out", "x.png"],
      "--head must be in [0, 2)"),

@@ -10,7 +10,13 @@ from pathlib import Path
 
 from attnlab.errors import UsageError
 from attnlab.inspect.alignment import align, pharaoh, word_attention
-from attnlab.inspect.app import MAX_CHARS, allowed_hosts, non_loopback_warning, serve
+from attnlab.inspect.app import (
+    MAX_CHARS,
+    allowed_hosts,
+    default_example,
+    non_loopback_warning,
+    serve,
+)
 from attnlab.inspect.head_report import (
     compare_pruned,
     data_name,
@@ -30,6 +36,7 @@ from attnlab.inspect.pictures import (
     relevance_plot,
 )
 from attnlab.inspect.subject import load_subject, save_pruned_run
+from attnlab.inspect.translation_view import translation_view
 from attnlab.io.checkpoint import CheckpointError
 from attnlab.io.registry import model_type_of
 from attnlab.tasks.translation.pipeline import MODEL_TYPE as TRANSLATOR
@@ -67,7 +74,9 @@ def add_show_arguments(parser: argparse.ArgumentParser) -> None:
                         help="write a picture of the first sentence (PNG unless the name ends "
                              "in another format's suffix: .svg, .pdf, ...)")
     parser.add_argument("--html", type=Path,
-                        help="write one self-contained HTML explorer page for all sentences")
+                        help="write one self-contained HTML explorer page for all sentences "
+                             "(translation runs: encoder self-, decoder self- and "
+                             "cross-attention)")
 
 
 def run_show(args: argparse.Namespace) -> int:
@@ -130,8 +139,6 @@ def _is_translator(spec: str) -> bool:
 
 def _show_translation(args: argparse.Namespace) -> int:
     """Print each translation and its word alignment; draw the first one's cross-attention."""
-    if args.html is not None:
-        raise UsageError("--html is not available yet for translation runs; use --out")
     if args.beam < 1:
         raise UsageError(f"--beam must be >= 1, got {args.beam}")
     run = load_translator(args.model)
@@ -151,6 +158,9 @@ def _show_translation(args: argparse.Namespace) -> int:
                          f"{args.layer}")
     if args.head is not None and not 0 <= args.head < n_heads:
         raise UsageError(f"--head must be in [0, {n_heads}), got {args.head}")
+    if args.html is not None:
+        view = translation_view(run, args.texts, beam=args.beam, name=model_name(args.model))
+        print(f"wrote {view.save(args.html)}")
     if args.out is None:
         return 0
     if args.head is not None:
@@ -250,6 +260,10 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--max-chars", type=int, default=MAX_CHARS,
                         help=f"longest text accepted (default {MAX_CHARS})")
+    parser.add_argument("--example", metavar="TEXT",
+                        help="the sentence the page opens on, already analysed (default: a "
+                             "film review for a classifier, 'Ein Hund rennt durch den "
+                             "Schnee.' for a translation run; '' opens on an empty box)")
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -258,9 +272,16 @@ def run_serve(args: argparse.Namespace) -> int:
     if warning is not None:
         print(f"attnlab serve: warning: {warning}", file=sys.stderr)
     hosts = allowed_hosts(args.host, args.allow_host)
-    subject = load_subject(args.model)
+    if args.example is not None and len(args.example) > args.max_chars:
+        raise UsageError(f"--example is {len(args.example)} characters; --max-chars is "
+                         f"{args.max_chars}")
+    translator = _is_translator(args.model)
+    subject = load_translator(args.model) if translator else load_subject(args.model)
+    example = (default_example(subject) if args.example is None
+               else args.example if args.example.strip() else None)
     shown = f"[{args.host}]" if ":" in args.host else args.host
-    print(f"attnlab: serving {model_name(subject.name)} on http://{shown}:{args.port}/")
+    name = model_name(args.model if translator else subject.name)
+    print(f"attnlab: serving {name} on http://{shown}:{args.port}/")
     serve(subject, host=args.host, port=args.port, max_chars=args.max_chars,
-          allowed_hosts=hosts)
+          allowed_hosts=hosts, example=example)
     return 0

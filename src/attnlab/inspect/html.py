@@ -1,12 +1,12 @@
 """A self-contained HTML attention explorer: one file, scripts and styles inline, no network.
 
-The page (``view.html`` + ``neuron.js`` + ``view.js`` + ``view.css`` beside this module)
-shows, for each sentence: the prediction, the attention rollout over the sentence, a head view
-(query tokens and key tokens in two columns joined by lines whose opacity and width follow the
-weight, one colour per head, several heads overlaid), a neuron view (one head's arithmetic for
-one query: ``q``, each ``k``, ``q∘k``, ``q·k``, the scaled score, the softmax weight,
-``weight·v`` and their sum; ``neuron.js``) and a model view (a small map for every layer ×
-head). Lines and maps are drawn on ``<canvas>``, so sentences of up to 512 tokens stay
+The page (``view.html``, ``view.css`` and the scripts of :data:`_SCRIPTS` beside this module)
+shows, for each sentence: the prediction (or the translation), the attention rollout over the
+sentence, a head view (query tokens and key tokens in two columns joined by lines whose opacity
+and width follow the weight, one colour per head, several heads overlaid), a neuron view (one
+head's arithmetic for one query: ``q``, each ``k``, ``q∘k``, ``q·k``, the scaled score, the
+softmax weight, ``weight·v`` and their sum; ``neuron.js``) and a model view (a small map for
+every layer × head). Lines and maps are drawn on ``<canvas>``, so sentences of up to 512 tokens stay
 responsive.
 
 Safety: the data are embedded as JSON in a ``<script type="application/json">`` block with
@@ -14,7 +14,12 @@ Safety: the data are embedded as JSON in a ``<script type="application/json">`` 
 or open a comment; the page inserts every token with ``textContent``; and its
 Content-Security-Policy allows no network access at all.
 
-Attention weights travel as one base64 string of ``L·L`` bytes per head (``round(w·255)``): a
+A sentence may carry several attention kinds (a translation run's encoder self-, decoder
+self- and cross-attention, :mod:`~attnlab.inspect.translation_view`), each with its own query
+and key tokens (``"kinds"``); a classifier's sentence has one, given by its ``"tokens"`` and
+``"attention"`` (query tokens = key tokens), and the page reads it as the kind ``"self"``.
+
+Attention weights travel as one base64 string of ``L·S`` bytes per head (``round(w·255)``): a
 quarter of float32, and plenty for opacity. The neuron view's queries, keys and values travel
 exactly, as base64 of little-endian float32 (``L·d`` numbers per head and kind), and the page
 recomputes the scores and weights from them; they are left out of sentences over
@@ -39,10 +44,10 @@ from attnlab.inspect.subject import Attended, Subject
 from attnlab.io.atomic import write_text_atomic
 
 __all__ = ["MAX_VECTOR_TOKENS", "AttentionView", "attention_payload", "attention_view",
-           "embed_json", "model_name", "render_page"]
+           "embed_json", "model_name", "quantize", "render_page"]
 
 MAX_VECTOR_TOKENS = 64  # longest sentence whose queries, keys and values the payload carries
-_SCRIPTS = ("neuron.js", "view.js")  # inlined in this order: view.js uses neuron.js
+_SCRIPTS = ("neuron.js", "headview.js", "summary.js", "view.js")  # view.js uses the others
 
 _MARKER = re.compile(r"/\*@ATTNLAB_(CSS|JS|DATA)@\*/")
 _JSON_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028",
@@ -92,9 +97,9 @@ def model_name(spec: str | os.PathLike) -> str:
 _shown_name = model_name  # attention_payload's parameter of that name hides the function
 
 
-def _quantize(weights: torch.Tensor) -> str:
-    """One head's ``(L, L)`` weights as base64 of ``round(w·255)`` bytes, row-major."""
-    q = (weights.detach().float().clamp(0, 1) * 255).round().to(torch.uint8)  # (L, L)
+def quantize(weights: torch.Tensor) -> str:
+    """One head's ``(L, S)`` weights as base64 of ``round(w·255)`` bytes, row-major."""
+    q = (weights.detach().float().clamp(0, 1) * 255).round().to(torch.uint8)  # (L, S)
     return base64.b64encode(q.contiguous().cpu().numpy().tobytes()).decode("ascii")
 
 
@@ -153,7 +158,7 @@ def attention_payload(model_name: str, attended: Sequence[Attended],
             "special": a.special,
             "layer_names": a.layer_names,
             "heads": [int(w.shape[0]) for w in a.weights],
-            "attention": [[_quantize(w[h]) for h in range(w.shape[0])] for w in a.weights],
+            "attention": [[quantize(w[h]) for h in range(w.shape[0])] for w in a.weights],
             "rollout": [round(float(r), 6) for r in a.relevance],
             "prediction": prediction,
             "truncated": a.truncated,

@@ -1,20 +1,30 @@
-/* attnlab attention view. Draws the payload built by attnlab.inspect.html.attention_payload:
- *   {model, sentences: [{text, tokens, special, heads: [H per layer], layer_names,
- *    attention: [layer][head] base64 of L*L uint8 (weight*255, row = query),
- *    rollout: [L], prediction: {label, labels, probs} | null, truncated,
- *    vectors: [layer] {...} | null, vectors_note}]}  (vectors: see neuron.js, the panel)
+/* attnlab attention view. Draws the payload built by attnlab.inspect.html.attention_payload
+ * (classifier, encoder) or attnlab.inspect.translation_view.translation_payload:
+ *   {model, sentences: [{text, prediction: {label, labels, probs} | null, rollout: [L] | null,
+ *    truncated, vectors: [layer] {...} | null, vectors_note,   (vectors: see neuron.js)
+ *    and either  tokens, special, heads: [H per layer], layer_names,
+ *                attention: [layer][head] base64 of L*L uint8 (weight*255, row = query)
+ *    or          translation, finished, beam, kind (shown first),
+ *                kinds: [{name, label, layer_names, query_tokens, key_tokens, query_special,
+ *                         key_special, heads, attention: [layer][head] base64 of Lq*Lk uint8,
+ *                         words: {the same token fields, heads, attention} | absent}]}]}
+ * A classifier's sentence is read as one kind "self" with the same tokens both sides.
  * Text only ever reaches the page through textContent; nothing is parsed as HTML.
- * State for tests and scripts: data-* attributes on the root element (data-ready, data-tokens,
- * data-lines, data-layer, data-heads, data-maps, data-sentence).
+ * State for tests and scripts: data-* attributes on the root element (data-ready, data-tokens
+ * and data-query-tokens (query tokens), data-key-tokens, data-kind, data-words, data-lines,
+ * data-layer, data-heads, data-maps, data-sentence, data-prediction, data-translation).
  */
 (function () {
   "use strict";
-  var PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b",
-                 "#e377c2", "#7f7f7f", "#bcbd22", "#17becf", "#393b79", "#637939",
-                 "#8c6d31", "#843c39", "#7b4173", "#3182bd"];
-  var ROW = 18;          // px per token row in the head view
-  var THUMB = 72;        // px side of a model-view map
-  var MIN_WEIGHT = 0.01; // lines below this weight are not drawn
+  var D = window.AttnDraw;
+  var NOTES = {
+    self: "Lines join each query token (left) to the key tokens (right) it attends to; " +
+      "opacity and width follow the weight. Hover a token to see only its lines.",
+    decoder: "Each target position (left) attends to itself and the positions before it " +
+      "(right): the decoder is causal. Hover a token to see only its lines.",
+    cross: "Each generated token (left: the decoding step that chose it) attends to the " +
+      "source tokens (right). Hover a token to see only its lines."
+  };
 
   function el(tag, cls, text) {
     var e = document.createElement(tag);
@@ -29,10 +39,25 @@
     return a;
   }
 
+  function labelled(text, control) {
+    var l = el("label", "", text);
+    l.appendChild(control);
+    return l;
+  }
+
+  /** The attention kinds of a sentence; a classifier's is one kind "self". */
+  function kindsOf(s) {
+    if (s.kinds) return s.kinds;
+    return [{name: "self", label: "self-attention", layer_names: s.layer_names,
+             query_tokens: s.tokens, key_tokens: s.tokens, query_special: s.special,
+             key_special: s.special, heads: s.heads, attention: s.attention}];
+  }
+
   function View(root, payload) {
     this.root = root;
     this.cache = {};
-    this.state = {sentence: 0, layer: 0, heads: [0], focus: null, side: null};
+    this.state = {sentence: 0, kind: null, words: false, layer: 0, heads: [0], focus: null,
+                  side: null};
     root.classList.add("attnlab");
     root.replaceChildren();
     this.build();
@@ -43,45 +68,87 @@
     var self = this, r = this.root;
     this.title = el("div", "muted");
     r.appendChild(this.title);
-
     this.sentenceBar = el("div", "controls");
-    this.sentenceSelect = el("select");
-    this.sentenceSelect.setAttribute("aria-label", "sentence");
-    this.sentenceSelect.addEventListener("change", function () {
-      self.state.sentence = +self.sentenceSelect.value;
+    this.sentenceSelect = this.select("sentence", function (v) {
+      self.state.sentence = +v;
       self.state.focus = null;
       self.render();
     });
-    var sl = el("label", "", "Sentence ");
-    sl.appendChild(this.sentenceSelect);
-    this.sentenceBar.appendChild(sl);
+    this.sentenceBar.appendChild(labelled("Sentence ", this.sentenceSelect));
     r.appendChild(this.sentenceBar);
-
     this.text = el("div", "text");
     r.appendChild(this.text);
-
-    r.appendChild(el("h2", "", "Prediction"));
+    this.predictionTitle = el("h2", "", "Prediction");
+    r.appendChild(this.predictionTitle);
     this.prediction = el("div", "prediction");
     r.appendChild(this.prediction);
-
-    r.appendChild(el("h2", "", "Attention rollout"));
+    this.rolloutSection = el("div");
+    this.rolloutSection.appendChild(el("h2", "", "Attention rollout"));
     this.sentence = el("div", "sentence");
-    r.appendChild(this.sentence);
-
+    this.rolloutSection.appendChild(this.sentence);
+    r.appendChild(this.rolloutSection);
     r.appendChild(el("h2", "", "Head view"));
-    var controls = el("div", "controls");
-    this.layerSelect = el("select");
-    this.layerSelect.setAttribute("aria-label", "layer");
-    this.layerSelect.addEventListener("change", function () {
-      self.state.layer = +self.layerSelect.value;
+    this.buildKindBar(r);
+    this.buildHeadControls(r);
+    this.note = el("div", "muted");
+    r.appendChild(this.note);
+    this.headView = el("div", "headview");
+    this.left = el("div", "tokcol left");
+    this.canvas = el("canvas", "lines");
+    this.right = el("div", "tokcol right");
+    this.headView.appendChild(this.left);
+    this.headView.appendChild(this.canvas);
+    this.headView.appendChild(this.right);
+    r.appendChild(this.headView);
+    this.neuronSection = el("div");
+    this.neuronSection.appendChild(el("h2", "", "Neuron view"));
+    this.neuronBox = el("div");
+    this.neuronSection.appendChild(this.neuronBox);
+    r.appendChild(this.neuronSection);
+    this.neuron = AttnNeuron.mount(this.neuronBox);
+    r.appendChild(el("h2", "", "Model view"));
+    r.appendChild(el("div", "muted", "Every head of every layer (rows: layers, columns: " +
+      "heads; query down, key across). Click a map to show it in the head view."));
+    this.modelView = el("div", "modelview");
+    r.appendChild(this.modelView);
+  };
+
+  View.prototype.select = function (label, onChange) {
+    var s = el("select");
+    s.setAttribute("aria-label", label);
+    s.addEventListener("change", function () { onChange(s.value); });
+    return s;
+  };
+
+  /** The attention kind selector and the word-merge toggle (hidden when there is no use). */
+  View.prototype.buildKindBar = function (r) {
+    var self = this;
+    this.kindBar = el("div", "controls");
+    this.kindSelect = this.select("attention", function (v) { self.showKind(v); });
+    this.kindBar.appendChild(labelled("Attention ", this.kindSelect));
+    this.wordsBox = el("input");
+    this.wordsBox.type = "checkbox";
+    this.wordsBox.setAttribute("aria-label", "merge subword pieces into words");
+    this.wordsBox.addEventListener("change", function () {
+      self.showKind(self.state.kind, self.wordsBox.checked);
+    });
+    this.wordsLabel = el("label", "", "");
+    this.wordsLabel.appendChild(this.wordsBox);
+    this.wordsLabel.appendChild(document.createTextNode(" merge subword pieces into words"));
+    this.kindBar.appendChild(this.wordsLabel);
+    r.appendChild(this.kindBar);
+  };
+
+  View.prototype.buildHeadControls = function (r) {
+    var self = this, controls = el("div", "controls");
+    this.layerSelect = this.select("layer", function (v) {
+      self.state.layer = +v;
       var h = self.headCount(self.state.layer);
       self.state.heads = self.state.heads.filter(function (x) { return x < h; });
       if (!self.state.heads.length) self.state.heads = [0];
       self.renderHeads();
     });
-    var ll = el("label", "", "Layer ");
-    ll.appendChild(this.layerSelect);
-    controls.appendChild(ll);
+    controls.appendChild(labelled("Layer ", this.layerSelect));
     this.headBox = el("div", "heads");
     controls.appendChild(el("span", "", "Heads"));
     controls.appendChild(this.headBox);
@@ -96,29 +163,6 @@
     controls.appendChild(all);
     controls.appendChild(none);
     r.appendChild(controls);
-    r.appendChild(el("div", "muted",
-      "Lines join each query token (left) to the key tokens (right) it attends to; opacity " +
-      "and width follow the weight. Hover a token to see only its lines; click a query " +
-      "token to see its arithmetic in the neuron view."));
-    this.headView = el("div", "headview");
-    this.left = el("div", "tokcol left");
-    this.canvas = el("canvas", "lines");
-    this.right = el("div", "tokcol right");
-    this.headView.appendChild(this.left);
-    this.headView.appendChild(this.canvas);
-    this.headView.appendChild(this.right);
-    r.appendChild(this.headView);
-
-    r.appendChild(el("h2", "", "Neuron view"));
-    this.neuronBox = el("div");
-    r.appendChild(this.neuronBox);
-    this.neuron = AttnNeuron.mount(this.neuronBox);
-
-    r.appendChild(el("h2", "", "Model view"));
-    r.appendChild(el("div", "muted", "Every head of every layer (rows: layers, columns: " +
-      "heads; query down, key across). Click a map to show it in the head view."));
-    this.modelView = el("div", "modelview");
-    r.appendChild(this.modelView);
   };
 
   View.prototype.setPayload = function (payload) {
@@ -142,114 +186,131 @@
     return (this.payload.sentences || [])[this.state.sentence];
   };
 
+  /** The current kind of the current sentence, as pieces. */
+  View.prototype.kind = function () {
+    var s = this.current(), ks = s ? kindsOf(s) : [], name = this.state.kind;
+    for (var i = 0; i < ks.length; i++) if (ks[i].name === name) return ks[i];
+    return ks[0];
+  };
+
+  /** What the head and model views draw: the current kind, merged into words if asked. */
+  View.prototype.shown = function () {
+    var k = this.kind();
+    return k && this.state.words && k.words ? k.words : k;
+  };
+
   View.prototype.headCount = function (layer) {
-    var s = this.current();
-    return s ? s.heads[layer] : 0;
+    var v = this.shown();
+    return v ? v.heads[layer] : 0;
   };
 
   View.prototype.matrix = function (layer, head) {
-    var key = this.state.sentence + ":" + layer + ":" + head;
-    if (!this.cache[key]) this.cache[key] = decode(this.current().attention[layer][head]);
+    var v = this.shown(), words = this.state.words && this.kind().words ? "w" : "p";
+    var key = [this.state.sentence, this.kind().name, words, layer, head].join(":");
+    if (!this.cache[key]) this.cache[key] = decode(v.attention[layer][head]);
     return this.cache[key];
+  };
+
+  /** Show attention kind ``name`` (and pieces or words); also callable from scripts. */
+  View.prototype.showKind = function (name, words) {
+    this.state.kind = name;
+    if (words !== undefined) this.state.words = !!words;
+    this.state.focus = null;
+    this.render();
   };
 
   View.prototype.render = function () {
     var s = this.current();
     this.root.dataset.ready = "0";
-    if (!s) {
-      this.text.textContent = "";
-      this.prediction.replaceChildren();
-      this.sentence.replaceChildren();
-      this.left.replaceChildren();
-      this.right.replaceChildren();
-      this.modelView.replaceChildren();
-      this.neuron.setSentence(null);
-      this.root.dataset.tokens = "0";
-      this.root.dataset.lines = "0";
-      return;
-    }
-    if (this.state.layer >= s.heads.length) this.state.layer = 0;
-    var H = s.heads[this.state.layer];
+    if (!s) return this.clear();
+    var ks = kindsOf(s), names = ks.map(function (k) { return k.name; });
+    if (names.indexOf(this.state.kind) < 0) this.state.kind = s.kind || names[0];
+    this.renderKindBar(ks);
+    var v = this.shown();
+    if (this.state.layer >= v.heads.length) this.state.layer = 0;
+    var H = v.heads[this.state.layer];
     this.state.heads = this.state.heads.filter(function (h) { return h < H; });
     var ls = this.layerSelect;
     ls.replaceChildren();
-    s.heads.forEach(function (_, i) {
+    v.heads.forEach(function (_, i) {
       var o = el("option", "", String(i));
       o.value = String(i);
       ls.appendChild(o);
     });
     ls.value = String(this.state.layer);
     this.text.textContent = s.text;
-    this.root.dataset.sentence = String(this.state.sentence);
-    this.root.dataset.tokens = String(s.tokens.length);
+    var d = this.root.dataset;
+    d.sentence = String(this.state.sentence);
+    d.tokens = d.queryTokens = String(v.query_tokens.length);
+    d.keyTokens = String(v.key_tokens.length);
+    d.kind = this.kind().name;
+    d.words = v === this.kind() ? "0" : "1";
+    this.note.textContent = NOTES[this.kind().name] || NOTES.self;
+    if (!s.kinds) this.note.textContent += " Click a query token to see its arithmetic in " +
+                                            "the neuron view.";
     this.renderPrediction(s);
     this.renderRollout(s);
-    this.renderTokens(s);
-    this.renderModelView(s);
-    this.neuron.setSentence(s);
+    this.renderTokens(v);
+    this.renderModelView(v);
+    this.neuronSection.style.display = s.kinds ? "none" : "";
+    this.neuron.setSentence(s.kinds ? null : s);
     this.renderHeads();
   };
 
+  View.prototype.clear = function () {
+    this.text.textContent = "";
+    [this.prediction, this.sentence, this.left, this.right, this.modelView].forEach(
+      function (e) { e.replaceChildren(); });
+    this.neuron.setSentence(null);
+    this.root.dataset.tokens = "0";
+    this.root.dataset.lines = "0";
+  };
+
+  View.prototype.renderKindBar = function (ks) {
+    var sel = this.kindSelect, k = this.kind();
+    sel.replaceChildren();
+    ks.forEach(function (kind) {
+      var o = el("option", "", kind.label || kind.name);
+      o.value = kind.name;
+      sel.appendChild(o);
+    });
+    sel.value = k.name;
+    this.kindSelect.parentNode.style.display = ks.length > 1 ? "" : "none";
+    this.wordsLabel.style.display = k.words ? "" : "none";
+    this.wordsBox.checked = this.state.words && !!k.words;
+    this.kindBar.style.display = ks.length > 1 || k.words ? "" : "none";
+  };
+
   View.prototype.renderPrediction = function (s) {
-    var p = this.prediction;
-    p.replaceChildren();
-    if (!s.prediction) {
-      p.appendChild(el("div", "muted", "No classification head: the rollout reads the mean " +
-                                       "of all tokens (the pooled sentence embedding)."));
-    } else {
-      var pr = s.prediction;
-      pr.probs.forEach(function (q, i) {
-        var row = el("div", "bar" + (pr.labels[i] === pr.label ? " best" : ""));
-        var name = el("span", "", pr.labels[i]);
-        name.style.minWidth = "90px";
-        var fill = el("div", "fill");
-        fill.style.width = Math.round(200 * q) + "px";
-        row.appendChild(name);
-        row.appendChild(fill);
-        row.appendChild(el("span", "", (100 * q).toFixed(1) + "%"));
-        p.appendChild(row);
-      });
-      this.root.dataset.prediction = pr.label;
-    }
-    if (s.truncated) {
-      p.appendChild(el("div", "muted", "The text was truncated to " + s.tokens.length +
-                                       " tokens."));
-    }
+    this.predictionTitle.textContent = AttnSummary.prediction(this.prediction, s, this.root);
   };
 
   View.prototype.renderRollout = function (s) {
-    var box = this.sentence, max = 0;
-    box.replaceChildren();
-    s.rollout.forEach(function (v) { if (v > max) max = v; });
-    s.tokens.forEach(function (t, i) {
-      var span = el("span", s.special[i] ? "special" : "", t);
-      var a = max > 0 ? s.rollout[i] / max : 0;
-      span.style.background = "rgba(255, 140, 0, " + a.toFixed(3) + ")";
-      span.title = "relevance " + s.rollout[i].toFixed(4);
-      box.appendChild(span);
-    });
+    this.rolloutSection.style.display = s.rollout ? "" : "none";
+    AttnSummary.rollout(this.sentence, s);
   };
 
-  View.prototype.renderTokens = function (s) {
-    var self = this;
-    [this.left, this.right].forEach(function (col, side) {
-      col.replaceChildren();
-      s.tokens.forEach(function (t, i) {
-        var d = el("div", "tok" + (s.special[i] ? " special" : ""), t);
-        d.dataset.index = String(i);
-        d.addEventListener("mouseenter", function () {
-          self.state.focus = i;
-          self.state.side = side === 0 ? "query" : "key";
-          self.drawLines();
+  View.prototype.renderTokens = function (v) {
+    var self = this, explains = !this.current().kinds;
+    [[this.left, v.query_tokens, v.query_special], [this.right, v.key_tokens, v.key_special]]
+      .forEach(function (col, side) {
+        col[0].replaceChildren();
+        col[1].forEach(function (t, i) {
+          var d = el("div", "tok" + (col[2][i] ? " special" : ""), t);
+          d.dataset.index = String(i);
+          d.addEventListener("mouseenter", function () {
+            self.state.focus = i;
+            self.state.side = side === 0 ? "query" : "key";
+            self.drawLines();
+          });
+          d.addEventListener("mouseleave", function () {
+            self.state.focus = null;
+            self.drawLines();
+          });
+          if (side === 0 && explains) d.addEventListener("click", function () { self.explain(i); });
+          col[0].appendChild(d);
         });
-        d.addEventListener("mouseleave", function () {
-          self.state.focus = null;
-          self.drawLines();
-        });
-        if (side === 0) d.addEventListener("click", function () { self.explain(i); });
-        col.appendChild(d);
       });
-    });
   };
 
   View.prototype.renderHeads = function () {
@@ -259,7 +320,7 @@
       (function (h) {
         var on = self.state.heads.indexOf(h) >= 0;
         var b = el("span", "head-toggle" + (on ? " on" : ""), String(h));
-        b.style.setProperty("--c", PALETTE[h % PALETTE.length]);
+        b.style.setProperty("--c", D.color(h));
         b.dataset.head = String(h);
         b.setAttribute("role", "checkbox");
         b.setAttribute("aria-checked", on ? "true" : "false");
@@ -295,43 +356,14 @@
   };
 
   View.prototype.drawLines = function () {
-    var s = this.current();
-    if (!s) return;
-    var L = s.tokens.length, c = this.canvas, dpr = window.devicePixelRatio || 1;
-    var width = Math.max(200, Math.min(420, 80 + 4 * L));
-    c.style.width = width + "px";
-    c.style.height = L * ROW + "px";
-    c.width = Math.round(width * dpr);
-    c.height = Math.round(L * ROW * dpr);
-    var g = c.getContext("2d");
-    g.setTransform(dpr, 0, 0, dpr, 0, 0);
-    g.clearRect(0, 0, width, L * ROW);
-    var focus = this.state.focus, side = this.state.side, lines = 0;
-    var threshold = Math.ceil(MIN_WEIGHT * 255);
-    g.lineCap = "round";
-    var self = this;
-    this.state.heads.forEach(function (h) {
-      var m = self.matrix(self.state.layer, h);
-      g.strokeStyle = PALETTE[h % PALETTE.length];
-      for (var i = 0; i < L; i++) {
-        if (focus !== null && side === "query" && i !== focus) continue;
-        var y0 = i * ROW + ROW / 2, row = i * L;
-        for (var j = 0; j < L; j++) {
-          if (focus !== null && side === "key" && j !== focus) continue;
-          var q = m[row + j];
-          if (q < threshold) continue;
-          var w = q / 255;
-          g.globalAlpha = Math.min(1, 0.15 + 0.85 * w);
-          g.lineWidth = 0.5 + 3 * w;
-          g.beginPath();
-          g.moveTo(0, y0);
-          g.lineTo(width, j * ROW + ROW / 2);
-          g.stroke();
-          lines++;
-        }
-      }
-    });
-    g.globalAlpha = 1;
+    var v = this.shown();
+    if (!v) return;
+    var self = this, focus = this.state.focus, side = this.state.side;
+    var lines = D.lines(this.canvas, {
+      rows: v.query_tokens.length, cols: v.key_tokens.length, focus: focus, side: side,
+      matrices: this.state.heads.map(function (h) {
+        return [h, self.matrix(self.state.layer, h)];
+      })});
     [this.left, this.right].forEach(function (col, k) {
       var kids = col.children;
       for (var i = 0; i < kids.length; i++) {
@@ -344,55 +376,11 @@
     this.root.dataset.ready = "1";
   };
 
-  View.prototype.renderModelView = function (s) {
-    var self = this, mv = this.modelView, L = s.tokens.length;
-    var maxH = Math.max.apply(null, s.heads);
-    mv.replaceChildren();
-    mv.style.gridTemplateColumns = "40px repeat(" + maxH + ", " + (THUMB + 4) + "px)";
-    mv.appendChild(el("div", "collabel", ""));
-    for (var h = 0; h < maxH; h++) mv.appendChild(el("div", "collabel", "head " + h));
-    var side = Math.min(L, THUMB), maps = 0;
-    s.heads.forEach(function (H, layer) {
-      mv.appendChild(el("div", "rowlabel", "layer " + layer));
-      for (var h = 0; h < maxH; h++) {
-        if (h >= H) { mv.appendChild(el("div", "", "")); continue; }
-        var c = el("canvas", "cell");
-        c.width = c.height = side;
-        c.style.width = c.style.height = THUMB + "px";
-        c.style.imageRendering = "pixelated";
-        c.dataset.layer = String(layer);
-        c.dataset.head = String(h);
-        c.title = "layer " + layer + ", head " + h;
-        self.paintMap(c, self.matrix(layer, h), L, side);
-        (function (layer, h) {
-          c.addEventListener("click", function () { self.selectHeads([h], layer); });
-        })(layer, h);
-        mv.appendChild(c);
-        maps++;
-      }
-    });
-    this.root.dataset.maps = String(maps);
-  };
-
-  /** Paint an L x L uint8 map into a side x side canvas (max over the cells each pixel covers). */
-  View.prototype.paintMap = function (canvas, m, L, side) {
-    var g = canvas.getContext("2d"), img = g.createImageData(side, side), d = img.data;
-    for (var y = 0; y < side; y++) {
-      var i0 = Math.floor(y * L / side), i1 = Math.max(i0 + 1, Math.floor((y + 1) * L / side));
-      for (var x = 0; x < side; x++) {
-        var j0 = Math.floor(x * L / side), j1 = Math.max(j0 + 1, Math.floor((x + 1) * L / side));
-        var v = 0;
-        for (var i = i0; i < i1; i++) {
-          for (var j = j0; j < j1; j++) if (m[i * L + j] > v) v = m[i * L + j];
-        }
-        var p = 4 * (y * side + x), t = v / 255;
-        d[p] = Math.round(255 - 200 * t);
-        d[p + 1] = Math.round(255 - 150 * t);
-        d[p + 2] = Math.round(255 - 40 * t);
-        d[p + 3] = 255;
-      }
-    }
-    g.putImageData(img, 0, 0);
+  View.prototype.renderModelView = function (v) {
+    var self = this;
+    this.root.dataset.maps = String(D.modelView(this.modelView, v, function (layer, h) {
+      return self.matrix(layer, h);
+    }, function (layer, h) { self.selectHeads([h], layer); }));
   };
 
   View.prototype.markSelected = function () {
