@@ -341,3 +341,11 @@ def test_text_and_label_column_options(tmp_path, capsys, one_thread):
     # evaluate reads the split with the columns the run was trained with
     assert main(["evaluate", str(out), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["n"] == 8
+
+
+def test_abbreviated_options_are_refused_not_bound_to_a_longer_one(capsys):
+    # argparse would read --seed as --seeds (the experiment's option): a silent wrong choice
+    with pytest.raises(SystemExit) as stop:
+        main(["experiment", "heads", "--seed", "1", "--out", "unused"])
+    assert stop.value.code == 2
+    assert "unrecognized arguments: --seed 1" in capsys.readouterr().err

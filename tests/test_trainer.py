@@ -24,7 +24,15 @@ from attnlab.train.averaging import ExponentialMovingAverage
 from attnlab.train.optim import build_optimizer, lr_factor, warmup_steps_for
 from attnlab.train.progress import ProgressBar
 from attnlab.train.sharding import ShardedBatches
-from toy_training import ToyClassifier, toy_loaders, train_toy
+from toy_training import (
+    TOKEN_CONFIG,
+    NaiveShardMean,
+    ToyClassifier,
+    token_batches,
+    toy_loaders,
+    train_tokens,
+    train_toy,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 # The toy runs only 16-48 steps: too few for the default weight average (the EMA tests set it).
@@ -502,6 +510,44 @@ def test_two_processes_match_one_process(tmp_path):
                                    atol=1e-5, rtol=1e-4, msg=name)
     assert results[2]["val"]["n"] == 128  # every dev example counted once over both ranks
     assert results[1]["val"]["accuracy"] == pytest.approx(results[2]["val"]["accuracy"])
+
+
+def _torchrun(script: Path, out: Path, *args: str, n: int = 2) -> dict[str, torch.Tensor]:
+    """Run ``script`` under torchrun with ``n`` gloo processes; the weights it wrote."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "src")}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(n),
+           "--master_port", str(29600 + os.getpid() % 1000 + len(args)), str(script),
+           "--out", str(out), *args]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=110)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return {k: torch.tensor(v) for k, v in json.loads((out / "weights.json").read_text()).items()}
+
+
+def _max_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    return max(float((a[k] - b[k]).abs().max()) for k in a)
+
+
+@pytest.mark.slow
+def test_two_processes_weight_the_token_mean_like_one_process(tmp_path, one_thread):
+    """Shards with different target-token counts: 2 gloo processes reach the weights of one
+    process on the global batch (the global per-token mean); each process backpropagating its
+    own mean (the mean of the shard means) does not."""
+    config = TrainConfig(**TOKEN_CONFIG)
+    counts = [[int((b["labels"] != -100).sum()) for b in token_batches(32, 0, 2, rank)]
+              for rank in (0, 1)]
+    assert sum(a != b for a, b in zip(*counts, strict=True)) >= len(counts[0]) // 2, counts
+    one = weights_of(train_tokens(config))
+    naive = weights_of(train_tokens(config, NaiveShardMean(2)))
+    script = ROOT / "tests" / "toy_training.py"
+    exact = _torchrun(script, tmp_path / "exact", "--task", "tokens")
+    local = _torchrun(script, tmp_path / "local", "--task", "tokens", "--naive")
+    fixed, unfixed = _max_difference(exact, one), _max_difference(local, one)
+    simulated = _max_difference(local, naive)
+    print(f"max |w| difference from one process: weighted {fixed:.2e}, per-process means "
+          f"{unfixed:.2e} (their one-process simulation {simulated:.2e} from them)")
+    assert fixed <= 1e-6
+    assert unfixed > 100 * 1e-6  # the weighting is what makes them equal
+    assert simulated <= 1e-6  # without it, DDP averages the shard means
 
 
 # --- host synchronisation ---------------------------------------------------------------------

@@ -1,9 +1,14 @@
-"""A tiny model and task for trainer tests; run as a script it trains once (for torchrun).
+"""Tiny models and tasks for trainer tests; run as a script it trains once (for torchrun).
 
-Task: each sequence holds random filler tokens and one cue token, 6 ("good") or 7 ("bad");
-the label says which. A masked mean of embeddings solves it.
+Classification: each sequence holds random filler tokens and one cue token, 6 ("good") or 7
+("bad"); the label says which. A masked mean of embeddings solves it.
 
-Legend: ``B`` batch, ``T`` sequence length, ``D`` embedding size, ``C`` classes.
+Tokens (``--task tokens``): sentence pairs whose target lengths vary independently of the
+source's, so the shards of a global batch hold different numbers of target tokens; the
+translation loss (a mean per target token) on a per-token model.
+
+Legend: ``B`` batch, ``S`` source length, ``T`` sequence / target length, ``D`` embedding size,
+``C`` classes, ``V`` vocabulary.
 """
 
 from __future__ import annotations
@@ -19,8 +24,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attnlab.tasks.classification.training import RunArtifacts, classification_trainer
+from attnlab.tasks.translation.data import EncodedPairs, PairBatches
+from attnlab.tasks.translation.training import TARGETS, TranslationLoss
 from attnlab.text import LengthGroupedBatches
-from attnlab.train import TrainConfig, seed_everything
+from attnlab.train import Loss, TrainConfig, Trainer, seed_everything
 from attnlab.train.distributed import cleanup_distributed, setup_distributed
 from attnlab.train.sharding import ShardedBatches
 
@@ -100,14 +107,116 @@ def train_toy(config: TrainConfig, out_dir=None, *, dropout: float = 0.0, resume
     return model, trainer.fit(resume=resume)
 
 
+# --- tokens: a per-token loss whose count differs between shards ---------------------------
+
+BOS, EOS = 2, 3  # the ids PairBatches expects around each side
+TOKEN_CONFIG = {"epochs": 2, "batch_size": 32, "lr": 5e-3, "log_every": 4,
+                "label_smoothing": 0.0, "ema_decay": None, "patience": None, "eval_steps": None}
+
+
+class TokenLogits(NamedTuple):
+    logits: Tensor  # (B, T, V)
+
+
+class ToyTranslator(nn.Module):
+    """Each target position: its embedding plus the source's masked mean -> LayerNorm -> Linear
+    (no mixing across rows or target positions: a shard's loss is that of its rows alone)."""
+
+    def __init__(self, vocab: int = VOCAB, d: int = 16) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(vocab, d)
+        self.norm = nn.LayerNorm(d)
+        self.head = nn.Linear(d, vocab)
+
+    def forward(self, input_ids, attention_mask, decoder_input_ids, decoder_attention_mask
+                ) -> TokenLogits:
+        m = attention_mask.unsqueeze(-1).float()  # (B, S, 1)
+        source = (self.emb(input_ids) * m).sum(1) / m.sum(1)  # (B, D)
+        x = self.emb(decoder_input_ids) + source[:, None]  # (B, T, D)
+        return TokenLogits(self.head(self.norm(x)))  # (B, T, V)
+
+
+def toy_pairs(n: int, seed: int = 99) -> EncodedPairs:
+    """``n`` pairs: source 2..8 ids, target 1..14 ids (lengths independent)."""
+    g = torch.Generator().manual_seed(seed)
+    sources, targets = [], []
+    for _ in range(n):
+        src = torch.randint(8, VOCAB, (int(torch.randint(2, 9, (1,), generator=g)),), generator=g)
+        tgt = torch.randint(8, VOCAB, (int(torch.randint(1, 15, (1,), generator=g)),),
+                            generator=g)
+        sources.append([BOS, *src.tolist(), EOS])
+        targets.append([BOS, *tgt.tolist(), EOS])
+    return EncodedPairs(sources, targets, list(range(n)), 0)
+
+
+def token_batches(batch_size: int, seed: int, world_size: int = 1, rank: int = 0):
+    """Global pair batches, or this process's rows of each (no trimming: the decoder's columns
+    are not the source's)."""
+    batches = PairBatches(toy_pairs(256), batch_size, seed=seed, drop_last=True)
+    if world_size > 1:
+        return ShardedBatches(batches, world_size, rank, trim_padding=False)
+    return batches
+
+
+class NaiveShardMean:
+    """The loss without the exact weighting: the mean of ``shards`` per-shard token means
+    (what averaging the gradients of per-process means gives), on one process."""
+
+    def __init__(self, shards: int = 2) -> None:
+        self.shards, self.loss = shards, TranslationLoss()
+
+    def __call__(self, outputs, batch) -> Loss:
+        rows = torch.arange(batch["labels"].shape[0])
+        parts = [self.loss(TokenLogits(outputs.logits[i]), {k: v[i] for k, v in batch.items()})
+                 for i in torch.tensor_split(rows, self.shards)]
+        value = torch.stack([p.value for p in parts]).mean()
+        return Loss(value, sum(p.examples for p in parts), sum(p.tokens for p in parts))
+
+
+class LocalMeanLoss(TranslationLoss):
+    """The translation loss without its declaration: each process backpropagates its own mean."""
+
+    def __call__(self, outputs, batch) -> Loss:
+        loss = super().__call__(outputs, batch)
+        loss.mean_over_examples = False
+        return loss
+
+
+def train_tokens(config: TrainConfig, loss_fn=None, *, world_size: int = 1, rank: int = 0,
+                 dist_info=None) -> ToyTranslator:
+    """Train the toy translator with ``loss_fn`` (default the translation loss)."""
+    seed_everything(config.seed)
+    model = ToyTranslator()
+    trainer = Trainer(model, config, token_batches(config.batch_size, config.seed, world_size,
+                                                   rank),
+                      loss_fn or TranslationLoss(), targets=TARGETS, progress=False,
+                      dist_info=dist_info)
+    trainer.fit()
+    return model
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Train under torchrun (or alone) and write the final weights' sum and a hash to JSON."""
+    """Train under torchrun (or alone) and write the final weights to JSON."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", required=True)
     parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--task", choices=("classification", "tokens"),
+                        default="classification")
+    parser.add_argument("--naive", action="store_true",
+                        help="tokens: each process backpropagates its own mean (no weighting)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     info = setup_distributed("cpu")
+    if args.task == "tokens":
+        model = train_tokens(TrainConfig(**TOKEN_CONFIG),
+                             LocalMeanLoss() if args.naive else None,
+                             world_size=info.world_size, rank=info.rank, dist_info=info)
+        if info.is_main:
+            os.makedirs(args.out, exist_ok=True)
+            with open(os.path.join(args.out, "weights.json"), "w") as f:
+                json.dump({k: v.tolist() for k, v in model.state_dict().items()}, f)
+        cleanup_distributed()
+        return 0
     config = TrainConfig(epochs=args.epochs, batch_size=32, lr=5e-3, log_every=4,
                          label_smoothing=0.0)
     model, result = train_toy(config, os.path.join(args.out, "run"), world_size=info.world_size,

@@ -1,5 +1,6 @@
 """Arguments and handlers of the translation commands: ``attnlab train --task translation``,
-``attnlab evaluate`` of a translation run, and ``attnlab translate``.
+``attnlab evaluate`` of a translation run, ``attnlab translate`` and ``attnlab experiment heads
+--task translation``.
 
 Options come from :class:`~attnlab.tasks.translation.config.TranslationDataConfig`,
 :class:`~attnlab.models.seq2seq.Seq2SeqConfig` and :class:`~attnlab.train.TrainConfig`, one per
@@ -18,13 +19,18 @@ from attnlab.cli.options import add_config_options, options_given
 from attnlab.errors import UsageError
 from attnlab.inspect.alignment import pharaoh, word_alignment
 from attnlab.models.seq2seq import Seq2SeqConfig
-from attnlab.tasks.translation.config import TRANSLATION_DEFAULTS, TranslationDataConfig
+from attnlab.tasks.translation.config import (
+    SMALL_RECIPE,
+    TRANSLATION_DEFAULTS,
+    TranslationDataConfig,
+)
+from attnlab.tasks.translation.experiment import HEADS, experiment_from_options
 from attnlab.tasks.translation.launch import MODEL_FIXED, OPTION_NAMES, train_from_options
 from attnlab.tasks.translation.use import evaluate_run, load_translator, translate
 from attnlab.train.config import TrainConfig
 
-__all__ = ["add_train_arguments", "add_translate_arguments", "alignment_layer", "run_evaluate",
-           "run_train", "run_translate"]
+__all__ = ["add_experiment_arguments", "add_train_arguments", "add_translate_arguments",
+           "alignment_layer", "run_evaluate", "run_experiment", "run_train", "run_translate"]
 
 TEST_SPLIT = "test_2016_flickr"  # the split evaluate scores by default
 
@@ -149,3 +155,61 @@ def alignment_layer(value: str | None, n_layers: int) -> int | str | None:
         raise UsageError(f"--alignment-layer must be in [{-n_layers}, {n_layers}) for this "
                          f"{n_layers}-layer decoder, or 'mean', got {layer}")
     return layer
+
+
+# --- experiment -------------------------------------------------------------------------------
+
+
+def add_experiment_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``attnlab experiment heads --task translation``: the small recipe's
+    settings (SMALL_RECIPE on top of TRANSLATION_DEFAULTS), each overridable."""
+    parser.add_argument("kind", choices=("heads",),
+                        help="heads: one head vs several at the same d_model (--heads)")
+    parser.add_argument("--out", required=True, type=Path,
+                        help="experiment folder: a run folder h{H}-s{seed} per head count and "
+                             "seed, report.md, summary.json, curves.png")
+    parser.add_argument("--heads", type=_head_counts, default=HEADS, metavar="H,H,...",
+                        help=f"head counts compared, 1 among them [default: "
+                             f"{','.join(map(str, HEADS))}]")
+    parser.add_argument("--seeds", type=int, default=3, help="runs per head count [default: 3]")
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds start here [default 0]")
+    parser.add_argument("--beam", type=int, default=1,
+                        help="test translations: beam size (1: greedy) [default: 1]")
+    parser.add_argument("--test-sentences", type=int, default=None, metavar="N",
+                        help="score only the first N test sentences [default: all]")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    recipe = {group: ", ".join(f"{k} {v}" for k, v in values.items())
+              for group, values in SMALL_RECIPE.items()}
+    add_config_options(parser.add_argument_group(f"data (small recipe: {recipe['data'] or '-'})"),
+                       TranslationDataConfig, "data", rename=OPTION_NAMES["data"])
+    add_config_options(parser.add_argument_group(f"model (small recipe: {recipe['model']})"),
+                       Seq2SeqConfig, "model", rename=OPTION_NAMES["model"],
+                       skip=(*MODEL_FIXED, "n_heads"))
+    defaults = ", ".join(f"{k} {v}" for k, v in {**TRANSLATION_DEFAULTS,
+                                                  **SMALL_RECIPE["train"]}.items())
+    add_config_options(parser.add_argument_group(f"training (small recipe: {defaults})"),
+                       TrainConfig, "train", skip=("seed",))
+
+
+def _head_counts(text: str) -> tuple[int, ...]:
+    """``--heads 1,4,8`` -> ``(1, 4, 8)``."""
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--heads expects integers separated by commas, e.g. "
+                                         f"1,4,8, got {text!r}") from None
+
+
+def run_experiment(args: argparse.Namespace) -> int:
+    """Run the heads experiment; print its table, findings and where the report is."""
+    report = experiment_from_options(
+        args.out, data=options_given(args, "data"), model=options_given(args, "model"),
+        train=options_given(args, "train"), heads=args.heads, seeds=args.seeds,
+        first_seed=args.first_seed, beam=args.beam, test_sentences=args.test_sentences,
+        progress=not args.quiet, log=lambda line: print(line, file=sys.stderr, flush=True))
+    print(report.table)
+    print()
+    for line in report.findings:
+        print(f"- {line}")
+    print(f"\nreport: {report.report_path}")
+    return 0

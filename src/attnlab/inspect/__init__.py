@@ -9,7 +9,8 @@ layer and head counts come from the modules and tensors, never from a model type
 * models from run folders or pretrained names: :func:`load_subject`
 * one head step by step on real tokens: :func:`explain_head`
 * pictures: :func:`heatmap`, :func:`head_grid`, :func:`relevance_plot` (matplotlib)
-* HTML explorer: :func:`attention_view`; live app: :func:`create_app`
+* HTML explorer: :func:`attention_view` (:func:`translation_view` for a translation run); live
+  app: :func:`create_app`
 
 Pictures, HTML, reports and the app load on first use, so ``import attnlab`` stays light.
 """
@@ -30,6 +31,7 @@ _LAZY = {
     "heatmap": "pictures", "head_grid": "pictures", "relevance_plot": "pictures",
     "create_app": "app",
     "HeadExplanation": "neuron", "explain_head": "neuron",
+    "translation_view": "translation_view",
 }
 
 __all__ = [

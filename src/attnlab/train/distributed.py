@@ -13,8 +13,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-__all__ = ["DistInfo", "all_reduce_sum", "barrier", "cleanup_distributed", "is_main_process",
-           "setup_distributed"]
+__all__ = ["DistInfo", "all_reduce_sum", "barrier", "cleanup_distributed", "global_share",
+           "is_main_process", "setup_distributed"]
 
 
 @dataclass(frozen=True)
@@ -77,6 +77,18 @@ def all_reduce_sum(tensor: Tensor) -> Tensor:
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor
+
+
+def global_share(count: Tensor | int, world_size: int, device: torch.device) -> Tensor:
+    """``count * world_size / (count summed over processes)``: the factor that turns this
+    process's mean over its ``count`` items into its part of the global mean, once
+    ``DistributedDataParallel`` has averaged the gradients over ``world_size`` processes.
+
+    One all-reduce of a scalar; 1 for a single process. Float64 on ``device``, never read back.
+    """
+    local = torch.as_tensor(count, device=device).double()
+    total = all_reduce_sum(local.clone())
+    return local * world_size / total.clamp(min=1)
 
 
 def barrier() -> None:

@@ -36,12 +36,17 @@ class Loss:
         tokens: real (non-padding) tokens in the batch, for the throughput.
         stats: per-batch sums whose epoch means are reported as ``train_<name>``, e.g.
             ``{"accuracy": number of correct predictions}``.
+        mean_over_examples: ``value`` is a mean over ``examples`` whose number differs between
+            processes (target tokens, say): under ``torchrun`` the loop then weights each
+            process's gradient by its share of the global count, so that a step follows the
+            mean over the whole global batch, not the mean of the per-process means.
     """
 
     value: Tensor
     examples: Tensor | int
     tokens: Tensor | int
     stats: dict[str, Tensor] = field(default_factory=dict)
+    mean_over_examples: bool = False
 
 
 class StepInfo:

@@ -9,7 +9,10 @@ itself never waits for the host.
 The data: ``train_data`` yields batch dicts of tensors, has ``len()`` (batches per epoch in this
 process) and optionally ``set_epoch(epoch)``, which fixes that epoch's order from the seed
 (exact resume needs it). Under ``torchrun`` each process gets its own shard of every global
-batch, ``batch_size // world_size`` examples, and the same number of batches.
+batch, ``batch_size // world_size`` examples, and the same number of batches. A loss that is a
+mean over a count differing between shards (target tokens) says so
+(``Loss.mean_over_examples``); the loop then weights each process by its share of the global
+count (one all-reduce of a scalar per step), so a step follows the global per-token mean.
 
 Collaborators: an :class:`~attnlab.train.evaluation.Evaluator` (dev split, ``best/``, early
 stopping), a :class:`~attnlab.train.store.RunStore` (checkpoints, ``metrics.jsonl``,
@@ -30,7 +33,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from attnlab.train.averaging import ExponentialMovingAverage
 from attnlab.train.config import TrainConfig
-from attnlab.train.distributed import DistInfo, all_reduce_sum, setup_distributed
+from attnlab.train.distributed import DistInfo, all_reduce_sum, global_share, setup_distributed
 from attnlab.train.evaluation import Evaluator
 from attnlab.train.interrupt import ForcedInterrupt, TrainingInterrupted, deferred_interrupts
 from attnlab.train.ledger import StepLedger
@@ -205,7 +208,7 @@ class Trainer:
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg.bf16):
             outputs = self._wrapped(**inputs)
         loss = self.loss_fn(outputs, batch)
-        loss.value.backward()
+        self._backward(loss)
         grad_norm = None
         if cfg.grad_clip:
             grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
@@ -218,6 +221,17 @@ class Trainer:
         st.global_step += 1
         st.batch_in_epoch += 1
         return self.ledger.add(st.global_step, loss, grad_norm), lr
+
+    def _backward(self, loss: Loss) -> None:
+        """Backpropagate ``loss.value``; under ``torchrun`` a mean over a count that differs
+        between processes is first scaled by this process's share of the global count, so the
+        averaged gradient is that of the mean over the global batch (see
+        :attr:`~attnlab.train.state.Loss.mean_over_examples`)."""
+        if not (self.dist.distributed and loss.mean_over_examples):
+            loss.value.backward()
+            return
+        share = global_share(loss.examples, self.dist.world_size, self.dist.device)
+        (loss.value * share.to(loss.value.dtype)).backward()
 
     def _read_back(self) -> None:
         """Read the pending steps' losses from the device (one synchronisation)."""

@@ -43,7 +43,8 @@ class TranslationLoss:
         correct = ((logits.detach().argmax(-1) == labels) & real).sum()
         n_targets = real.sum()
         tokens = n_targets + batch["attention_mask"].sum()
-        return Loss(value, n_targets, tokens, {"accuracy": correct})
+        # a mean over target tokens, whose number differs between torchrun shards
+        return Loss(value, n_targets, tokens, {"accuracy": correct}, mean_over_examples=True)
 
 
 @dataclass(frozen=True)
