@@ -6,6 +6,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -21,6 +25,8 @@ from attnlab.tasks.translation.training import TranslationLoss, score_bleu
 from attnlab.tasks.translation.use import load_translator, translate
 from attnlab.text import TextTokenizer
 from attnlab.train import Callback, TrainConfig
+
+ROOT = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -103,6 +109,31 @@ def test_train_evaluate_translate_through_the_command_line(tmp_path, capsys, dat
     assert all(isinstance(x["translation"], str) and isinstance(x["tokens"], list)
                for x in lines)
     assert main(["translate", str(out), "Ein Hund.", "--beam", "3"]) == 0
+
+
+@pytest.mark.slow
+def test_two_processes_train_like_one_under_torchrun(tmp_path, data_dir):
+    """torchrun with 2 gloo processes, each with its rows of every global batch (whose target
+    token counts differ), ends with the weights and dev figures of one process."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "src"),
+           "ATTNLAB_DATA": str(data_dir)}
+    weights, dev = {}, {}
+    for n in (1, 2):
+        out = tmp_path / f"n{n}"
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(n),
+               "--master_port", str(28500 + os.getpid() % 1000 + n), "-m", "attnlab.cli",
+               "train", *QUICK, "--dropout", "0", "--max-steps", "6", "--eval-steps", "6",
+               "--dev-bleu-sentences", "0", "--out", str(out)]
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=170)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        weights[n] = load_checkpoint(out / "last").weights
+        dev[n] = json.loads((out / "result.json").read_text())["best_val"]
+    for name, w1 in weights[1].items():
+        if name.endswith("k_proj.bias"):  # its true gradient is 0 (a softmax ignores a shift
+            continue  # of every score): Adam turns rounding noise into full-size steps
+        torch.testing.assert_close(weights[2][name], w1, atol=2e-5, rtol=1e-4, msg=name)
+    assert dev[2]["tokens"] == dev[1]["tokens"]  # every dev pair scored once over both ranks
+    assert dev[2]["loss"] == pytest.approx(dev[1]["loss"], abs=1e-5)
 
 
 def test_resume_reaches_the_uninterrupted_weights(tmp_path, data_dir):

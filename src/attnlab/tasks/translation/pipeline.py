@@ -22,6 +22,7 @@ from attnlab.tasks.translation.training import translation_trainer
 from attnlab.text import ParallelDataset, TextTokenizer, load_parallel_split
 from attnlab.train import Callback, FitResult, TrainConfig, seed_everything
 from attnlab.train.distributed import DistInfo, barrier, setup_distributed
+from attnlab.train.sharding import ShardedBatches
 
 __all__ = ["MODEL_TYPE", "TrainedTranslator", "load_pairs", "saved_configs",
            "train_translator"]
@@ -104,10 +105,15 @@ def train_translator(
                   "data": data.to_dict(), "n_parameters": n_parameters,
                   "dropped_pairs": train_pairs.dropped}
     bleu_rows = range(min(data.dev_bleu_sentences, len(dev_set.sources)))
+    train_batches = PairBatches(train_pairs, train.batch_size, seed=train.seed, drop_last=True)
+    dev_batches = PairBatches(dev_pairs, EVAL_BATCH, shuffle=False)
+    if info.distributed:  # each process takes its rows of every global batch; the source
+        # mask would trim decoder columns of the same width too, so nothing is trimmed
+        train_batches = ShardedBatches(train_batches, info.world_size, info.rank,
+                                       trim_padding=False)
+        dev_batches = ShardedBatches(dev_batches, info.world_size, info.rank, trim_padding=False)
     trainer = translation_trainer(
-        model, train,
-        PairBatches(train_pairs, train.batch_size, seed=train.seed, drop_last=True),
-        PairBatches(dev_pairs, EVAL_BATCH, shuffle=False), tokenizer=tokenizer,
+        model, train, train_batches, dev_batches, tokenizer=tokenizer,
         dev_sources=[dev_set.sources[i] for i in bleu_rows],
         dev_references=[dev_set.targets[i] for i in bleu_rows],
         out_dir=out_dir, run_config=run_config, callbacks=callbacks, progress=progress,
