@@ -140,3 +140,12 @@ def test_the_vaswani_comparison_goes_the_way_the_numbers_go(bleu, says):
     gap = statistics.fmean(bleu[best]) - statistics.fmean(bleu[1])
     assert f"(h={best}) minus one head is {gap:+.2f} BLEU" in line
     assert not math.isnan(paired_differences(runs)[0].std)
+
+
+def test_one_seed_gives_the_direction_without_a_verdict():
+    runs = _runs({1: [18.8], 4: [25.6], 8: [27.2]})
+    line = vaswani_line(runs, paired_differences(runs))
+    assert "from one seed only" in line and "like the paper, single-head attention is worse" in line
+    assert "a gap of 8.40 against the paper's 0.9 BLEU" in line and "within the spread" not in line
+    runs = _runs({1: [22.0], 4: [21.0], 8: [21.5]})
+    assert "unlike the paper" in vaswani_line(runs, paired_differences(runs))

@@ -168,7 +168,13 @@ def vaswani_line(runs: dict[int, list[RunSummary]], differences: list[PairedDiff
     multi = max((h for h in means if h != 1), key=means.get)
     gap = means[multi] - means[1]  # best multi-head minus one head
     diff = next(d for d in differences if d.heads == multi and d.metric == "test_bleu")
-    if not diff.larger_than_spread:
+    direction = ("like the paper, single-head attention is worse" if gap > 0 else
+                 "unlike the paper, single-head attention is no worse")
+    if math.isnan(diff.std):
+        verdict = (f"from one seed only, so without a spread to judge it by: {direction} in our "
+                   f"run (a gap of {abs(gap):.2f} against the paper's {paper_gap:.1f} BLEU); run "
+                   f"more seeds before concluding")
+    elif not diff.larger_than_spread:
         verdict = ("within the spread over seeds: our run does not show single-head attention "
                    "doing worse (nor better); it neither confirms nor contradicts the paper")
     elif gap > 0:
