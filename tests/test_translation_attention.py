@@ -23,34 +23,15 @@ from attnlab.inspect.alignment import (
     word_alignment,
     word_attention,
 )
-from attnlab.models import Seq2SeqConfig, Seq2SeqTransformer, beam_search_nbest, greedy_search
+from attnlab.models import beam_search_nbest, greedy_search
 from attnlab.tasks.translation.use import load_translator, translate
 from attnlab.text import TextTokenizer
+from lively_seq2seq import BOS, EOS, lively, sources
 from tiny_translation import make_tiny_translation_run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-V, PAD, BOS, EOS = 13, 0, 2, 3
 PAIR = re.compile(r"^(\d+)-(\d+)$")
-
-
-def lively(positional="sinusoidal", seed=0) -> Seq2SeqTransformer:
-    """A random tiny model whose outputs vary and end now and then (as in test_generation)."""
-    torch.manual_seed(seed)
-    model = Seq2SeqTransformer(Seq2SeqConfig(
-        vocab_size=V, d_model=16, n_heads=2, n_encoder_layers=2, n_decoder_layers=2, d_ff=32,
-        dropout=0.0, max_len=32, positional=positional)).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() == 2:
-                p.normal_(0, 0.5)
-        model.embedding.weight[EOS] *= 2.0
-    return model
-
-
-def sources(lengths=(6, 4, 6, 2, 5, 6, 3, 6), S=6):
-    mask = (torch.arange(S)[None, :] < torch.tensor(lengths)[:, None]).long()  # (B, S)
-    return torch.randint(4, V, (len(lengths), S)).masked_fill(mask == 0, PAD), mask
 
 
 def teacher_forced(model, src, mask, hyp) -> torch.Tensor:

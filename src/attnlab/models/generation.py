@@ -43,6 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from attnlab.models.generation_attention import CrossAttentionRecorder, recording
 from attnlab.models.seq2seq import Seq2SeqTransformer
 
 __all__ = [
@@ -115,7 +116,7 @@ def greedy_search(model: Seq2SeqTransformer, input_ids: Tensor,
     only changes the score reported); with ``attention=True``, with its cross-attention."""
     max_length = _check_max_length(model, input_ids, max_length)  # checks the model first
     c = model.config
-    with torch.no_grad(), _evaluating(model), _recording(model, input_ids, attention_mask,
+    with torch.no_grad(), _evaluating(model), recording(model, input_ids, attention_mask,
                                                          attention) as recorder:
         decoder = _Decoder(model, input_ids, attention_mask, use_cache, recorder)
         B = input_ids.shape[0]
@@ -149,7 +150,7 @@ def beam_search_nbest(model: Seq2SeqTransformer, input_ids: Tensor,
     _check_beam(beam, n_best, length_penalty, early_stopping)
     max_length = _check_max_length(model, input_ids, max_length)  # checks the model first
     c, K = model.config, beam
-    with torch.no_grad(), _evaluating(model), _recording(model, input_ids, attention_mask,
+    with torch.no_grad(), _evaluating(model), recording(model, input_ids, attention_mask,
                                                          attention) as recorder:
         decoder = _Decoder(model, input_ids, attention_mask, use_cache, recorder)
         B, V = input_ids.shape[0], c.vocab_size
@@ -225,7 +226,7 @@ class _Decoder:
 
     def __init__(self, model: Seq2SeqTransformer, input_ids: Tensor,
                  attention_mask: Tensor | None, use_cache: bool,
-                 recorder: _CrossAttention | None = None) -> None:
+                 recorder: CrossAttentionRecorder | None = None) -> None:
         self.model, self.mask, self.recorder = model, attention_mask, recorder
         self.memory = model.encode(input_ids, attention_mask)  # (N, S, D)
         self.cache = model.new_cache() if use_cache else None
@@ -326,71 +327,6 @@ def _check_beam(beam: int, n_best: int, length_penalty: float, early_stopping: b
         raise ValueError(f"length_penalty must be a number, got {length_penalty!r}")
     if not isinstance(early_stopping, bool):
         raise ValueError(f"early_stopping must be a bool, got {early_stopping!r}")
-
-
-class _CrossAttention:
-    """Every decoder layer's cross-attention at each step, observed on its ``hook_pattern``,
-    and the beams' back-pointers, to trace a hypothesis's attention back along its beam."""
-
-    def __init__(self, model: Seq2SeqTransformer, lengths: list[int]) -> None:
-        self.points = [layer.cross_attn.hook_pattern for layer in model.decoder.layers]
-        self.lengths = lengths  # unpadded source length of each sentence
-        self.latest: list[Tensor | None] = [None] * len(self.points)  # (N, H, S) per layer
-        self.steps: list[Tensor] = []  # step s: (N_s, L, H, S)
-        self.parents: list[Tensor | None] = []  # step s: (N_s+1,) row of step s, None: same
-
-    def observe(self) -> list:
-        def keeper(layer: int):
-            def hook(_point, inputs: tuple[Tensor, ...], _output) -> None:
-                self.latest[layer] = inputs[0][:, :, -1]  # (N, H, t|1, S) -> (N, H, S): newest
-            return hook
-        return [point.observe(None, keeper(i)) for i, point in enumerate(self.points)]
-
-    def record(self) -> None:
-        """Keep the step just run."""
-        self.steps.append(torch.stack(self.latest, dim=1))  # (N, L, H, S)
-        self.parents.append(None)
-
-    def reorder(self, rows: Tensor) -> None:
-        """The rows ``rows`` ``(N',)`` of the last step go on, in that order."""
-        self.parents[-1] = rows
-
-    def attention(self, rows: list[int], sentences: list[int], lengths: list[int]
-                  ) -> list[Tensor]:
-        """The attention ``(L, H, T, S_b)`` of the batch's current rows ``rows``, traced back
-        step by step along their beams: their first ``lengths`` steps, over the unpadded source
-        of their ``sentences``."""
-        if not rows:
-            return []
-        index = torch.tensor(rows, dtype=torch.long, device=self.steps[0].device)  # (m,)
-        traced = []
-        for step, parents in zip(reversed(self.steps), reversed(self.parents), strict=True):
-            index = index if parents is None else parents.index_select(0, index)  # (m,)
-            traced.append(step.index_select(0, index))  # (m, L, H, S)
-        traced = torch.stack(traced[::-1], dim=3)  # (m, L, H, t, S)
-        return [traced[n, :, :, :T, :self.lengths[b]]  # (L, H, T, S_b)
-                for n, (b, T) in enumerate(zip(sentences, lengths, strict=True))]
-
-
-@contextmanager
-def _recording(model: Seq2SeqTransformer, input_ids: Tensor, attention_mask: Tensor | None,
-               attention: bool) -> Iterator[_CrossAttention | None]:
-    """A :class:`_CrossAttention` observing ``model`` (``None`` without ``attention``); its
-    observers are released on leaving, whatever happens."""
-    if not isinstance(attention, bool):
-        raise ValueError(f"attention must be a bool, got {attention!r}")
-    if not attention:
-        yield None
-        return
-    B, S = input_ids.shape
-    lengths = [S] * B if attention_mask is None else attention_mask.sum(dim=1).tolist()
-    recorder = _CrossAttention(model, [int(n) for n in lengths])
-    observers = recorder.observe()
-    try:
-        yield recorder
-    finally:
-        for observer in observers:
-            observer.release()
 
 
 @contextmanager

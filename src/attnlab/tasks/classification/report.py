@@ -16,6 +16,7 @@ from typing import Any
 from attnlab.io.atomic import write_text_atomic
 from attnlab.models.classifier import ClassifierConfig
 from attnlab.tasks.classification.config import DataConfig
+from attnlab.tasks.seeds import mean_by_step, mean_std
 from attnlab.train.config import TrainConfig
 
 __all__ = [
@@ -26,7 +27,6 @@ __all__ = [
     "Variant",
     "findings_of",
     "markdown_table",
-    "mean_std",
     "plot_curves",
     "write_report",
 ]
@@ -72,12 +72,6 @@ class RunSummary:
     @property
     def meets_target(self) -> bool:
         return self.val_loss < TARGET_LOSS and self.val_accuracy > TARGET_ACCURACY
-
-
-def mean_std(values: list[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (``nan`` for a single value)."""
-    mean = statistics.fmean(values)
-    return mean, statistics.stdev(values) if len(values) > 1 else math.nan
 
 
 def _pm(values: list[float], scale: float = 1.0, digits: int = 3) -> str:
@@ -224,17 +218,17 @@ def plot_curves(variants: list[Variant], runs: dict[str, list[RunSummary]], path
     for i, v in enumerate(variants):
         color = colors[i % len(colors)]
         rs = runs[v.name]
-        train_loss = _mean_by_step([(step, loss) for r in rs for step, loss in r.steps])
+        train_loss = mean_by_step([(step, loss) for r in rs for step, loss in r.steps])
         if train_loss[0]:
             loss_ax.plot(*train_loss, "--", color=color, lw=1, label=f"{v.name} train")
-        train_acc = _mean_by_step([(e["step"], 100 * e["train_accuracy"])
+        train_acc = mean_by_step([(e["step"], 100 * e["train_accuracy"])
                                    for r in rs for e in r.epochs])
         if train_acc[0]:
             acc_ax.plot(*train_acc, "--", color=color, marker="o",
                         markerfacecolor="white", label=f"{v.name} train")
         evals = [e for r in rs for e in r.evals]
         for ax, column, scale in ((loss_ax, 1, 1.0), (acc_ax, 2, 100.0)):
-            points = _mean_by_step([(e[0], scale * e[column]) for e in evals])
+            points = mean_by_step([(e[0], scale * e[column]) for e in evals])
             if points[0]:
                 ax.plot(*points, "-", color=color, marker="o", ms=4, label=f"{v.name} val")
     loss_ax.set(title="loss", xlabel="optimizer step", ylabel="cross-entropy")
@@ -248,12 +242,3 @@ def plot_curves(variants: list[Variant], runs: dict[str, list[RunSummary]], path
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-
-
-def _mean_by_step(points: list[tuple[int, float]]) -> tuple[list[int], list[float]]:
-    """``(step, value)`` pairs from several runs -> steps in order and the mean value at each."""
-    by_step: dict[int, list[float]] = {}
-    for step, value in points:
-        by_step.setdefault(step, []).append(value)
-    steps = sorted(by_step)
-    return steps, [statistics.fmean(by_step[step]) for step in steps]

@@ -15,7 +15,7 @@ from typing import Any
 
 from attnlab.io.atomic import write_text_atomic
 from attnlab.models.seq2seq import Seq2SeqConfig
-from attnlab.tasks.classification.report import mean_std
+from attnlab.tasks.seeds import mean_by_step, mean_std
 
 __all__ = ["VASWANI_TABLE3", "HeadsReport", "PairedDifference", "RunSummary", "TestScore",
            "build_report", "paired_differences", "vaswani_line"]
@@ -248,13 +248,13 @@ def plot_curves(runs: dict[int, list[RunSummary]], path: Path) -> None:
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, (h, rs) in enumerate(runs.items()):
         color, name = colors[i % len(colors)], f"h{h}"
-        train = _mean_by_step([p for r in rs for p in r.train_curve])
+        train = mean_by_step([p for r in rs for p in r.train_curve])
         if train[0]:
             loss_ax.plot(*train, "--", color=color, lw=1, label=f"{name} train")
-        dev = _mean_by_step([(s, loss) for r in rs for s, loss, _ in r.evals])
+        dev = mean_by_step([(s, loss) for r in rs for s, loss, _ in r.evals])
         if dev[0]:
             loss_ax.plot(*dev, "-", color=color, marker="o", ms=4, label=f"{name} dev")
-        bleu = _mean_by_step([(s, b) for r in rs for s, _, b in r.evals if b is not None])
+        bleu = mean_by_step([(s, b) for r in rs for s, _, b in r.evals if b is not None])
         if bleu[0]:
             bleu_ax.plot(*bleu, "-", color=color, marker="o", ms=4, label=f"{name} dev")
     loss_ax.set(title="loss", xlabel="optimizer step", ylabel="cross-entropy per token")
@@ -266,12 +266,3 @@ def plot_curves(runs: dict[int, list[RunSummary]], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-
-
-def _mean_by_step(points: list[tuple[int, float]]) -> tuple[list[int], list[float]]:
-    """``(step, value)`` pairs from several runs -> steps in order and the mean at each."""
-    by_step: dict[int, list[float]] = {}
-    for step, value in points:
-        by_step.setdefault(step, []).append(value)
-    steps = sorted(by_step)
-    return steps, [statistics.fmean(by_step[s]) for s in steps]
