@@ -13,6 +13,7 @@ from attnlab.text import (
     DataFormatError,
     LengthGroupedBatches,
     TextTokenizer,
+    TokenBudgetBatches,
     by_length,
     hub,
     load_split,
@@ -230,6 +231,54 @@ def test_unshuffled_batches_are_sorted_by_length():
     lengths = [len(ids[i]) for b in LengthGroupedBatches(ids, None, 16, shuffle=False)
                .batch_indices() for i in b]
     assert lengths == sorted(lengths)
+
+
+def test_token_budget_batches_stay_within_the_budget_and_cover_every_example():
+    lengths = [len(x) for x in _random_lengths(2000, seed=4)]
+    batches = TokenBudgetBatches(lengths, 300, seed=2)
+    seen, sizes = [], []
+    for epoch in range(3):
+        batches.set_epoch(epoch)
+        indices = batches.batch_indices()
+        assert len(indices) == len(batches)
+        for rows in indices:
+            assert len(rows) * max(lengths[i] for i in rows) <= 300
+        seen.append(sorted(i for rows in indices for i in rows))
+        sizes.append(sorted(len(rows) for rows in indices))
+    assert seen[0] == seen[1] == seen[2] == list(range(2000))
+    assert sizes[0] == sizes[1] == sizes[2]  # the same cut every epoch: steps are planned once
+    # short examples come many to a batch, long ones few
+    by_size = {len(rows): max(lengths[i] for i in rows) for rows in indices}
+    assert by_size[max(by_size)] < by_size[min(by_size)]
+
+
+def test_token_budget_batches_hand_computed_cut_and_order():
+    # sorted by length: 1 (idx 3), 2 (idx 1), 2 (idx 4), 3 (idx 0), 5 (idx 2); budget 6
+    batches = TokenBudgetBatches([3, 2, 5, 1, 2], 6, shuffle=False)
+    assert batches.batch_indices() == [[3, 1, 4], [0], [2]]  # 3x2=6, then 2x3>6, 2x5>6
+    a, b = TokenBudgetBatches([3, 2, 5, 1, 2] * 20, 12, seed=5), TokenBudgetBatches(
+        [3, 2, 5, 1, 2] * 20, 12, seed=5)
+    assert a.batch_indices() == b.batch_indices()
+    a.set_epoch(1)
+    assert a.batch_indices() != b.batch_indices()
+
+
+def test_token_budget_batches_sort_by_their_keys():
+    # equal budget lengths, sorted by the second side: the pairs with target 1 come together
+    keys = [(4, 1), (4, 9), (4, 1), (4, 9)]
+    batches = TokenBudgetBatches([9, 9, 9, 9], 18, sort_keys=keys, shuffle=False)
+    assert batches.batch_indices() == [[0, 2], [1, 3]]
+
+
+def test_token_budget_batches_errors():
+    with pytest.raises(ValueError, match="max_tokens must be an integer >= 1, got 0"):
+        TokenBudgetBatches([1], 0)
+    with pytest.raises(ValueError, match=r"at least the longest example \(7 tokens\), got 5"):
+        TokenBudgetBatches([3, 7], 5)
+    with pytest.raises(ValueError, match="lengths is empty"):
+        TokenBudgetBatches([], 5)
+    with pytest.raises(ValueError, match="sort_keys and lengths differ in length: 1 vs 2"):
+        TokenBudgetBatches([1, 2], 5, sort_keys=[1])
 
 
 def test_by_length_keeps_the_order_of_equal_lengths_both_ways():

@@ -61,12 +61,24 @@ def assert_same_weights(a: dict, b: dict, atol: float = 0.0) -> None:
         ("linear", 0, 1 / 4), ("linear", 3, 1.0), ("linear", 4, 1.0), ("linear", 8, 0.5),
         ("linear", 11, 1 / 8), ("cosine", 4, 1.0), ("cosine", 8, 0.5),
         ("cosine", 10, 0.5 * (1 + math.cos(math.pi * 6 / 8))), ("constant", 11, 1.0),
-        ("constant", 1, 0.5),
+        ("constant", 1, 0.5), ("inverse_sqrt", 1, 0.5), ("inverse_sqrt", 3, 1.0),
+        ("inverse_sqrt", 15, 0.5), ("inverse_sqrt", 63, 0.25),
     ],
 )
 def test_lr_factor_hand_computed(schedule, step, expected):
     # 12 steps, 4 of warm-up: factors 1/4, 2/4, 3/4, 4/4, then decay over the 8 remaining.
     assert lr_factor(step, 12, 4, schedule) == pytest.approx(expected)
+
+
+def test_adam_beta2_reaches_the_optimizer_and_is_checked():
+    model = nn.Linear(2, 2)
+    assert build_optimizer(model, 1e-3, 0.0).param_groups[0]["betas"] == (0.9, 0.999)
+    assert build_optimizer(model, 1e-3, 0.0, beta2=0.98).param_groups[0]["betas"] == (0.9, 0.98)
+    for bad in (0.0, 1.0, 1.5):
+        with pytest.raises(ValueError, match=rf"adam_beta2 must be in \(0, 1\), got {bad}"):
+            TrainConfig(adam_beta2=bad)
+    with pytest.raises(ValueError, match="schedule must be one of"):
+        TrainConfig(schedule="inverse-sqrt")
 
 
 def test_warmup_steps_ratio_and_override():

@@ -18,9 +18,13 @@ import torch.nn.functional as F
 from attnlab.cli import main
 from attnlab.io import load_checkpoint
 from attnlab.models.seq2seq import Seq2SeqTransformer
-from attnlab.tasks.translation.config import TranslationDataConfig
+from attnlab.tasks.translation.config import (
+    DEFAULT_RECIPE,
+    TranslationDataConfig,
+    recipe_options,
+)
 from attnlab.tasks.translation.data import IGNORE_INDEX, PairBatches, encode_pairs
-from attnlab.tasks.translation.pipeline import train_translator
+from attnlab.tasks.translation.pipeline import load_pairs, train_translator
 from attnlab.tasks.translation.training import TranslationLoss, score_bleu
 from attnlab.tasks.translation.use import load_translator, translate
 from attnlab.text import TextTokenizer
@@ -60,6 +64,49 @@ def test_pair_batches_shift_the_target_and_ignore_padding(tokenizer):
     assert all(eos in row for row in batch["input_ids"].tolist())  # the source ends in [EOS]
     assert (batch["input_ids"] != bos).all()  # ... and has no [BOS]
     assert (batch["labels"] != IGNORE_INDEX).sum() == sum(len(t) - 1 for t in pairs.targets)
+
+
+def test_token_batches_fill_the_budget_by_the_longer_side(data_dir, tokenizer):
+    root = data_dir / "multi30k"
+    sources = (root / "val.de").read_text(encoding="utf-8").splitlines()
+    targets = (root / "val.en").read_text(encoding="utf-8").splitlines()
+    pairs = encode_pairs(tokenizer, sources, targets)
+
+    def real_share(batches):  # real tokens among all positions of both sides
+        real = padded = 0
+        for batch in batches:
+            real += int(batch["attention_mask"].sum() + batch["decoder_attention_mask"].sum())
+            padded += batch["input_ids"].numel() + batch["decoder_input_ids"].numel()
+        return real / padded
+
+    batches = PairBatches(pairs, 32, max_tokens=600, seed=1)
+    rows = 0
+    for batch in batches:
+        width = max(batch["input_ids"].shape[1], batch["decoder_input_ids"].shape[1])
+        assert batch["input_ids"].shape[0] * width <= 600
+        rows += batch["input_ids"].shape[0]
+    assert rows == len(sources)  # every pair once, none dropped
+    sentence_batches = PairBatches(pairs, 32, seed=1)
+    assert real_share(batches) > max(0.85, real_share(sentence_batches))
+
+
+def test_the_default_recipe_batches_by_tokens_unless_a_batch_size_is_given():
+    data, model, train = recipe_options(DEFAULT_RECIPE, {}, {}, {})
+    assert data["batch_tokens"] == 2048 and model["n_heads"] == 8 and train["epochs"] == 10
+    data, _, train = recipe_options(DEFAULT_RECIPE, {}, {}, {"batch_size": 32})
+    assert data["batch_tokens"] is None and train["batch_size"] == 32
+    data, _, _ = recipe_options(DEFAULT_RECIPE, {"batch_tokens": None}, {}, {"batch_size": 32})
+    assert data["batch_tokens"] is None
+    with pytest.raises(ValueError, match="give batch_size .* or batch_tokens .*, not both: got "
+                                         "batch_size=32, batch_tokens=900"):
+        recipe_options(DEFAULT_RECIPE, {"batch_tokens": 900}, {}, {"batch_size": 32})
+    TrainConfig(**train)  # the recipe's training settings are valid
+
+
+def test_batch_tokens_is_checked():
+    with pytest.raises(ValueError, match=r"batch_tokens must be None or an integer >= "
+                                         r"max_tokens \(100\), got 50"):
+        TranslationDataConfig(batch_tokens=50)
 
 
 def test_long_pairs_are_dropped_and_counted(tokenizer):
@@ -136,18 +183,26 @@ def test_two_processes_train_like_one_under_torchrun(tmp_path, data_dir):
     assert dev[2]["loss"] == pytest.approx(dev[1]["loss"], abs=1e-5)
 
 
-def test_resume_reaches_the_uninterrupted_weights(tmp_path, data_dir):
+@pytest.mark.parametrize("batch_tokens", [None, 600])
+def test_resume_reaches_the_uninterrupted_weights(tmp_path, data_dir, batch_tokens):
     class Crash(Callback):
         def on_step_end(self, trainer, info):
             if info.step == 7:
                 raise RuntimeError("simulated crash")
 
-    data = TranslationDataConfig(train_limit=256, vocab_size=400, dev_bleu_sentences=4)
+    data = TranslationDataConfig(train_limit=256, vocab_size=400, dev_bleu_sentences=4,
+                                 batch_tokens=batch_tokens)
     model = {"d_model": 32, "n_heads": 2, "n_encoder_layers": 1, "n_decoder_layers": 1,
              "d_ff": 64}
     train = TrainConfig(epochs=1, batch_size=32, save_every=5, eval_steps=3, lr=1e-3,
                         ema_decay=None, patience=None, label_smoothing=0.1)
     full = train_translator(tmp_path / "full", data, model, train, progress=False)
+    if batch_tokens is not None:  # one epoch: as many steps as token batches
+        train_set, _ = load_pairs(data)
+        pairs = encode_pairs(TextTokenizer.load(tmp_path / "full" / "tokenizer.json"),
+                             train_set.sources, train_set.targets, data.max_tokens)
+        assert full.result.global_step == len(PairBatches(pairs, 32, max_tokens=batch_tokens))
+        assert full.result.global_step != 256 // 32
     with pytest.raises(RuntimeError, match="simulated crash"):
         train_translator(tmp_path / "cut", data, model, train, progress=False,
                          callbacks=[Crash()])

@@ -20,8 +20,8 @@ from attnlab.errors import UsageError
 from attnlab.inspect.alignment import pharaoh, word_alignment
 from attnlab.models.seq2seq import Seq2SeqConfig
 from attnlab.tasks.translation.config import (
+    DEFAULT_RECIPE,
     SMALL_RECIPE,
-    TRANSLATION_DEFAULTS,
     TranslationDataConfig,
 )
 from attnlab.tasks.translation.experiment import HEADS, experiment_from_options
@@ -45,13 +45,15 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                         help="replace the run already in --out (its best/, last/, logs); without "
                              "it, or --resume, an existing run is never touched")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or epoch lines")
-    add_config_options(parser.add_argument_group("data"), TranslationDataConfig, "data",
-                       rename=OPTION_NAMES["data"])
-    add_config_options(parser.add_argument_group("model"), Seq2SeqConfig, "model",
-                       rename=OPTION_NAMES["model"], skip=MODEL_FIXED)
-    defaults = ", ".join(f"{k} {v}" for k, v in TRANSLATION_DEFAULTS.items())
-    add_config_options(parser.add_argument_group(f"training (defaults for translation: "
-                                                 f"{defaults})"), TrainConfig, "train")
+    recipe = {group: ", ".join(f"{k} {v}" for k, v in values.items())
+              for group, values in DEFAULT_RECIPE.items()}
+    add_config_options(parser.add_argument_group(
+        f"data (default recipe: {recipe['data']}; --batch-size alone batches by pairs)"),
+        TranslationDataConfig, "data", rename=OPTION_NAMES["data"])
+    add_config_options(parser.add_argument_group(f"model (default recipe: {recipe['model']})"),
+                       Seq2SeqConfig, "model", rename=OPTION_NAMES["model"], skip=MODEL_FIXED)
+    add_config_options(parser.add_argument_group(f"training (default recipe: "
+                                                 f"{recipe['train']})"), TrainConfig, "train")
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -162,7 +164,7 @@ def alignment_layer(value: str | None, n_layers: int) -> int | str | None:
 
 def add_experiment_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``attnlab experiment heads --task translation``: the small recipe's
-    settings (SMALL_RECIPE on top of TRANSLATION_DEFAULTS), each overridable."""
+    settings (SMALL_RECIPE on top of DEFAULT_RECIPE), each overridable."""
     parser.add_argument("kind", choices=("heads",),
                         help="heads: one head vs several at the same d_model (--heads)")
     parser.add_argument("--out", required=True, type=Path,
@@ -185,7 +187,7 @@ def add_experiment_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_options(parser.add_argument_group(f"model (small recipe: {recipe['model']})"),
                        Seq2SeqConfig, "model", rename=OPTION_NAMES["model"],
                        skip=(*MODEL_FIXED, "n_heads"))
-    defaults = ", ".join(f"{k} {v}" for k, v in {**TRANSLATION_DEFAULTS,
+    defaults = ", ".join(f"{k} {v}" for k, v in {**DEFAULT_RECIPE["train"],
                                                   **SMALL_RECIPE["train"]}.items())
     add_config_options(parser.add_argument_group(f"training (small recipe: {defaults})"),
                        TrainConfig, "train", skip=("seed",))

@@ -1,7 +1,12 @@
 """Text: reading data sets (labelled and parallel), the tokenizer wrapper, padding and
 length-grouped batches. Imports no other attnlab package."""
 
-from attnlab.text.batching import LengthGroupedBatches, by_length, pad_sequences
+from attnlab.text.batching import (
+    LengthGroupedBatches,
+    TokenBudgetBatches,
+    by_length,
+    pad_sequences,
+)
 from attnlab.text.parallel import ParallelDataset, load_parallel_split, read_lines
 from attnlab.text.reading import (
     DataFormatError,
@@ -27,6 +32,7 @@ __all__ = [
     "ParallelDataset",
     "TextDataset",
     "TextTokenizer",
+    "TokenBudgetBatches",
     "TokenizedBatch",
     "TokenizedText",
     "by_length",

@@ -5,6 +5,7 @@ Each epoch, :class:`LengthGroupedBatches` shuffles the examples, cuts them into 
 ("bucket sort, then shuffle the buckets"). The order depends only on ``seed`` and the epoch set
 with :meth:`~LengthGroupedBatches.set_epoch`, so every process of a distributed run computes the
 same batches (:class:`attnlab.train.sharding.ShardedBatches` then gives each its rows).
+:class:`TokenBudgetBatches` sizes batches by tokens instead (fairseq's ``--max-tokens``).
 :func:`by_length` is the same grouping without shuffling, for evaluation and inference.
 
 Legend: ``B`` batch size, ``T`` longest sequence in the batch.
@@ -17,7 +18,7 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["LengthGroupedBatches", "by_length", "pad_sequences"]
+__all__ = ["LengthGroupedBatches", "TokenBudgetBatches", "by_length", "pad_sequences"]
 
 
 def pad_sequences(sequences: Sequence[Sequence[int]], pad_id: int = 0) -> tuple[Tensor, Tensor]:
@@ -143,3 +144,81 @@ class LengthGroupedBatches:
             total += len(indices) * int(lengths.max())
             real += int(lengths.sum())
         return 1.0 - real / total
+
+
+class TokenBudgetBatches:
+    """Batch indices of at most ``max_tokens`` padded positions each: ``rows x longest`` of a
+    batch stays within the budget (fairseq's ``--max-tokens``), so short examples come many to a
+    batch and long ones few.
+
+    Each epoch sorts all examples by their length key (ties in a random order from ``seed`` and
+    the epoch), cuts the sorted list greedily and shuffles the batches. The cut depends only on
+    the keys, so every epoch has the same number of batches and the same batch sizes.
+
+    Args:
+        lengths: per example, the length the budget counts (e.g. the longer side of a pair).
+        max_tokens: budget of ``rows x max(lengths of the rows)`` per batch.
+        sort_keys: per example, what to sort by (default ``lengths``), e.g. ``(source, target)``
+            lengths so that both sides of a batch pad little.
+        shuffle: shuffle ties and the batches each epoch; ``False`` keeps the sorted order.
+        seed: base seed; the epoch's generator is seeded with ``seed + epoch``.
+    """
+
+    def __init__(self, lengths: Sequence[int], max_tokens: int, *,
+                 sort_keys: Sequence[object] | None = None, shuffle: bool = True,
+                 seed: int = 0) -> None:
+        if len(lengths) == 0:
+            raise ValueError("lengths is empty")
+        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+            raise ValueError(f"max_tokens must be an integer >= 1, got {max_tokens!r}")
+        longest = max(lengths)
+        if longest > max_tokens:
+            raise ValueError(f"max_tokens must be at least the longest example "
+                             f"({longest} tokens), got {max_tokens}")
+        if sort_keys is not None and len(sort_keys) != len(lengths):
+            raise ValueError(f"sort_keys and lengths differ in length: {len(sort_keys)} vs "
+                             f"{len(lengths)}")
+        self.lengths = [int(n) for n in lengths]
+        self.sort_keys = list(sort_keys) if sort_keys is not None else self.lengths
+        self.max_tokens, self.shuffle, self.seed = max_tokens, shuffle, seed
+        self.epoch = 0
+        self._sizes = self._cut(sorted(range(len(self.lengths)), key=self.sort_keys.__getitem__))
+
+    def set_epoch(self, epoch: int) -> None:
+        """Choose the epoch whose order the next iteration follows (call before each epoch)."""
+        self.epoch = int(epoch)
+
+    def _cut(self, order: list[int]) -> list[int]:
+        """Sizes of the greedy cut of ``order`` into batches within the budget."""
+        sizes, rows, longest = [], 0, 0
+        for i in order:
+            grown = max(longest, self.lengths[i])
+            if rows and grown * (rows + 1) > self.max_tokens:
+                sizes.append(rows)
+                rows, grown = 0, self.lengths[i]
+            rows, longest = rows + 1, grown
+        sizes.append(rows)
+        return sizes
+
+    def batch_indices(self) -> list[list[int]]:
+        """The current epoch's batches, as lists of example indices."""
+        n = len(self.lengths)
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed + self.epoch)
+            ties = torch.randperm(n, generator=g, device="cpu").tolist()  # (N,)
+        else:
+            ties = list(range(n))
+        # Sorting a random permutation stably by key keeps equal keys randomly ordered, and the
+        # sequence of keys (hence the cut) is the same every epoch.
+        order = sorted(ties, key=self.sort_keys.__getitem__)
+        batches, start = [], 0
+        for size in self._sizes:
+            batches.append(order[start:start + size])
+            start += size
+        if self.shuffle:
+            perm = torch.randperm(len(batches), generator=g, device="cpu").tolist()
+            batches = [batches[i] for i in perm]
+        return batches
+
+    def __len__(self) -> int:
+        return len(self._sizes)

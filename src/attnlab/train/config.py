@@ -11,7 +11,7 @@ from attnlab.configs import DictConfig
 
 __all__ = ["SCHEDULES", "TrainConfig"]
 
-SCHEDULES = ("linear", "cosine", "constant")
+SCHEDULES = ("linear", "cosine", "constant", "inverse_sqrt")
 
 @dataclass
 class TrainConfig(DictConfig):
@@ -39,6 +39,8 @@ class TrainConfig(DictConfig):
         "help": "decoupled weight decay; never on biases, norms, embeddings"})
     embedding_weight_decay: float = field(default=0.0, metadata={
         "help": "decoupled weight decay on embedding tables"})
+    adam_beta2: float = field(default=0.999, metadata={
+        "help": "AdamW's second-moment decay (0.98 in Vaswani et al., 2017)"})
     batch_size: int = field(default=128, metadata={
         "help": "global examples per optimizer step (split across processes)"})
     epochs: int | None = field(default=None, metadata={
@@ -52,7 +54,7 @@ class TrainConfig(DictConfig):
     warmup_steps: int | None = field(default=None, metadata={
         "help": "absolute warm-up steps; overrides warmup_ratio when set"})
     schedule: str = field(default="linear", metadata={
-        "help": 'decay after warm-up: "linear" | "cosine" (to 0) | "constant"'})
+        "help": 'decay after warm-up: "linear" | "cosine" (to 0) | "constant" | "inverse_sqrt"'})
     grad_clip: float | None = field(default=1.0, metadata={
         "help": "max global gradient L2 norm; None or 0 disables clipping"})
     label_smoothing: float = field(default=0.25, metadata={
@@ -86,6 +88,9 @@ class TrainConfig(DictConfig):
         _positive("lr", self.lr, float)
         _at_least("weight_decay", self.weight_decay, 0.0)
         _at_least("embedding_weight_decay", self.embedding_weight_decay, 0.0)
+        _check_type("adam_beta2", self.adam_beta2, float)
+        if not 0.0 < self.adam_beta2 < 1.0:
+            raise ValueError(f"adam_beta2 must be in (0, 1), got {self.adam_beta2}")
         _positive("batch_size", self.batch_size, int)
         if self.epochs is not None:
             _positive("epochs", self.epochs, int)

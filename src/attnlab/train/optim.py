@@ -17,7 +17,8 @@ _NO_DECAY_MODULES = (nn.LayerNorm, nn.Embedding, nn.GroupNorm, nn.BatchNorm1d, n
 
 
 def build_optimizer(model: nn.Module, lr: float, weight_decay: float,
-                    embedding_weight_decay: float = 0.0) -> torch.optim.AdamW:
+                    embedding_weight_decay: float = 0.0, beta2: float = 0.999
+                    ) -> torch.optim.AdamW:
     """AdamW with weight decay on matrices only (not on biases, norms or embeddings), and
     optionally its own decay on embedding tables (``embedding_weight_decay``; AdamW shrinks
     every row each step, so words seen rarely drift back towards zero).
@@ -44,7 +45,7 @@ def build_optimizer(model: nn.Module, lr: float, weight_decay: float,
         {"params": no_decay, "weight_decay": 0.0},
         {"params": embeddings, "weight_decay": embedding_weight_decay},
     ]
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr)
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, betas=(0.9, beta2))
 
 
 def warmup_steps_for(total_steps: int, warmup_ratio: float, warmup_steps: int | None) -> int:
@@ -58,19 +59,24 @@ def lr_factor(step: int, total_steps: int, warmup: int, schedule: str) -> float:
     """Multiplier of the peak learning rate for optimizer step ``step`` (0-based).
 
     Linear warm-up ``(step + 1) / warmup`` over the first ``warmup`` steps, then ``constant``
-    (1), ``linear`` decay to 0 at ``total_steps``, or ``cosine`` decay to 0 at ``total_steps``.
+    (1), ``linear`` decay to 0 at ``total_steps``, ``cosine`` decay to 0 at ``total_steps``, or
+    ``inverse_sqrt``: ``sqrt(warmup / (step + 1))``, which ignores ``total_steps`` (Vaswani et
+    al., 2017, §5.3; fairseq's ``inverse_sqrt``).
     """
     if step < warmup:
         return (step + 1) / warmup
     if schedule == "constant":
         return 1.0
+    if schedule == "inverse_sqrt":
+        return math.sqrt(max(warmup, 1) / (step + 1))
     progress = (step - warmup) / max(1, total_steps - warmup)  # in [0, 1)
     progress = min(progress, 1.0)
     if schedule == "linear":
         return 1.0 - progress
     if schedule == "cosine":
         return 0.5 * (1.0 + math.cos(math.pi * progress))
-    raise ValueError(f"schedule must be 'linear', 'cosine' or 'constant', got {schedule!r}")
+    raise ValueError(f"schedule must be 'linear', 'cosine', 'constant' or 'inverse_sqrt', "
+                     f"got {schedule!r}")
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:

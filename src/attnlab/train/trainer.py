@@ -100,7 +100,7 @@ class Trainer:
                              f"of processes ({self.dist.world_size})")
         self.model = model.to(self.dist.device)
         self.optimizer = build_optimizer(self.model, config.lr, config.weight_decay,
-                                         config.embedding_weight_decay)
+                                         config.embedding_weight_decay, config.adam_beta2)
         self.ema = (None if config.ema_decay is None
                     else ExponentialMovingAverage(self.model, config.ema_decay))
         self.epochs = config.planned_epochs(self.steps_per_epoch)

@@ -16,7 +16,13 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from attnlab.text import LengthGroupedBatches, TextTokenizer, by_length, pad_sequences
+from attnlab.text import (
+    LengthGroupedBatches,
+    TextTokenizer,
+    TokenBudgetBatches,
+    by_length,
+    pad_sequences,
+)
 
 __all__ = ["IGNORE_INDEX", "EncodedPairs", "PairBatches", "encode_pairs", "source_batches"]
 
@@ -49,18 +55,27 @@ def encode_pairs(tokenizer: TextTokenizer, sources: Sequence[str], targets: Sequ
 
 
 class PairBatches:
-    """Iterable of padded pair batches grouped by source length, deterministic given ``seed``
-    and the epoch (the order of :class:`~attnlab.text.LengthGroupedBatches`).
+    """Iterable of padded pair batches grouped by length, deterministic given ``seed`` and the
+    epoch: ``batch_size`` pairs each (:class:`~attnlab.text.LengthGroupedBatches` on the source
+    length), or, with ``max_tokens``, as many pairs as keep ``pairs x longer side`` within it
+    (:class:`~attnlab.text.TokenBudgetBatches`, sorted by source then target length).
 
     Yields ``{"input_ids" (B, S), "attention_mask" (B, S), "decoder_input_ids" (B, T),
     "decoder_attention_mask" (B, T), "labels" (B, T)}`` (labels ``-100`` at padding).
     """
 
     def __init__(self, pairs: EncodedPairs, batch_size: int, *, shuffle: bool = True,
-                 seed: int = 0, drop_last: bool = False, pad_id: int = 0) -> None:
+                 seed: int = 0, drop_last: bool = False, pad_id: int = 0,
+                 max_tokens: int | None = None) -> None:
         self.pairs, self.pad_id = pairs, pad_id
-        self.order = LengthGroupedBatches(pairs.sources, None, batch_size, shuffle=shuffle,
-                                          seed=seed, drop_last=drop_last, pad_id=pad_id)
+        if max_tokens is None:
+            self.order = LengthGroupedBatches(pairs.sources, None, batch_size, shuffle=shuffle,
+                                              seed=seed, drop_last=drop_last, pad_id=pad_id)
+        else:  # a side as fed: the source without [BOS], the target shifted by one
+            sides = [(len(s) - 1, len(t) - 1) for s, t in
+                     zip(pairs.sources, pairs.targets, strict=True)]
+            self.order = TokenBudgetBatches([max(side) for side in sides], max_tokens,
+                                            sort_keys=sides, shuffle=shuffle, seed=seed)
 
     def set_epoch(self, epoch: int) -> None:
         self.order.set_epoch(epoch)

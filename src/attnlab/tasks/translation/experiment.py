@@ -23,9 +23,10 @@ from attnlab.io.atomic import write_text_atomic
 from attnlab.io.run_folder import claim_run_folder, config_differences
 from attnlab.models.seq2seq import Seq2SeqConfig, Seq2SeqTransformer
 from attnlab.tasks.translation.config import (
+    DEFAULT_RECIPE,
     SMALL_RECIPE,
-    TRANSLATION_DEFAULTS,
     TranslationDataConfig,
+    recipe_options,
 )
 from attnlab.tasks.translation.launch import MODEL_FIXED
 from attnlab.tasks.translation.pipeline import train_translator
@@ -55,7 +56,7 @@ def experiment_from_options(
 ) -> HeadsReport:
     """Run the heads experiment with the options given (field -> value per group) on top of
     :data:`~attnlab.tasks.translation.config.SMALL_RECIPE`, itself on top of
-    :data:`~attnlab.tasks.translation.config.TRANSLATION_DEFAULTS`.
+    :data:`~attnlab.tasks.translation.config.DEFAULT_RECIPE`.
 
     Raises:
         UsageError: ``train`` sets ``seed`` or ``model`` sets ``n_heads`` (the experiment sets
@@ -67,11 +68,11 @@ def experiment_from_options(
     if "n_heads" in model:
         raise UsageError("the heads experiment sets n_heads itself; give the head counts to "
                          "compare as a list (--heads 1,4,8)")
-    data_config = TranslationDataConfig(**{**SMALL_RECIPE["data"], **data})
-    train_config = TrainConfig(**{**TRANSLATION_DEFAULTS, **SMALL_RECIPE["train"], **train,
-                                  "seed": first_seed})
-    return run_heads_experiment(out_dir, data_config, {**SMALL_RECIPE["model"], **model},
-                                train_config, heads=heads, seeds=seeds, beam=beam,
+    small = {group: {**DEFAULT_RECIPE[group], **SMALL_RECIPE[group]} for group in DEFAULT_RECIPE}
+    data, model, train = recipe_options(small, data, model, train)
+    train_config = TrainConfig(**{**train, "seed": first_seed})
+    return run_heads_experiment(out_dir, TranslationDataConfig(**data), model, train_config,
+                                heads=heads, seeds=seeds, beam=beam,
                                 test_sentences=test_sentences, progress=progress, log=log)
 
 

@@ -1,6 +1,6 @@
 """Start translation work from the options a user gave (``attnlab train --task translation``):
-the options on top of :data:`~attnlab.tasks.translation.config.TRANSLATION_DEFAULTS`, or of the
-saved settings when resuming."""
+the options on top of :data:`~attnlab.tasks.translation.config.DEFAULT_RECIPE`, or of the saved
+settings when resuming."""
 
 from __future__ import annotations
 
@@ -11,7 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from attnlab.io.run_folder import claim_run_folder
-from attnlab.tasks.translation.config import TRANSLATION_DEFAULTS, TranslationDataConfig
+from attnlab.tasks.translation.config import (
+    DEFAULT_RECIPE,
+    TranslationDataConfig,
+    recipe_options,
+)
 from attnlab.tasks.translation.pipeline import TrainedTranslator, saved_configs, train_translator
 from attnlab.train.config import TrainConfig
 from attnlab.train.distributed import cleanup_distributed, is_main_process
@@ -41,8 +45,8 @@ def train_from_options(out_dir: str | os.PathLike, *, data: dict[str, Any],
         model = {**{k: v for k, v in saved_model.items() if k not in MODEL_FIXED}, **model}
         train_config = saved_train.replace(**train)
     else:
-        data_config = TranslationDataConfig(**data)
-        train_config = TrainConfig(**{**TRANSLATION_DEFAULTS, **train})
+        data, model, train = recipe_options(DEFAULT_RECIPE, data, model, train)
+        data_config, train_config = TranslationDataConfig(**data), TrainConfig(**train)
     claim = (claim_run_folder(out_dir, resume=resume, overwrite=overwrite)
              if is_main_process() else contextlib.nullcontext())
     try:

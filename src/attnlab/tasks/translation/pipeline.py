@@ -90,6 +90,10 @@ def train_translator(
     if "vocab_size" in options:
         raise ValueError("model option 'vocab_size' is set from the tokenizer, not given")
     info = dist_info or setup_distributed(train.device)
+    if data.batch_tokens is not None and data.batch_tokens < info.world_size * data.max_tokens:
+        raise ValueError(f"batch_tokens must be at least world_size x max_tokens "
+                         f"({info.world_size} x {data.max_tokens}) under torchrun, so that "
+                         f"every process gets rows of every batch; got {data.batch_tokens}")
     train_set, dev_set = load_pairs(data)
     tokenizer = _tokenizer(out_dir, data, train_set, resume=resume, is_main=info.is_main)
     train_pairs = encode_pairs(tokenizer, train_set.sources, train_set.targets, data.max_tokens)
@@ -105,7 +109,8 @@ def train_translator(
                   "data": data.to_dict(), "n_parameters": n_parameters,
                   "dropped_pairs": train_pairs.dropped}
     bleu_rows = range(min(data.dev_bleu_sentences, len(dev_set.sources)))
-    train_batches = PairBatches(train_pairs, train.batch_size, seed=train.seed, drop_last=True)
+    train_batches = PairBatches(train_pairs, train.batch_size, seed=train.seed, drop_last=True,
+                                max_tokens=data.batch_tokens)
     dev_batches = PairBatches(dev_pairs, EVAL_BATCH, shuffle=False)
     if info.distributed:  # each process takes its rows of every global batch; the source
         # mask would trim decoder columns of the same width too, so nothing is trimmed
