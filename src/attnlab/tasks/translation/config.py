@@ -83,11 +83,9 @@ def recipe_options(recipe: dict[str, dict[str, object]], data: dict[str, Any],
         raise ValueError(f"give batch_size (pairs per batch) or batch_tokens (tokens per batch), "
                          f"not both: got batch_size={train['batch_size']}, "
                          f"batch_tokens={data['batch_tokens']}")
-    merged = {"data": {**recipe["data"], **data}, "model": {**recipe["model"], **model},
-              "train": {**recipe["train"], **train}}
-    if "batch_size" in train and "batch_tokens" not in data:
-        merged["data"]["batch_tokens"] = None
-    return merged["data"], merged["model"], merged["train"]
+    by_pairs = {"batch_tokens": None} if "batch_size" in train else {}
+    return ({**recipe["data"], **by_pairs, **data}, {**recipe["model"], **model},
+            {**recipe["train"], **train})
 
 
 @dataclass
