@@ -13,8 +13,8 @@ Usage::
     OMP_NUM_THREADS=2 python scripts/translation_recipe.py [--out /tmp/de-en]
         [--peer-minutes 25 [--alongside]] [--json results.json] [-- extra train options]
 
-e.g. the default recipe in 25 minutes: ``-- --epochs 7 --time-limit 1500``. Runs go to
-``--out`` (a temporary folder by default), never into the repository.
+e.g. the default recipe in 25 minutes: ``-- --epochs 5 --max-steps 1150 --time-limit 1500``.
+Runs go to ``--out`` (a temporary folder by default), never into the repository.
 """
 
 from __future__ import annotations

@@ -92,7 +92,9 @@ def test_token_batches_fill_the_budget_by_the_longer_side(data_dir, tokenizer):
 
 def test_the_default_recipe_batches_by_tokens_unless_a_batch_size_is_given():
     data, model, train = recipe_options(DEFAULT_RECIPE, {}, {}, {})
-    assert data["batch_tokens"] == 2048 and model["n_heads"] == 8 and train["epochs"] == 10
+    assert data["batch_tokens"] == 2048 and train["epochs"] == 14
+    assert model == {"n_heads": 4, "d_ff": 512, "attn_dropout": 0.1}
+    assert train["time_limit"] == 2700.0  # the goal's 45 minutes
     data, _, train = recipe_options(DEFAULT_RECIPE, {}, {}, {"batch_size": 32})
     assert data["batch_tokens"] is None and train["batch_size"] == 32
     data, _, _ = recipe_options(DEFAULT_RECIPE, {"batch_tokens": None}, {}, {"batch_size": 32})
