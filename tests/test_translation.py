@@ -171,8 +171,8 @@ def test_two_processes_train_like_one_under_torchrun(tmp_path, data_dir):
         out = tmp_path / f"n{n}"
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(n),
                "--master_port", str(28500 + os.getpid() % 1000 + n), "-m", "attnlab.cli",
-               "train", *QUICK, "--dropout", "0", "--max-steps", "6", "--eval-steps", "6",
-               "--dev-bleu-sentences", "0", "--out", str(out)]
+               "train", *QUICK, "--dropout", "0", "--attn-dropout", "0", "--max-steps", "6",
+               "--eval-steps", "6", "--dev-bleu-sentences", "0", "--out", str(out)]
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=170)
         assert proc.returncode == 0, proc.stderr[-3000:]
         weights[n] = load_checkpoint(out / "last").weights
