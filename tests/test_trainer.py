@@ -8,6 +8,7 @@ import math
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,7 @@ from attnlab.tasks.classification.metrics import confusion_matrix, macro_f1, sum
 from attnlab.tasks.classification.training import ClassificationLoss, classification_trainer
 from attnlab.train import Callback, MetricsLog, TrainConfig, Trainer
 from attnlab.train.averaging import ExponentialMovingAverage
-from attnlab.train.optim import build_optimizer, lr_factor, warmup_steps_for
+from attnlab.train.optim import build_optimizer, lr_factor, time_progress, warmup_steps_for
 from attnlab.train.progress import ProgressBar
 from attnlab.train.sharding import ShardedBatches
 from toy_training import (
@@ -221,6 +222,61 @@ def test_lr_follows_schedule_in_log(tmp_path):
     lrs = [r["lr"] for r in MetricsLog.read(tmp_path / "metrics.jsonl") if r["type"] == "step"]
     expected = [cfg.lr * lr_factor(s, 16, 4, "linear") for s in range(16)]
     assert lrs == pytest.approx(expected)
+
+
+def test_time_progress_hand_computed():
+    assert time_progress(30.0, 10.0, 50.0) == 0.5  # 20 of the 40 s after warm-up
+    assert time_progress(5.0, 10.0, 50.0) == 0.0  # (clipped) before warm-up ended
+    assert time_progress(70.0, 10.0, 50.0) == 1.0
+    assert time_progress(30.0, None, 50.0) == 0.0  # still warming up
+    assert time_progress(30.0, 10.0, None) == 0.0  # no limit
+    assert time_progress(30.0, 60.0, 50.0) == 1.0  # warm-up alone took the budget
+    # the decay follows whichever is further along: 1/8 of the steps, half of the time
+    assert lr_factor(5, 12, 4, "linear", time_progress=0.5) == 0.5
+    assert lr_factor(11, 12, 4, "linear", time_progress=0.5) == pytest.approx(1 / 8)
+    assert lr_factor(5, 12, 4, "cosine", time_progress=0.5) == pytest.approx(0.5)
+    assert lr_factor(3, 12, 4, "linear", time_progress=0.5) == 1.0  # warm-up is by steps
+    assert lr_factor(15, 12, 4, "inverse_sqrt", time_progress=0.9) == 0.5  # ignores both
+
+
+class _StepClock(Callback):
+    """A fake ``time.perf_counter`` that moves on one second per optimizer step."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def on_step_end(self, trainer, info) -> None:
+        self.now += 1.0
+
+
+@pytest.mark.parametrize("decay_to_time_limit", [True, False])
+def test_the_decay_ends_at_the_time_limit_when_asked(tmp_path, monkeypatch,
+                                                     decay_to_time_limit):
+    # 16 planned steps, 4 of warm-up; the clock says 1 s a step and the limit is 10 s, so 10
+    # steps run. Timed, the decay spans the 6 s after warm-up (step 4 at 4 s) and reaches
+    # 1/6 at step 9; by steps it would still be at 7/12.
+    clock = _StepClock()
+    monkeypatch.setattr(time, "perf_counter", clock)
+    cfg = TrainConfig(epochs=1, warmup_steps=4, schedule="linear", time_limit=10.0,
+                      decay_to_time_limit=decay_to_time_limit, **{**FAST, "log_every": 1})
+    _, result = train_toy(cfg, tmp_path, callbacks=[clock])
+    assert result.out_of_time and result.global_step == 10
+    lrs = [r["lr"] for r in MetricsLog.read(tmp_path / "metrics.jsonl") if r["type"] == "step"]
+    timed = [max(0.0, (s - 4) / 6) if decay_to_time_limit else 0.0 for s in range(10)]
+    expected = [cfg.lr * lr_factor(s, 16, 4, "linear", time_progress=t)
+                for s, t in enumerate(timed)]
+    assert lrs == pytest.approx(expected)
+    assert lrs[-1] == pytest.approx(cfg.lr * (1 / 6 if decay_to_time_limit else 7 / 12))
+    saved = json.loads((tmp_path / "last" / "trainer_state.json").read_text())
+    assert saved["progress"]["warmup_end"] == (4.0 if decay_to_time_limit else None)
+
+
+def test_decay_to_time_limit_must_be_a_bool():
+    with pytest.raises(TypeError, match="decay_to_time_limit must be a bool, got 'yes'"):
+        TrainConfig(decay_to_time_limit="yes")
 
 
 @pytest.mark.parametrize("dropout", [0.0, 0.3])

@@ -28,6 +28,11 @@ class TrainConfig(DictConfig):
     weights (:class:`~attnlab.training.averaging.ExponentialMovingAverage`); ``last/`` keeps the
     raw weights and the average, to resume.
 
+    With ``time_limit`` and ``decay_to_time_limit``, the decay after warm-up follows the time
+    as well as the steps, whichever is further along, so that a run stopped by the clock still
+    ends at a learning rate of 0 (on any machine); its learning rates then depend on the speed
+    of the machine, so two such runs are not step for step the same.
+
     ``batch_size`` is the *global* batch: under ``torchrun`` each of the ``W`` processes takes
     ``batch_size // W`` examples per step, so one process and ``W`` processes make the same
     optimizer steps.
@@ -81,6 +86,8 @@ class TrainConfig(DictConfig):
         "help": "stop after this many optimizer steps (None: all epochs)"})
     time_limit: float | None = field(default=None, metadata={
         "help": "stop training after this many seconds, evaluate, save"})
+    decay_to_time_limit: bool = field(default=False, metadata={
+        "help": "the linear or cosine decay ends when time_limit is up, if that comes first"})
     device: str = field(default="auto", metadata={
         "help": '"auto" (cuda if available), "cpu", "cuda", "cuda:1", ...'})
 
@@ -126,6 +133,8 @@ class TrainConfig(DictConfig):
             _positive("max_steps", self.max_steps, int)
         if self.time_limit is not None:
             _positive("time_limit", self.time_limit, float)
+        if not isinstance(self.decay_to_time_limit, bool):
+            raise TypeError(f"decay_to_time_limit must be a bool, got {self.decay_to_time_limit!r}")
         if not isinstance(self.device, str) or not (
             self.device in ("auto", "cpu") or self.device.startswith("cuda")
         ):

@@ -13,8 +13,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-__all__ = ["DistInfo", "all_reduce_sum", "barrier", "cleanup_distributed", "global_share",
-           "is_main_process", "setup_distributed"]
+__all__ = ["DistInfo", "all_reduce_max", "all_reduce_sum", "barrier", "cleanup_distributed",
+           "global_share", "is_main_process", "setup_distributed"]
 
 
 @dataclass(frozen=True)
@@ -76,6 +76,13 @@ def all_reduce_sum(tensor: Tensor) -> Tensor:
     """Sum ``tensor`` over all processes in place (identity for a single process)."""
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def all_reduce_max(tensor: Tensor) -> Tensor:
+    """The elementwise maximum of ``tensor`` over all processes, in place (identity for one)."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
     return tensor
 
 

@@ -1,6 +1,7 @@
 """AdamW with sensible weight-decay groups, and the warm-up-then-decay learning-rate schedule.
 
-The schedule is a pure function of the step, so resuming needs only the step count.
+The schedule is a pure function of the step (and, when the decay ends at a time limit, of the
+training time spent), so resuming needs only the counters saved in last/.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import math
 import torch
 from torch import nn
 
-__all__ = ["build_optimizer", "lr_factor", "set_lr", "warmup_steps_for"]
+__all__ = ["build_optimizer", "lr_factor", "set_lr", "time_progress", "warmup_steps_for"]
 
 # Modules whose weights are scales or lookup tables, not projections: decaying them only hurts.
 _NO_DECAY_MODULES = (nn.LayerNorm, nn.Embedding, nn.GroupNorm, nn.BatchNorm1d, nn.RMSNorm)
@@ -55,13 +56,16 @@ def warmup_steps_for(total_steps: int, warmup_ratio: float, warmup_steps: int | 
     return math.ceil(warmup_ratio * total_steps)
 
 
-def lr_factor(step: int, total_steps: int, warmup: int, schedule: str) -> float:
+def lr_factor(step: int, total_steps: int, warmup: int, schedule: str,
+              time_progress: float = 0.0) -> float:
     """Multiplier of the peak learning rate for optimizer step ``step`` (0-based).
 
     Linear warm-up ``(step + 1) / warmup`` over the first ``warmup`` steps, then ``constant``
     (1), ``linear`` decay to 0 at ``total_steps``, ``cosine`` decay to 0 at ``total_steps``, or
     ``inverse_sqrt``: ``sqrt(warmup / (step + 1))``, which ignores ``total_steps`` (Vaswani et
-    al., 2017, §5.3; fairseq's ``inverse_sqrt``).
+    al., 2017, §5.3; fairseq's ``inverse_sqrt``). ``time_progress`` (in [0, 1], see
+    :func:`time_progress`) moves the linear or cosine decay on when the time runs out before the
+    steps do: the decay follows whichever of the two is further along.
     """
     if step < warmup:
         return (step + 1) / warmup
@@ -70,13 +74,24 @@ def lr_factor(step: int, total_steps: int, warmup: int, schedule: str) -> float:
     if schedule == "inverse_sqrt":
         return math.sqrt(max(warmup, 1) / (step + 1))
     progress = (step - warmup) / max(1, total_steps - warmup)  # in [0, 1)
-    progress = min(progress, 1.0)
+    progress = min(max(progress, time_progress), 1.0)
     if schedule == "linear":
         return 1.0 - progress
     if schedule == "cosine":
         return 0.5 * (1.0 + math.cos(math.pi * progress))
     raise ValueError(f"schedule must be 'linear', 'cosine', 'constant' or 'inverse_sqrt', "
                      f"got {schedule!r}")
+
+
+def time_progress(elapsed: float, warmup_end: float | None, time_limit: float | None) -> float:
+    """How far the decay is along a time budget: the share of the time between the end of
+    warm-up (``warmup_end`` seconds into training) and ``time_limit`` already spent; 0 before
+    warm-up ends or without a limit."""
+    if time_limit is None or warmup_end is None:
+        return 0.0
+    if time_limit <= warmup_end:  # warm-up alone took the whole budget
+        return 1.0
+    return min(max((elapsed - warmup_end) / (time_limit - warmup_end), 0.0), 1.0)
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:

@@ -85,6 +85,7 @@ class TrainState:
     stopped_early: bool = False  # the evaluator's patience ran out
     out_of_time: bool = False  # training stopped at config.time_limit
     wall_time: float = 0.0  # fit time before this invocation
+    warmup_end: float | None = None  # fit time when warm-up ended (decay_to_time_limit)
     history: list[dict[str, Any]] = field(default_factory=list)  # EpochRecord dicts
 
     def start_epoch_sums(self) -> None:

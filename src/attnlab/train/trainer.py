@@ -33,12 +33,18 @@ from torch.nn.parallel import DistributedDataParallel
 
 from attnlab.train.averaging import ExponentialMovingAverage
 from attnlab.train.config import TrainConfig
-from attnlab.train.distributed import DistInfo, all_reduce_sum, global_share, setup_distributed
+from attnlab.train.distributed import (
+    DistInfo,
+    all_reduce_max,
+    all_reduce_sum,
+    global_share,
+    setup_distributed,
+)
 from attnlab.train.evaluation import Evaluator
 from attnlab.train.interrupt import ForcedInterrupt, TrainingInterrupted, deferred_interrupts
 from attnlab.train.ledger import StepLedger
 from attnlab.train.metrics_log import MetricsLog
-from attnlab.train.optim import build_optimizer, lr_factor, set_lr, warmup_steps_for
+from attnlab.train.optim import build_optimizer, lr_factor, set_lr, time_progress, warmup_steps_for
 from attnlab.train.progress import ProgressBar, epoch_line
 from attnlab.train.resume import restore_last, save_last
 from attnlab.train.state import EpochRecord, FitResult, Loss, StepInfo, TrainState
@@ -179,10 +185,11 @@ class Trainer:
             if st.global_step >= self.total_steps:
                 break
             self._stop_if_interrupted()
-            if self._out_of_time(fit_start):
+            elapsed = self._elapsed(fit_start)
+            if elapsed is not None and elapsed >= cfg.time_limit:
                 st.out_of_time = True
                 break
-            loss, lr = self._step(batch)
+            loss, lr = self._step(batch, elapsed)
             if st.global_step % cfg.log_every == 0:
                 self._log_step(lr, fit_start)
             self._bar.update(1)
@@ -198,8 +205,9 @@ class Trainer:
         self._bar.close()
         self._end_epoch(fit_start)
 
-    def _step(self, batch: dict[str, Tensor]) -> tuple[Loss, float]:
-        """One optimizer step; the loss stays on the device (see :meth:`_read_back`)."""
+    def _step(self, batch: dict[str, Tensor], elapsed: float | None) -> tuple[Loss, float]:
+        """One optimizer step, ``elapsed`` seconds into training (``None`` without a time
+        limit); the loss stays on the device (see :meth:`_read_back`)."""
         cfg, st = self.config, self.state
         dev = self.dist.device
         batch = {k: v.to(dev, non_blocking=True) if isinstance(v, Tensor) else v
@@ -212,7 +220,7 @@ class Trainer:
         grad_norm = None
         if cfg.grad_clip:
             grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
-        lr = cfg.lr * lr_factor(st.global_step, self.total_steps, self.warmup_steps, cfg.schedule)
+        lr = cfg.lr * self._lr_factor(elapsed)
         set_lr(self.optimizer, lr)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -350,15 +358,29 @@ class Trainer:
             stopped_early=st.stopped_early, wall_time=st.wall_time, out_of_time=st.out_of_time,
             best_step=None if ev is None else ev.state.best_step)
 
-    def _out_of_time(self, fit_start: float) -> bool:
-        """``config.time_limit`` passed (on any process: all stop at the same step)."""
-        limit = self.config.time_limit
-        if limit is None:
-            return False
-        late = float(time.perf_counter() - fit_start >= limit)
+    def _elapsed(self, fit_start: float) -> float | None:
+        """Seconds of training so far when there is a time limit (else ``None``): under
+        ``torchrun`` the longest of the processes', so that all stop at the same step and set
+        the same learning rate."""
+        if self.config.time_limit is None:
+            return None
+        elapsed = time.perf_counter() - fit_start
         if self.dist.distributed:
-            late = float(all_reduce_sum(torch.tensor([late], device=self.dist.device)).item())
-        return late > 0
+            elapsed = all_reduce_max(torch.tensor([elapsed], dtype=torch.float64,
+                                                  device=self.dist.device)).item()
+        return elapsed
+
+    def _lr_factor(self, elapsed: float | None) -> float:
+        """The schedule's multiplier for the coming step; with ``decay_to_time_limit`` the
+        decay also follows the time spent since warm-up ended."""
+        cfg, st = self.config, self.state
+        progress = 0.0
+        if cfg.decay_to_time_limit and elapsed is not None:
+            if st.warmup_end is None and st.global_step >= self.warmup_steps:
+                st.warmup_end = elapsed
+            progress = time_progress(elapsed, st.warmup_end, cfg.time_limit)
+        return lr_factor(st.global_step, self.total_steps, self.warmup_steps, cfg.schedule,
+                         time_progress=progress)
 
 
 class _Boundary(KeyboardInterrupt):
