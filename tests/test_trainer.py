@@ -548,6 +548,22 @@ def test_sharded_batches_partition_rows_and_trim_padding():
         ShardedBatches([batch], 2, 2)
 
 
+def test_sharded_pair_batches_trim_each_side_by_its_own_mask():
+    # source and target both 4 wide: the source mask must not cut the decoder's columns
+    source_mask = torch.tensor([[1, 1, 0, 0], [1, 0, 0, 0], [1, 1, 1, 1], [1, 1, 1, 1]])
+    target_mask = torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0], [1, 1, 0, 0], [1, 0, 0, 0]])
+    batch = {"input_ids": source_mask * 7, "attention_mask": source_mask,
+             "decoder_input_ids": target_mask * 9, "decoder_attention_mask": target_mask,
+             "labels": target_mask * 5 + (target_mask - 1) * 100}  # -100 at padding
+    first, second = (next(iter(ShardedBatches([batch], 2, r))) for r in range(2))
+    assert first["input_ids"].shape == (2, 2) and first["attention_mask"].shape == (2, 2)
+    assert first["decoder_input_ids"].tolist() == [[9, 9, 9, 9], [9, 9, 9, 0]]
+    assert first["labels"].tolist() == [[5, 5, 5, 5], [5, 5, 5, -100]]
+    assert second["input_ids"].shape == (2, 4)
+    assert second["decoder_input_ids"].tolist() == [[9, 9], [9, 0]]
+    assert second["labels"].shape == second["decoder_attention_mask"].shape == (2, 2)
+
+
 def test_batch_size_must_split_over_processes():
     from attnlab.train.distributed import DistInfo
 

@@ -150,11 +150,10 @@ def toy_pairs(n: int, seed: int = 99) -> EncodedPairs:
 
 
 def token_batches(batch_size: int, seed: int, world_size: int = 1, rank: int = 0):
-    """Global pair batches, or this process's rows of each (no trimming: the decoder's columns
-    are not the source's)."""
+    """Global pair batches, or this process's rows of each (each side trimmed by its mask)."""
     batches = PairBatches(toy_pairs(256), batch_size, seed=seed, drop_last=True)
     if world_size > 1:
-        return ShardedBatches(batches, world_size, rank, trim_padding=False)
+        return ShardedBatches(batches, world_size, rank)
     return batches
 
 

@@ -27,7 +27,8 @@ class ShardedBatches:
         world_size: number of processes ``W``.
         rank: this process, in ``[0, W)``.
         trim_padding: cut trailing columns where this slice's ``attention_mask`` is all 0
-            (right padding only needed by other rows).
+            (right padding only needed by other rows); in pair batches the decoder's side is
+            cut by its ``decoder_attention_mask``.
 
     A batch with fewer than ``W`` rows leaves some processes an empty slice, which is skipped;
     use it for evaluation, and give training batches of a multiple of ``W`` rows (``drop_last``).
@@ -57,13 +58,35 @@ class ShardedBatches:
             n = next(iter(part.values())).shape[0]
             if n == 0:
                 continue
-            mask = part.get("attention_mask")
-            if self.trim_padding and mask is not None and mask.dim() == 2:
-                T = mask.shape[1]
-                used = int(torch.nonzero(mask.any(0)).max()) + 1 if bool(mask.any()) else T
-                part = {k: v[:, :used] if v.dim() >= 2 and v.shape[1] == T else v
-                        for k, v in part.items()}  # (b, T) -> (b, used)
+            if self.trim_padding:
+                part = _trimmed(part)
             yield part
+
+
+def _trimmed(part: dict[str, Tensor]) -> dict[str, Tensor]:
+    """``part`` without the trailing columns that its masks leave all 0. Pair batches trim
+    each side by its own mask: ``decoder_attention_mask`` cuts the ``decoder_*`` tensors and
+    ``labels``, ``attention_mask`` the rest (which a width shared by chance never mixes)."""
+    decoder = "decoder_attention_mask" in part
+    sides = {"attention_mask": [k for k in part if not (decoder and _decoder_side(k))]}
+    if decoder:
+        sides["decoder_attention_mask"] = [k for k in part if _decoder_side(k)]
+    trimmed = dict(part)
+    for mask_key, keys in sides.items():
+        mask = part.get(mask_key)
+        if mask is None or mask.dim() != 2:
+            continue
+        T = mask.shape[1]
+        used = int(torch.nonzero(mask.any(0)).max()) + 1 if bool(mask.any()) else T
+        for k in keys:
+            v = part[k]
+            if v.dim() >= 2 and v.shape[1] == T:
+                trimmed[k] = v[:, :used]  # (b, T) -> (b, used)
+    return trimmed
+
+
+def _decoder_side(key: str) -> bool:
+    return key.startswith("decoder_") or key == "labels"
 
 
 def _rows(t: Tensor, world_size: int, rank: int) -> Tensor:

@@ -112,11 +112,10 @@ def train_translator(
     train_batches = PairBatches(train_pairs, train.batch_size, seed=train.seed, drop_last=True,
                                 max_tokens=data.batch_tokens)
     dev_batches = PairBatches(dev_pairs, EVAL_BATCH, shuffle=False)
-    if info.distributed:  # each process takes its rows of every global batch; the source
-        # mask would trim decoder columns of the same width too, so nothing is trimmed
-        train_batches = ShardedBatches(train_batches, info.world_size, info.rank,
-                                       trim_padding=False)
-        dev_batches = ShardedBatches(dev_batches, info.world_size, info.rank, trim_padding=False)
+    if info.distributed:  # each process takes its rows of every global batch (each side
+        # trimmed of the columns its rows do not use)
+        train_batches = ShardedBatches(train_batches, info.world_size, info.rank)
+        dev_batches = ShardedBatches(dev_batches, info.world_size, info.rank)
     trainer = translation_trainer(
         model, train, train_batches, dev_batches, tokenizer=tokenizer,
         dev_sources=[dev_set.sources[i] for i in bleu_rows],
