@@ -66,7 +66,7 @@ class ShardedBatches:
 def _trimmed(part: dict[str, Tensor]) -> dict[str, Tensor]:
     """``part`` without the trailing columns that its masks leave all 0. Pair batches trim
     each side by its own mask: ``decoder_attention_mask`` cuts the ``decoder_*`` tensors and
-    ``labels``, ``attention_mask`` the rest (which a width shared by chance never mixes)."""
+    ``labels``, ``attention_mask`` the rest, so two sides of the same width never mix."""
     decoder = "decoder_attention_mask" in part
     sides = {"attention_mask": [k for k in part if not (decoder and _decoder_side(k))]}
     if decoder:
