@@ -13,7 +13,8 @@ Usage::
     OMP_NUM_THREADS=2 python scripts/translation_recipe.py [--out /tmp/de-en]
         [--peer-minutes 25 [--alongside]] [--json results.json] [-- extra train options]
 
-e.g. the default recipe in 25 minutes: ``-- --epochs 5 --max-steps 1150 --time-limit 1500``.
+e.g. the default recipe in 25 minutes, its decay ending with the time: ``-- --time-limit 1500
+--decay-to-time-limit``.
 Runs go to ``--out`` (a temporary folder by default), never into the repository.
 """
 
