@@ -12,6 +12,11 @@ embeddings, sinusoidal positions), for ``--steps`` steps. It prints the mean tra
 test_2016_flickr (both models decoded by the same loop, recomputing the prefix, at most 80
 tokens, as the peer does). The seed fixes the data order, so both models see the same batches.
 
+Options change one part at a time: towards our pipeline (``--batches sorted``: sorted by source
+then target length; ``--schedule linear``: decay to 0 at the last step), or our model towards the
+peer's (``--activation relu``, ``--embed-dropout 0``, ``--init torch``: Xavier as
+``nn.Transformer``).
+
 Usage::
 
     OMP_NUM_THREADS=1 python scripts/translation_peer_loop.py --model attnlab --steps 570
@@ -24,6 +29,7 @@ import importlib.util
 import math
 import random
 import time
+from collections import Counter
 from pathlib import Path
 
 import sacrebleu
@@ -55,9 +61,14 @@ def pad(rows: list[list[int]]) -> torch.Tensor:
     return torch.tensor([r + [PAD] * (n - len(r)) for r in rows])  # (B, n)
 
 
-def token_batches(pairs, rng: random.Random, tokens: int = 2048) -> list[list[int]]:
-    """The peer's batches: sorted by source length (random ties), rows x longest <= tokens."""
-    order = sorted(range(len(pairs)), key=lambda i: (len(pairs[i][0]), rng.random()))
+def token_batches(pairs, rng: random.Random, tokens: int = 2048, by_target: bool = False
+                  ) -> list[list[int]]:
+    """The peer's batches: sorted by source length (random ties), rows x longest <= tokens;
+    ``by_target`` sorts by target length among equal sources too, as our pipeline does."""
+    def key(i):
+        return (len(pairs[i][0]), len(pairs[i][1]) if by_target else 0, rng.random())
+
+    order = sorted(range(len(pairs)), key=key)
     out, cur, longest = [], [], 0
     for i in order:
         n = max(longest, len(pairs[i][0]), len(pairs[i][1]))
@@ -71,14 +82,32 @@ def token_batches(pairs, rng: random.Random, tokens: int = 2048) -> list[list[in
     return out
 
 
-def build(name: str, vocab: int):
+def build(args: argparse.Namespace, vocab: int):
     """The model and its ``logits(x (B, S), y (B, T)) -> (B, T, V)``."""
-    if name == "peer":
+    if args.model == "peer":
         model = load_peer().Baseline(vocab, 256, 4, 3)
         return model, model
     model = Seq2SeqTransformer(Seq2SeqConfig(vocab_size=vocab, d_model=256, n_heads=4,
-                                             d_ff=512, attn_dropout=0.1))
+                                             d_ff=512, attn_dropout=0.1,
+                                             activation=args.activation))
+    model.embed_dropout.p = args.embed_dropout
+    if args.init == "torch":
+        torch_init(model)
     return model, lambda x, y: model(x, (x != PAD).long(), y, (y != PAD).long()).logits
+
+
+@torch.no_grad()
+def torch_init(model: Seq2SeqTransformer) -> None:
+    """Re-initialise the layers as ``torch.nn.Transformer`` does: Xavier-uniform on every
+    matrix, the query, key and value projections as one packed (3D, D) matrix."""
+    for module in (*model.encoder.layers, *model.decoder.layers):
+        for name, param in module.named_parameters():
+            if param.ndim < 2:
+                continue
+            fan_out = 3 * param.shape[0] if name.split(".")[-2] in ("q_proj", "k_proj",
+                                                                   "v_proj") else param.shape[0]
+            bound = math.sqrt(6 / (fan_out + param.shape[1]))
+            param.uniform_(-bound, bound)
 
 
 def main() -> None:
@@ -86,6 +115,16 @@ def main() -> None:
     parser.add_argument("--model", choices=("peer", "attnlab"), default="attnlab")
     parser.add_argument("--steps", type=int, default=570)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--activation", choices=("gelu", "relu"), default="gelu",
+                        help="ours only: the feed-forward non-linearity (the peer's is ReLU)")
+    parser.add_argument("--embed-dropout", type=float, default=0.1,
+                        help="ours only: dropout on the embeddings (the peer has none)")
+    parser.add_argument("--init", choices=("ours", "torch"), default="ours",
+                        help="ours only: torch re-initialises the layers as nn.Transformer")
+    parser.add_argument("--batches", choices=("peer", "sorted"), default="peer",
+                        help="sorted: by source then target length, as our pipeline")
+    parser.add_argument("--schedule", choices=("inverse_sqrt", "linear"), default="inverse_sqrt",
+                        help="linear: after the 400 warm-up steps, down to 0 at --steps")
     args = parser.parse_args()
     torch.manual_seed(args.seed)
     rng = random.Random(args.seed)
@@ -100,15 +139,15 @@ def main() -> None:
         return [e.ids for e in tok.encode_batch(texts)]
 
     pairs = [(s, [BOS] + t + [EOS]) for s, t in zip(encode(src), encode(tgt), strict=True)]
-    model, logits_of = build(args.model, tok.get_vocab_size())
+    model, logits_of = build(args, tok.get_vocab_size())
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.98), weight_decay=0.01)
     step, window, start = 0, 0.0, time.perf_counter()
     model.train()
     while step < args.steps:
-        for rows in token_batches(pairs, rng):
+        for rows in token_batches(pairs, rng, by_target=args.batches == "sorted"):
             x, y = pad([pairs[i][0] for i in rows]), pad([pairs[i][1] for i in rows])
             for group in opt.param_groups:
-                group["lr"] = 1e-3 * min((step + 1) / 400, math.sqrt(400 / (step + 1)))
+                group["lr"] = 1e-3 * lr_factor(step, args.steps, args.schedule)
             logits = logits_of(x, y[:, :-1])  # (B, T, V)
             loss = F.cross_entropy(logits.flatten(0, 1), y[:, 1:].flatten(), ignore_index=PAD,
                                    label_smoothing=0.1)
@@ -126,6 +165,15 @@ def main() -> None:
     model.eval()
     print(f"{args.model} after {step} steps: val loss {val_loss(logits_of, encode):.3f}; "
           f"test_2016_flickr greedy {greedy_bleu(logits_of, encode, tok)}", flush=True)
+
+
+def lr_factor(step: int, steps: int, schedule: str, warmup: int = 400) -> float:
+    """The peer's inverse square root after warm-up, or a linear decay to 0 at ``steps``."""
+    if step < warmup:
+        return (step + 1) / warmup
+    if schedule == "linear":
+        return max(0.0, (steps - step) / (steps - warmup))
+    return math.sqrt(warmup / (step + 1))
 
 
 @torch.no_grad()
@@ -162,7 +210,13 @@ def greedy_bleu(logits_of, encode, tok, max_len: int = 80) -> str:
             row = row[: row.index(EOS)] if EOS in row else row
             hyps.append(tok.decode([t for t in row if t != PAD]))
     bleu = sacrebleu.BLEU()
-    return f"{bleu.corpus_score(hyps, [refs])} ({bleu.get_signature()})"
+    return (f"{bleu.corpus_score(hyps, [refs])} ({bleu.get_signature()}); a word 3+ times in "
+            f"{repeating(hyps)} hypotheses ({repeating(refs)} references)")
+
+
+def repeating(texts: list[str]) -> int:
+    """How many texts use one word three times or more."""
+    return sum(max(Counter(t.split()).values(), default=0) >= 3 for t in texts)
 
 
 if __name__ == "__main__":

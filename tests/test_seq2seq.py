@@ -65,11 +65,11 @@ def sinusoids(T, D):
 @torch_warning
 @pytest.mark.parametrize("dtype,atol", [(torch.float32, 1e-5), (torch.float64, 1e-10)])
 @pytest.mark.parametrize("positions", ["sinusoidal", "learned"])
-@pytest.mark.parametrize("S,T", [(7, 5), (4, 9)])
-def test_equals_torch_transformer(dtype, atol, positions, S, T):
+@pytest.mark.parametrize("S,T,activation", [(7, 5, "gelu"), (4, 9, "relu")])
+def test_equals_torch_transformer(dtype, atol, positions, S, T, activation):
     D, max_len = 16, 32
     with default_dtype(dtype):
-        reference = nn.Transformer(D, 2, 2, 3, 40, dropout=0.0, activation="gelu",
+        reference = nn.Transformer(D, 2, 2, 3, 40, dropout=0.0, activation=activation,
                                    batch_first=True, norm_first=True).eval()
         embedding = nn.Embedding(V, D)
         if positions == "learned":
@@ -81,6 +81,7 @@ def test_equals_torch_transformer(dtype, atol, positions, S, T):
             table_src = table_tgt = sinusoids(max_len, D)
             model = Seq2SeqTransformer.from_torch(reference, embedding, max_len=max_len).eval()
     assert model.config.n_decoder_layers == 3 and model.config.d_ff == 40
+    assert model.config.activation == activation
     src, mask, tgt, tgt_mask = batch(S, T, [S, S - 1, 2], [T, T - 2, 1])
     with torch.no_grad():
         x = embedding(src) * math.sqrt(D) + table_src[:S]  # (B, S, D)
@@ -101,9 +102,10 @@ def test_from_torch_rejects_what_it_cannot_copy():
     post_norm = nn.Transformer(16, 2, 1, 1, 32, activation="gelu", batch_first=True)
     with pytest.raises(ValueError, match="norm_first"):
         Seq2SeqTransformer.from_torch(post_norm, embedding)
-    relu = nn.Transformer(16, 2, 1, 1, 32, batch_first=True, norm_first=True)
-    with pytest.raises(ValueError, match="GELU"):
-        Seq2SeqTransformer.from_torch(relu, embedding)
+    tanh_gelu = nn.Transformer(16, 2, 1, 1, 32, activation=nn.GELU(approximate="tanh"),
+                               batch_first=True, norm_first=True)
+    with pytest.raises(ValueError, match="ReLU or exact GELU"):
+        Seq2SeqTransformer.from_torch(tanh_gelu, embedding)
     gelu = nn.Transformer(16, 2, 1, 1, 32, activation="gelu", batch_first=True, norm_first=True)
     with pytest.raises(ValueError, match="source_positions and target_positions"):
         Seq2SeqTransformer.from_torch(gelu, embedding, source_positions=nn.Embedding(32, 16))
@@ -282,6 +284,7 @@ def test_config_round_trip_and_help():
     (dict(positional="rotary", d_model=12, n_heads=4), "rotary"),
     (dict(dropout=1.0), "dropout"),
     (dict(attn_dropout=-0.1), "attn_dropout"),
+    (dict(activation="swish"), "activation"),
     (dict(tie_embeddings=1), "tie_embeddings"),
     (dict(eos_token_id=10), "eos_token_id"),
     (dict(bos_token_id=0), "pad_token_id"),

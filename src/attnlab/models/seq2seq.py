@@ -32,7 +32,12 @@ from attnlab.attention.positional import (
 )
 from attnlab.configs import DictConfig
 from attnlab.models.transformer_decoder import DecoderCache, DecoderLayer, TransformerDecoder
-from attnlab.models.transformer_encoder import EncoderLayer, TransformerEncoder
+from attnlab.models.transformer_encoder import (
+    ACTIVATIONS,
+    EncoderLayer,
+    TransformerEncoder,
+    check_torch_layer,
+)
 
 __all__ = ["Seq2SeqConfig", "Seq2SeqOutput", "Seq2SeqTransformer"]
 
@@ -55,6 +60,8 @@ class Seq2SeqConfig(DictConfig):
     dropout: float = field(default=0.1, metadata={
         "help": "on embeddings, sub-layer outputs and inside the feed-forward nets"})
     attn_dropout: float = field(default=0.0, metadata={"help": "on the attention weights"})
+    activation: str = field(default="gelu", metadata={
+        "help": 'feed-forward non-linearity: "gelu" or "relu" (torch.nn.Transformer\'s)'})
     max_len: int = field(default=256, metadata={
         "help": "longest source or target accepted (positions 0 .. max_len-1)"})
     positional: str = field(default="sinusoidal", metadata={
@@ -78,6 +85,9 @@ class Seq2SeqConfig(DictConfig):
                              f"n_heads={self.n_heads}")
         if self.positional not in POSITIONAL:
             raise ValueError(f"positional must be one of {POSITIONAL}, got {self.positional!r}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {tuple(ACTIVATIONS)}, got "
+                             f"{self.activation!r}")
         if self.positional == "rotary" and self.d_k % 2 != 0:
             raise ValueError(f"positional='rotary' needs an even head size d_model/n_heads, got "
                              f"{self.d_model}/{self.n_heads} = {self.d_k}")
@@ -145,8 +155,8 @@ class Seq2SeqTransformer(nn.Module):
         self.source_positions, self.target_positions = self._positions(), self._positions()
         rotary = RotaryEmbedding(c.d_k, max_len=c.max_len) if c.positional == "rotary" else None
         self.embed_dropout = nn.Dropout(c.dropout)
-        layers = dict(dropout=c.dropout, attn_dropout=c.attn_dropout, norm_first=c.norm_first,
-                      rotary=rotary)
+        layers = dict(dropout=c.dropout, attn_dropout=c.attn_dropout, activation=c.activation,
+                      norm_first=c.norm_first, rotary=rotary)
         self.encoder = TransformerEncoder(c.n_encoder_layers, c.d_model, c.n_heads, c.d_ff,
                                           **layers)
         self.decoder = TransformerDecoder(c.n_decoder_layers, c.d_model, c.n_heads, c.d_ff,
@@ -276,7 +286,7 @@ class Seq2SeqTransformer(nn.Module):
         max_len: int | None = None,
         **token_ids: int,
     ) -> Seq2SeqTransformer:
-        """A copy of a pre-norm ``torch.nn.Transformer`` (GELU) with tied ``embedding``.
+        """A copy of a pre-norm ``torch.nn.Transformer`` (ReLU or GELU) with tied ``embedding``.
 
         The reference computes ``logits = transformer(E[src]·sqrt(D) + P_src, E[tgt]·sqrt(D) +
         P_tgt) @ Eᵀ`` with a causal ``tgt_mask``; ``P`` are the given learned position tables,
@@ -301,7 +311,8 @@ class Seq2SeqTransformer(nn.Module):
             vocab_size=embedding.num_embeddings, d_model=transformer.d_model,
             n_heads=transformer.nhead, n_encoder_layers=len(enc.layers),
             n_decoder_layers=len(dec.layers), d_ff=layer.linear1.out_features,
-            dropout=layer.dropout.p, attn_dropout=layer.self_attn.dropout, max_len=max_len,
+            dropout=layer.dropout.p, attn_dropout=layer.self_attn.dropout,
+            activation=check_torch_layer(layer, (layer.norm1, layer.norm2)), max_len=max_len,
             positional="learned" if learned else "sinusoidal", **token_ids)
         weight = embedding.weight
         model = cls(config).to(weight.device, weight.dtype)

@@ -65,6 +65,7 @@ class DecoderLayer(nn.Module):
         d_ff: hidden size ``F`` of the feed-forward network.
         dropout: dropout on each sub-layer's output and inside the feed-forward network.
         attn_dropout: dropout on the attention weights.
+        activation: the feed-forward non-linearity, ``"gelu"`` or ``"relu"``.
         norm_first: pre-norm (``x + f(norm(x))``) if ``True``, else post-norm
             (``norm(x + f(x))``).
         rotary: optional rotary embedding for the self-attention (cross-attention has none:
@@ -86,13 +87,14 @@ class DecoderLayer(nn.Module):
         *,
         dropout: float = 0.0,
         attn_dropout: float = 0.0,
+        activation: str = "gelu",
         norm_first: bool = True,
         rotary: nn.Module | None = None,
     ) -> None:
         super().__init__()
         self.self_attn = MultiHeadAttention(d_model, n_heads, dropout=attn_dropout, rotary=rotary)
         self.cross_attn = MultiHeadAttention(d_model, n_heads, dropout=attn_dropout)
-        self.ff = FeedForward(d_model, d_ff, dropout)
+        self.ff = FeedForward(d_model, d_ff, dropout, activation)
         self.self_attn_norm = nn.LayerNorm(d_model)
         self.cross_attn_norm = nn.LayerNorm(d_model)
         self.ff_norm = nn.LayerNorm(d_model)
@@ -128,11 +130,12 @@ class DecoderLayer(nn.Module):
 
     @classmethod
     def from_torch(cls, layer: nn.TransformerDecoderLayer) -> DecoderLayer:
-        """A copy of a ``torch.nn.TransformerDecoderLayer`` (GELU, biases, eps 1e-5)."""
-        check_torch_layer(layer, (layer.norm1, layer.norm2, layer.norm3))
+        """A copy of a ``torch.nn.TransformerDecoderLayer`` (ReLU or GELU, biases, eps 1e-5)."""
+        activation = check_torch_layer(layer, (layer.norm1, layer.norm2, layer.norm3))
         d_model, d_ff = layer.linear1.in_features, layer.linear1.out_features
         new = cls(d_model, layer.self_attn.num_heads, d_ff, dropout=layer.dropout.p,
-                  attn_dropout=layer.self_attn.dropout, norm_first=layer.norm_first)
+                  attn_dropout=layer.self_attn.dropout, activation=activation,
+                  norm_first=layer.norm_first)
         new.self_attn = MultiHeadAttention.from_torch(layer.self_attn)
         new.cross_attn = MultiHeadAttention.from_torch(layer.multihead_attn)
         pairs = ((new.ff.up, layer.linear1), (new.ff.down, layer.linear2),

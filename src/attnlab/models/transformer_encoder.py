@@ -15,20 +15,31 @@ from torch import Tensor, nn
 
 from attnlab.attention.multihead import MultiHeadAttention
 
-__all__ = ["EncoderLayer", "FeedForward", "LayerStack", "TransformerEncoder"]
+__all__ = ["ACTIVATIONS", "EncoderLayer", "FeedForward", "LayerStack", "TransformerEncoder"]
+
+# The feed-forward non-linearities, by name: exact GELU (BERT's) or ReLU (torch.nn.Transformer's
+# default and the original Transformer's).
+ACTIVATIONS = {"gelu": F.gelu, "relu": F.relu}
 
 
 class FeedForward(nn.Module):
-    """``Linear(D, F) -> GELU -> Dropout -> Linear(F, D)``, applied to each position."""
+    """``Linear(D, F) -> activation -> Dropout -> Linear(F, D)``, applied to each position;
+    ``activation`` is a name in :data:`ACTIVATIONS`."""
 
-    def __init__(self, d_model: int, d_ff: int, dropout: float = 0.0) -> None:
+    def __init__(self, d_model: int, d_ff: int, dropout: float = 0.0,
+                 activation: str = "gelu") -> None:
         super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {tuple(ACTIVATIONS)}, got "
+                             f"{activation!r}")
         self.up = nn.Linear(d_model, d_ff)
         self.down = nn.Linear(d_ff, d_model)
         self.dropout = nn.Dropout(dropout)
+        self.activation = activation
+        self._activation = ACTIVATIONS[activation]
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.down(self.dropout(nn.functional.gelu(self.up(x))))  # (B, T, F) -> (B, T, D)
+        return self.down(self.dropout(self._activation(self.up(x))))  # (B, T, F) -> (B, T, D)
 
 
 class EncoderLayer(nn.Module):
@@ -40,6 +51,7 @@ class EncoderLayer(nn.Module):
         d_ff: hidden size ``F`` of the feed-forward network.
         dropout: dropout on each sub-layer's output and inside the feed-forward network.
         attn_dropout: dropout on the attention weights.
+        activation: the feed-forward non-linearity, ``"gelu"`` or ``"relu"``.
         norm_first: pre-norm (``x + f(norm(x))``) if ``True``, else post-norm
             (``norm(x + f(x))``).
         rotary: optional rotary embedding passed to the attention (``RotaryEmbedding(d_k)``).
@@ -56,12 +68,13 @@ class EncoderLayer(nn.Module):
         *,
         dropout: float = 0.0,
         attn_dropout: float = 0.0,
+        activation: str = "gelu",
         norm_first: bool = True,
         rotary: nn.Module | None = None,
     ) -> None:
         super().__init__()
         self.attn = MultiHeadAttention(d_model, n_heads, dropout=attn_dropout, rotary=rotary)
-        self.ff = FeedForward(d_model, d_ff, dropout)
+        self.ff = FeedForward(d_model, d_ff, dropout, activation)
         self.attn_norm = nn.LayerNorm(d_model)
         self.ff_norm = nn.LayerNorm(d_model)
         self.dropout = nn.Dropout(dropout)
@@ -79,11 +92,12 @@ class EncoderLayer(nn.Module):
 
     @classmethod
     def from_torch(cls, layer: nn.TransformerEncoderLayer) -> EncoderLayer:
-        """A copy of a ``torch.nn.TransformerEncoderLayer`` (GELU, biases, eps 1e-5)."""
-        check_torch_layer(layer, (layer.norm1, layer.norm2))
+        """A copy of a ``torch.nn.TransformerEncoderLayer`` (ReLU or GELU, biases, eps 1e-5)."""
+        activation = check_torch_layer(layer, (layer.norm1, layer.norm2))
         d_model, d_ff = layer.linear1.in_features, layer.linear1.out_features
         new = cls(d_model, layer.self_attn.num_heads, d_ff, dropout=layer.dropout.p,
-                  attn_dropout=layer.self_attn.dropout, norm_first=layer.norm_first)
+                  attn_dropout=layer.self_attn.dropout, activation=activation,
+                  norm_first=layer.norm_first)
         new.attn = MultiHeadAttention.from_torch(layer.self_attn)
         weight = layer.linear1.weight
         new = new.to(weight.device, weight.dtype)
@@ -93,20 +107,25 @@ class EncoderLayer(nn.Module):
         return new
 
 
-def check_torch_layer(layer: nn.Module, norms: tuple[nn.LayerNorm, ...]) -> None:
-    """Fail unless a ``torch.nn.Transformer{Encoder,Decoder}Layer`` computes what ours does:
-    exact GELU (as :class:`FeedForward`), biases everywhere, layer norms with eps ``1e-5``."""
+def check_torch_layer(layer: nn.Module, norms: tuple[nn.LayerNorm, ...]) -> str:
+    """The activation name of a ``torch.nn.Transformer{Encoder,Decoder}Layer``; fail unless it
+    computes what ours can: ReLU or exact GELU, biases everywhere, layer norms with eps
+    ``1e-5``."""
     activation = layer.activation
-    exact_gelu = activation is F.gelu or (isinstance(activation, nn.GELU)
-                                          and activation.approximate == "none")
-    if not exact_gelu:
-        raise ValueError(f"from_torch: the layer's activation must be GELU (exact), as in "
-                         f"FeedForward; got {activation!r} (build it with activation='gelu')")
+    if activation is F.relu or isinstance(activation, nn.ReLU):
+        name = "relu"
+    elif activation is F.gelu or (isinstance(activation, nn.GELU)
+                                  and activation.approximate == "none"):
+        name = "gelu"
+    else:
+        raise ValueError(f"from_torch: the layer's activation must be ReLU or exact GELU, as in "
+                         f"FeedForward; got {activation!r}")
     if layer.linear1.bias is None or any(norm.bias is None for norm in norms):
         raise ValueError("from_torch: layers without biases (bias=False) are not supported")
     if any(norm.eps != 1e-5 for norm in norms):
         raise ValueError(f"from_torch: layer_norm_eps must be 1e-5 (nn.LayerNorm's default), "
                          f"got {norms[0].eps}")
+    return name
 
 
 class LayerStack(nn.Module):
@@ -129,13 +148,14 @@ class LayerStack(nn.Module):
         *,
         dropout: float = 0.0,
         attn_dropout: float = 0.0,
+        activation: str = "gelu",
         norm_first: bool = True,
         rotary: nn.Module | None = None,
     ) -> None:
         super().__init__()
         self.layers = nn.ModuleList(
             self.layer_type(d_model, n_heads, d_ff, dropout=dropout, attn_dropout=attn_dropout,
-                            norm_first=norm_first, rotary=rotary)
+                            activation=activation, norm_first=norm_first, rotary=rotary)
             for _ in range(n_layers)
         )
         self.final_norm = nn.LayerNorm(d_model) if norm_first else nn.Identity()
