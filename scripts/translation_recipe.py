@@ -13,8 +13,7 @@ Usage::
     OMP_NUM_THREADS=2 python scripts/translation_recipe.py [--out /tmp/de-en]
         [--peer-minutes 25 [--alongside]] [--json results.json] [-- extra train options]
 
-e.g. the default recipe in 25 minutes, its decay ending with the time: ``-- --time-limit 1500
---decay-to-time-limit``.
+e.g. the default recipe in 25 minutes (its decay ends with the time): ``-- --time-limit 1500``.
 Runs go to ``--out`` (a temporary folder by default), never into the repository.
 """
 

@@ -92,7 +92,8 @@ def test_token_batches_fill_the_budget_by_the_longer_side(data_dir, tokenizer):
 
 def test_the_default_recipe_batches_by_tokens_unless_a_batch_size_is_given():
     data, model, train = recipe_options(DEFAULT_RECIPE, {}, {}, {})
-    assert data["batch_tokens"] == 2048 and train["epochs"] == 14
+    assert data["batch_tokens"] == 1536 and train["epochs"] == 14
+    assert train["lr"] == 2e-3 and train["decay_to_time_limit"]
     assert model == {"n_heads": 4, "d_ff": 512, "attn_dropout": 0.1}
     assert train["time_limit"] == 2700.0  # the goal's 45 minutes
     data, _, train = recipe_options(DEFAULT_RECIPE, {}, {}, {"batch_size": 32})

@@ -114,6 +114,7 @@ def test_the_small_recipe_is_the_default_and_options_override_it(tmp_path, monke
                                        train={"lr": 5e-4}, first_seed=3)
     assert seen["model"] == {**SMALL_RECIPE["model"], "d_ff": 128}
     assert seen["train"].time_limit == SMALL_RECIPE["train"]["time_limit"]
+    assert not seen["train"].decay_to_time_limit  # as the runs measured: the decay follows steps
     assert (seen["train"].lr, seen["train"].seed, seen["train"].label_smoothing) == (5e-4, 3, 0.1)
     assert seen["heads"] == (1, 4, 8)
 
