@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -104,6 +105,21 @@ def test_the_default_recipe_batches_by_tokens_unless_a_batch_size_is_given():
                                          "batch_size=32, batch_tokens=900"):
         recipe_options(DEFAULT_RECIPE, {"batch_tokens": 900}, {}, {"batch_size": 32})
     TrainConfig(**train)  # the recipe's training settings are valid
+
+
+def test_translation_help_shows_the_recipes_defaults(capsys):
+    """The defaults printed are what a run gets: the default recipe's for train, the small
+    recipe's for the heads experiment, not the dataclasses' (TrainConfig's lr is 1e-3)."""
+    expected = {("train",): {"lr": 0.002, "batch-tokens": 1536, "epochs": 14},
+                ("experiment", "heads"): {"lr": 0.0015, "batch-tokens": None, "d-ff": 512}}
+    for command, defaults in expected.items():
+        with pytest.raises(SystemExit):
+            main([*command, "--task", "translation", "--help"])
+        out = " ".join(capsys.readouterr().out.split())  # argparse wraps the lines
+        for flag, value in defaults.items():
+            # "--lr FLOAT help [default: x]": neither the usage line ("[--lr FLOAT]") nor examples
+            shown = re.search(rf"--{flag} [A-Z]+ [^\[]*\[default: ([^\]]*)\]", out)
+            assert shown and shown[1] == str(value), (command, flag, shown)
 
 
 def test_batch_tokens_is_checked():

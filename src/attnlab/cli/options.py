@@ -21,6 +21,7 @@ def add_config_options(
     *,
     rename: dict[str, str] | None = None,
     skip: tuple[str, ...] = (),
+    defaults: dict[str, Any] | None = None,
 ) -> None:
     """Add ``--field-name`` for each field of dataclass ``cls`` to ``parser``.
 
@@ -30,16 +31,19 @@ def add_config_options(
         group: prefix of the destinations (``"train"`` -> ``args`` attribute ``train.lr``).
         rename: field -> option name without dashes (``{"n_heads": "heads"}``).
         skip: fields without an option.
+        defaults: field -> the default shown in the help instead of the dataclass's (what a
+            task's recipe puts in its place); nothing is parsed differently.
 
     Booleans become ``--x/--no-x``; ``T | None`` fields accept ``none``.
     """
-    rename = rename or {}
+    rename, defaults = rename or {}, defaults or {}
     for f in dataclasses.fields(cls):
         if f.name in skip:
             continue
         flag = "--" + rename.get(f.name, f.name).replace("_", "-")
         annotation = str(f.type)
-        help_text = f"{f.metadata.get('help', f.name)} [{_shown_default(f)}]".replace("%", "%%")
+        shown = f"default: {defaults[f.name]}" if f.name in defaults else _shown_default(f)
+        help_text = f"{f.metadata.get('help', f.name)} [{shown}]".replace("%", "%%")
         kwargs: dict[str, Any] = {"dest": f"{group}.{f.name}", "default": argparse.SUPPRESS,
                                   "help": help_text}
         if annotation == "bool":

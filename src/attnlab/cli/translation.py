@@ -45,15 +45,15 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                         help="replace the run already in --out (its best/, last/, logs); without "
                              "it, or --resume, an existing run is never touched")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or epoch lines")
-    recipe = {group: ", ".join(f"{k} {v}" for k, v in values.items())
-              for group, values in DEFAULT_RECIPE.items()}
+    recipe = DEFAULT_RECIPE  # the defaults shown are the recipe's
     add_config_options(parser.add_argument_group(
-        f"data (default recipe: {recipe['data']}; --batch-size alone batches by pairs)"),
-        TranslationDataConfig, "data", rename=OPTION_NAMES["data"])
-    add_config_options(parser.add_argument_group(f"model (default recipe: {recipe['model']})"),
-                       Seq2SeqConfig, "model", rename=OPTION_NAMES["model"], skip=MODEL_FIXED)
-    add_config_options(parser.add_argument_group(f"training (default recipe: "
-                                                 f"{recipe['train']})"), TrainConfig, "train")
+        "data (the default recipe's; --batch-size alone batches by pairs)"),
+        TranslationDataConfig, "data", rename=OPTION_NAMES["data"], defaults=recipe["data"])
+    add_config_options(parser.add_argument_group("model (the default recipe's)"),
+                       Seq2SeqConfig, "model", rename=OPTION_NAMES["model"], skip=MODEL_FIXED,
+                       defaults=recipe["model"])
+    add_config_options(parser.add_argument_group("training (the default recipe's)"),
+                       TrainConfig, "train", defaults=recipe["train"])
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -180,17 +180,16 @@ def add_experiment_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--test-sentences", type=int, default=None, metavar="N",
                         help="score only the first N test sentences [default: all]")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    recipe = {group: ", ".join(f"{k} {v}" for k, v in values.items())
-              for group, values in SMALL_RECIPE.items()}
-    add_config_options(parser.add_argument_group(f"data (small recipe: {recipe['data'] or '-'})"),
-                       TranslationDataConfig, "data", rename=OPTION_NAMES["data"])
-    add_config_options(parser.add_argument_group(f"model (small recipe: {recipe['model']})"),
+    recipe = {group: {**DEFAULT_RECIPE[group], **SMALL_RECIPE[group]}  # the defaults shown
+              for group in SMALL_RECIPE}
+    add_config_options(parser.add_argument_group("data (the small recipe's)"),
+                       TranslationDataConfig, "data", rename=OPTION_NAMES["data"],
+                       defaults=recipe["data"])
+    add_config_options(parser.add_argument_group("model (the small recipe's)"),
                        Seq2SeqConfig, "model", rename=OPTION_NAMES["model"],
-                       skip=(*MODEL_FIXED, "n_heads"))
-    defaults = ", ".join(f"{k} {v}" for k, v in {**DEFAULT_RECIPE["train"],
-                                                  **SMALL_RECIPE["train"]}.items())
-    add_config_options(parser.add_argument_group(f"training (small recipe: {defaults})"),
-                       TrainConfig, "train", skip=("seed",))
+                       skip=(*MODEL_FIXED, "n_heads"), defaults=recipe["model"])
+    add_config_options(parser.add_argument_group("training (the small recipe's)"),
+                       TrainConfig, "train", skip=("seed",), defaults=recipe["train"])
 
 
 def _head_counts(text: str) -> tuple[int, ...]:
