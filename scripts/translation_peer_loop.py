@@ -39,6 +39,7 @@ from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers,
 from torch import nn
 
 from attnlab.models.seq2seq import Seq2SeqConfig, Seq2SeqTransformer
+from attnlab.train.optim import lr_factor
 
 PEER = Path(__file__).resolve().parents[2] / "shared" / "baselines" / "mt_nn_transformer.py"
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "multi30k"
@@ -147,7 +148,7 @@ def main() -> None:
         for rows in token_batches(pairs, rng, by_target=args.batches == "sorted"):
             x, y = pad([pairs[i][0] for i in rows]), pad([pairs[i][1] for i in rows])
             for group in opt.param_groups:
-                group["lr"] = 1e-3 * lr_factor(step, args.steps, args.schedule)
+                group["lr"] = 1e-3 * lr_factor(step, args.steps, 400, args.schedule)
             logits = logits_of(x, y[:, :-1])  # (B, T, V)
             loss = F.cross_entropy(logits.flatten(0, 1), y[:, 1:].flatten(), ignore_index=PAD,
                                    label_smoothing=0.1)
@@ -165,15 +166,6 @@ def main() -> None:
     model.eval()
     print(f"{args.model} after {step} steps: val loss {val_loss(logits_of, encode):.3f}; "
           f"test_2016_flickr greedy {greedy_bleu(logits_of, encode, tok)}", flush=True)
-
-
-def lr_factor(step: int, steps: int, schedule: str, warmup: int = 400) -> float:
-    """The peer's inverse square root after warm-up, or a linear decay to 0 at ``steps``."""
-    if step < warmup:
-        return (step + 1) / warmup
-    if schedule == "linear":
-        return max(0.0, (steps - step) / (steps - warmup))
-    return math.sqrt(warmup / (step + 1))
 
 
 @torch.no_grad()

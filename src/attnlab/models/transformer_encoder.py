@@ -36,10 +36,10 @@ class FeedForward(nn.Module):
         self.down = nn.Linear(d_ff, d_model)
         self.dropout = nn.Dropout(dropout)
         self.activation = activation
-        self._activation = ACTIVATIONS[activation]
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.down(self.dropout(self._activation(self.up(x))))  # (B, T, F) -> (B, T, D)
+        hidden = ACTIVATIONS[self.activation](self.up(x))  # (B, T, F)
+        return self.down(self.dropout(hidden))  # (B, T, D)
 
 
 class EncoderLayer(nn.Module):
