@@ -8,7 +8,10 @@ change of the library's internals):
 2. the same model stopped at ``--max-steps 40`` with ``--eval-steps 10``: a hash of the weights
    and of ``metrics.jsonl`` with the wall-clock fields removed;
 3. a tiny fine-tune (``--init`` a random 2-layer BERT written with ``transformers``, 12 steps on
-   256 SST-2 phrases): dev figures and weight hashes.
+   256 SST-2 phrases): dev figures and weight hashes;
+4. a tiny German -> English translator (``--task translation``, 512 Multi30k pairs, 40 steps,
+   dev BLEU on 32 sentences): dev loss and BLEU, weight hashes, and ``attnlab evaluate`` of it
+   on test_2016_flickr, greedy and beam 3 (BLEU, chrF and a hash of the hypotheses).
 
 Usage::
 
@@ -70,6 +73,36 @@ def train(out: Path, *args: str) -> dict:
     }
 
 
+def translation(out: Path) -> dict:
+    """A tiny translator through ``attnlab train --task translation``, then ``attnlab
+    evaluate`` of it, greedy and beam 3: the dev figures, weight hashes and test scores."""
+    tiny = ["--task", "translation", "--data", "multi30k", "--train-limit", "512",
+            "--vocab-size", "600", "--d-model", "32", "--heads", "2", "--encoder-layers", "1",
+            "--decoder-layers", "2", "--d-ff", "64", "--dev-bleu-sentences", "32",
+            "--batch-size", "32", "--max-steps", "40", "--lr", "0.005", "--eval-steps", "20",
+            "--seed", "0"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, "-m", "attnlab.cli", "train", *tiny, "--quiet", "--out",
+                    str(out)], check=True, env=env)
+    result = json.loads((out / "result.json").read_text())
+    found = {"val_loss": result["best_val"]["loss"], "val_bleu": result["best_val"]["bleu"],
+             "best_step": result["best_step"], "global_step": result["global_step"],
+             "best_weights": weights_hash(out / "best" / "model.safetensors"),
+             "last_weights": weights_hash(out / "last" / "model.safetensors"),
+             "metrics": metrics_hash(out / "metrics.jsonl")}
+    for beam in (1, 3):
+        hypotheses = out / f"test-beam{beam}.txt"
+        printed = subprocess.run(
+            [sys.executable, "-m", "attnlab.cli", "evaluate", str(out), "--split",
+             "test_2016_flickr", "--beam", str(beam), "--json", "--out", str(hypotheses)],
+            check=True, env=env, capture_output=True, text=True).stdout
+        scores = json.loads(printed)
+        found[f"test_beam{beam}"] = {
+            "bleu": scores["bleu"], "chrf": scores["chrf"],
+            "hypotheses": hashlib.sha256(hypotheses.read_bytes()).hexdigest()}
+    return found
+
+
 def tiny_bert(folder: Path) -> Path:
     """A random 2-layer BERT (width 16) in the Hugging Face layout, with MiniLM's tokenizer."""
     import transformers  # a dev dependency; independent of attnlab's own BERT code
@@ -96,6 +129,7 @@ def fingerprint(work: Path) -> dict:
         "finetune_tiny": train(work / "finetune", "--init", str(bert), "--data", "sst2",
                                "--train-limit", "256", "--batch-size", "16", "--lr", "1e-3",
                                "--max-steps", "12", "--eval-steps", "6"),
+        "translation_tiny": translation(work / "translation"),
     }
 
 

@@ -21,7 +21,7 @@ ALLOWED = {
     "text": set(),
     "train": set(),
     "io": {"attention", "models", "text"},
-    "tasks": {"attention", "models", "text", "io", "train"},
+    "tasks": {"attention", "models", "text", "io", "train", "inspect"},
     "inspect": {"attention", "models", "text", "io"},
     "cli": {"attention", "models", "text", "io", "train", "tasks", "inspect"},
 }

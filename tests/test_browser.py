@@ -28,11 +28,13 @@ pytestmark = [
 playwright_api = pytest.importorskip("playwright.sync_api")
 uvicorn = pytest.importorskip("uvicorn")
 
-from attnlab.inspect.app import EXAMPLE, TRANSLATION_EXAMPLE, create_app  # noqa: E402
+from attnlab.inspect.app import create_app  # noqa: E402
 from attnlab.inspect.html import attention_view  # noqa: E402
-from attnlab.inspect.subject import load_subject  # noqa: E402
-from attnlab.inspect.translation_view import attend_translation, translation_view  # noqa: E402
-from attnlab.io.registry import load_model  # noqa: E402
+from attnlab.inspect.subject import EXAMPLE, load_subject  # noqa: E402
+from attnlab.tasks.translation.subject import EXAMPLE as TRANSLATION_EXAMPLE  # noqa: E402
+from attnlab.tasks.translation.subject import TranslationSubject  # noqa: E402
+from attnlab.tasks.translation.translator import Translator  # noqa: E402
+from attnlab.tasks.translation.view import attend_translation, translation_view  # noqa: E402
 from tiny_run import XSS, make_tiny_run  # noqa: E402
 from tiny_translation import make_tiny_translation_run  # noqa: E402
 
@@ -368,12 +370,12 @@ WORDS = "#attnlab-view input[aria-label='merge subword pieces into words']"
 
 @pytest.fixture(scope="module")
 def translator(tmp_path_factory, data_dir):
-    return load_model(make_tiny_translation_run(tmp_path_factory.mktemp("tr") / "de-en"))
+    return Translator.load(make_tiny_translation_run(tmp_path_factory.mktemp("tr") / "de-en"))
 
 
 @pytest.fixture(scope="module")
 def translation_server(translator):
-    yield from _serve(create_app(translator))
+    yield from _serve(create_app(TranslationSubject(translator, "de-en")))
 
 
 def columns(pg) -> tuple[list[str], list[str]]:

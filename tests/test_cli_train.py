@@ -228,32 +228,36 @@ def test_experiment_heads_report(tmp_path, capsys, one_thread, data_dir):
     stdout = capsys.readouterr().out
     report = (out / "report.md").read_text()
     summary = json.loads((out / "summary.json").read_text())
-    # The verb follows from the mean paired (same-seed) differences of heads-2 - heads-1.
+    # The paired (same-seed) differences of heads-2 - heads-1, their spread and the verdict.
     base, other = ({r["seed"]: r for r in v["runs"]} for v in summary["variants"])
-    d_acc = statistics.fmean(100 * (other[s]["val_accuracy"] - base[s]["val_accuracy"])
-                             for s in other)
-    d_loss = statistics.fmean(other[s]["val_loss"] - base[s]["val_loss"] for s in other)
-    verb = ("beats" if d_acc > 0 and d_loss < 0 else
-            "does not beat" if d_acc <= 0 and d_loss >= 0 else "is mixed against")
+    d_acc = [100 * (other[s]["val_accuracy"] - base[s]["val_accuracy"]) for s in (0, 1)]
+    d_loss = [other[s]["val_loss"] - base[s]["val_loss"] for s in (0, 1)]
+    (acc, acc_sd), (loss, loss_sd) = ((statistics.fmean(d), statistics.stdev(d))
+                                      for d in (d_acc, d_loss))
+    ahead = sum(d > 0 for d in d_acc)
+    standing = ("2 heads are ahead of 1 head" if acc > acc_sd else
+                "2 heads are behind 1 head" if -acc > acc_sd else
+                "2 heads vs 1 head: no clear difference")
+    verdict = (f"VERDICT (val accuracy, higher is better): {standing}: {acc:+.2f} ± "
+               f"{acc_sd:.2f} points, ahead in {ahead} of 2 seeds.")
     for text in (stdout, report):
         assert "| heads-1 | 1 |" in text and "| heads-2 | 2 |" in text
-        assert f"heads-2 {verb} heads-1: val accuracy {d_acc:+.2f} ± " in text
+        assert (f"heads-2 minus heads-1, paired over 2 seed(s) (mean ± std): val loss "
+                f"{loss:+.4f} ± {loss_sd:.4f} ({'larger' if abs(loss) > loss_sd else 'no larger'}"
+                f" than its spread); val accuracy {acc:+.2f} ± {acc_sd:.2f} points ("
+                f"{'larger' if abs(acc) > acc_sd else 'no larger'} than its spread); ahead on "
+                f"val accuracy in {ahead} of 2 seeds.") in text
         assert "Target (val loss < 0.40 and val acc > 78%) for heads-1:" in text
-        # Each difference is weighed against its own spread.
-        found = re.search(r"val accuracy ([-+][\d.]+) ± ([\d.]+) points, val loss ([-+][\d.]+) "
-                          r"± ([\d.]+) .*the accuracy difference is (larger|no larger) than its "
-                          r"spread over seeds, the loss difference (larger|no larger)\.", text)
-        assert found, text
-        acc, acc_sd, loss, loss_sd = map(float, found.groups()[:4])
-        assert found[5] == ("larger" if abs(acc) > acc_sd else "no larger")
-        assert found[6] == ("larger" if abs(loss) > loss_sd else "no larger")
+        assert f"- {verdict}\n" in text  # the last finding
+    assert summary["verdict"] == summary["findings"][-1] == verdict
+    assert "Rule of the verdict" in report
     assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     for variant in summary["variants"]:
         runs = variant["runs"]
         mean, n = _mean_from_runs(out, variant["name"], "accuracy")
         assert n == len(runs) == 2
         assert statistics.fmean(r["val_accuracy"] for r in runs) == pytest.approx(mean)
-        assert f"{100 * mean:.1f} ± " in report  # the table shows the same mean
+        assert f"{100 * mean:.2f} ± " in report  # the table shows the same mean
     params = [v["runs"][0]["n_parameters"] for v in summary["variants"]]
     assert params[0] == params[1]  # same d_model: heads split it, parameters stay equal
     # Test columns: best/ of each run on the test split, as `attnlab evaluate` gives them.
@@ -264,12 +268,13 @@ def test_experiment_heads_report(tmp_path, capsys, one_thread, data_dir):
     test = json.loads(capsys.readouterr().out)
     assert (first["test_loss"], first["test_accuracy"]) == pytest.approx(
         (test["loss"], test["accuracy"]), abs=1e-9)
-    assert first["best_step"] is not None and "| test loss | test acc % |" in report
+    assert first["best_step"] is not None and "| test loss | test accuracy % |" in report
     # A second call reuses the finished runs instead of training again.
     stamp = (out / "heads-1" / "seed0" / "result.json").stat().st_mtime_ns
     assert main(["experiment", "heads", *TINY, "--heads", "2", "--seeds", "2",
                  "--out", str(out)]) == 0
     assert (out / "heads-1" / "seed0" / "result.json").stat().st_mtime_ns == stamp
+    assert "heads-1 seed 0 (reused): " in capsys.readouterr().err
 
 
 def test_experiment_positional_variants(tmp_path, capsys, one_thread, data_dir):
@@ -280,7 +285,10 @@ def test_experiment_positional_variants(tmp_path, capsys, one_thread, data_dir):
         "positional-none", "positional-sinusoidal", "positional-learned", "positional-rotary"]
     report = (out / "report.md").read_text()
     assert "| positional-rotary | 4 | rotary |" in report
-    assert "a single seed gives no spread" in report
+    assert "(one seed: spread not known)" in report
+    assert summary["verdict"].startswith("VERDICT (val accuracy, higher is better): "
+                                         "sinusoidal positions vs no positions: ")
+    assert summary["verdict"].count("the spread over seeds is not known, so no verdict") == 3
     assert main(["experiment", "positional", *TINY, "--positional", "learned",
                  "--out", str(out)]) == 2
 

@@ -4,12 +4,13 @@ import json
 import math
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 import torch
 
+import attnlab.cli
 from attnlab.attention import explain_attention, scaled_dot_product_attention
-from attnlab.cli import explain as cli_explain
 from attnlab.cli import main
 from attnlab.errors import UsageError
 
@@ -140,19 +141,40 @@ def test_cli_subprocess_error_has_exit_code_2_and_no_traceback():
 
 
 def test_cli_only_bad_input_becomes_exit_code_2(monkeypatch, capsys):
-    """A UsageError is the user's: one line, exit 2. A TypeError is a bug: it propagates."""
+    """A UsageError is the user's: one line, exit 2. A TypeError or a ValueError from inside
+    the library is a bug: it propagates."""
     def usage(args):
         raise UsageError("--q is wrong")
 
     def bug(args):
         raise TypeError("unsupported operand")
 
-    monkeypatch.setattr(cli_explain, "run", usage)
+    def internal(args):
+        raise ValueError("zip() argument 2 is shorter than argument 1")
+
+    command = attnlab.cli.INSPECTION["explain"]
+    monkeypatch.setitem(attnlab.cli.INSPECTION, "explain", replace(command, run=usage))
     assert main(["explain", *EXAMPLE]) == 2
     assert capsys.readouterr().err == "attnlab explain: error: --q is wrong\n"
-    monkeypatch.setattr(cli_explain, "run", bug)
-    with pytest.raises(TypeError, match="unsupported operand"):
-        main(["explain", *EXAMPLE])
+    for handler, error in ((bug, TypeError), (internal, ValueError)):
+        monkeypatch.setitem(attnlab.cli.INSPECTION, "explain", replace(command, run=handler))
+        with pytest.raises(error):
+            main(["explain", *EXAMPLE])
+
+
+def test_a_library_value_error_is_a_traceback_and_exit_1():
+    """Run as a user runs it: an internal ValueError prints its traceback and exits 1."""
+    program = ("import dataclasses, sys, attnlab.cli as cli\n"
+               "def broken(args):\n"
+               "    raise ValueError('zip() argument 2 is shorter than argument 1')\n"
+               "cli.INSPECTION['explain'] = dataclasses.replace(cli.INSPECTION['explain'], "
+               "run=broken)\n"
+               f"sys.exit(cli.main(['explain', *{EXAMPLE!r}]))\n")
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 1, done.stderr
+    assert "Traceback (most recent call last)" in done.stderr
+    assert "ValueError: zip() argument 2 is shorter" in done.stderr
 
 
 # ---------------------------------------------------------------- overflow (issue 14)

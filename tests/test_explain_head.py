@@ -159,9 +159,9 @@ def test_a_hostile_looking_text_is_printed_literally(run, capsys):
     (["--layer", "-1", "--head", "0", "--token", "film"], "--layer must be an integer in [0, 2)"),
     (["--layer", "0", "--head", "4", "--token", "film"], "--head must be an integer in [0, 4)"),
     (["--layer", "0", "--head", "0", "--token", "film", "--attention", "cross"],
-     "--attention 'cross' needs a translation run"),
+     "--attention must be one of self for sst-tiny (its kinds of attention), got 'cross'"),
     (["--layer", "0", "--head", "0", "--token", "film", "--attention", "sideways"],
-     "--attention must be one of self, decoder, cross, got 'sideways'"),
+     "--attention must be one of self for sst-tiny (its kinds of attention), got 'sideways'"),
     (["--layer", "0", "--head", "0"], "needs --token"),
     (["--layer", "0", "--head", "0", "--token", "film", "--q", "[[1]]"],
      "--q type matrices by hand, RUN explains a model's head: give one or the other"),
@@ -269,8 +269,8 @@ def test_translation_text_output_and_layer_errors(translation_run, capsys):
                  "0", "--head", "0", "--token", "0"]) == 0
     out = capsys.readouterr().out
     for text in ("de-en, layer 0, head 0 (cross-attention, decoder.layers.0.cross_attn)",
-                 f"text: {SOURCE}", "translation (greedy): ",
-                 "queries: [BOS] + the translation; keys: the source",
+                 f"text: {SOURCE}", "generated first (greedy): ",
+                 "queries: [BOS] + the generated tokens; keys: the source",
                  'query token: "[CLS]" (position 0 of'):
         assert text in out, text
     assert main(["explain", str(translation_run), SOURCE, "--attention", "decoder", "--layer",

@@ -11,8 +11,8 @@ import pytest
 pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
 
-from attnlab.inspect.app import EXAMPLE, allowed_hosts, create_app, is_loopback  # noqa: E402
-from attnlab.inspect.subject import load_subject  # noqa: E402
+from attnlab.inspect.app import allowed_hosts, create_app, is_loopback  # noqa: E402
+from attnlab.inspect.subject import EXAMPLE, load_subject  # noqa: E402
 from tiny_run import make_tiny_run  # noqa: E402
 
 

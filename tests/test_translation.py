@@ -25,9 +25,10 @@ from attnlab.tasks.translation.config import (
     recipe_options,
 )
 from attnlab.tasks.translation.data import IGNORE_INDEX, PairBatches, encode_pairs
+from attnlab.tasks.translation.metrics import score_bleu
 from attnlab.tasks.translation.pipeline import load_pairs, train_translator
-from attnlab.tasks.translation.training import TranslationLoss, score_bleu
-from attnlab.tasks.translation.use import load_translator, translate
+from attnlab.tasks.translation.training import TranslationLoss
+from attnlab.tasks.translation.translator import Translator
 from attnlab.text import TextTokenizer
 from attnlab.train import Callback, TrainConfig
 
@@ -147,8 +148,8 @@ def test_the_loss_is_the_mean_over_real_target_tokens():
 
 
 def test_bleu_is_sacrebleu_cased():
-    assert score_bleu(["A dog runs ."], ["A dog runs ."])[0] == pytest.approx(100.0)
-    assert score_bleu(["a dog runs ."], ["A dog runs ."])[0] < 100.0  # case counts
+    assert score_bleu(["A dog runs ."], ["A dog runs ."]).bleu == pytest.approx(100.0)
+    assert score_bleu(["a dog runs ."], ["A dog runs ."]).bleu < 100.0  # case counts
 
 
 def test_train_evaluate_translate_through_the_command_line(tmp_path, capsys, data_dir):
@@ -239,11 +240,17 @@ def test_a_loaded_run_translates_as_the_trained_model(tmp_path, data_dir):
     run = train_translator(tmp_path / "run", data, model,
                            TrainConfig(epochs=1, batch_size=32, ema_decay=None,
                                        eval_steps=None, patience=None), progress=False)
-    loaded = load_translator(tmp_path / "run")
+    loaded = Translator.load(tmp_path / "run" / "last")
     assert isinstance(loaded.model, Seq2SeqTransformer)
-    texts = ["Ein Mann fährt Fahrrad.", "Eine Frau."]
-    assert [t.translation for t in translate(loaded, texts)] == \
-        [t.translation for t in translate(loaded, texts)]
+    for name, tensor in run.model.state_dict().items():  # last/ holds the final weights
+        assert torch.equal(tensor, loaded.model.state_dict()[name]), name
+    in_memory = Translator(run.model.eval(), loaded.tokenizer)
+    texts = ["Ein Mann fährt Fahrrad.", "Eine Frau.", "Zwei Hunde spielen im Schnee."]
+    found = loaded.translate(texts, beam=3)
+    assert [(t.ids, t.translation) for t in found] == \
+        [(t.ids, t.translation) for t in in_memory.translate(texts, beam=3)]
+    assert [t.ids for t in Translator.load(tmp_path / "run").translate(texts)] == \
+        [t.ids for t in in_memory.translate(texts)]  # best/: the one evaluation, at the end
     best = load_checkpoint(tmp_path / "run" / "best")
     assert best.config["data"]["source_lang"] == "de" and run.dropped >= 0
 

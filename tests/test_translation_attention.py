@@ -24,7 +24,7 @@ from attnlab.inspect.alignment import (
     word_attention,
 )
 from attnlab.models import beam_search_nbest, greedy_search
-from attnlab.tasks.translation.use import load_translator, translate
+from attnlab.tasks.translation.translator import Translator
 from attnlab.text import TextTokenizer
 from lively_seq2seq import BOS, EOS, lively, sources
 from tiny_translation import make_tiny_translation_run
@@ -198,9 +198,9 @@ def run(tmp_path_factory, data_dir):
 
 
 def test_translate_attention_equals_teacher_forcing_on_a_trained_run(run):
-    loaded = load_translator(run)
-    t = translate(loaded, ["Ein Hund rennt durch den Schnee."], attention=True,
-                  max_length=12)[0]
+    loaded = Translator.load(run)
+    t = loaded.translate(["Ein Hund rennt durch den Schnee."], attention=True,
+                         max_length=12)[0]
     ids = loaded.tokenizer.encode([t.text])[0][1:]
     src, mask = torch.tensor(ids), torch.ones(len(ids), dtype=torch.long)
     hyp = type("H", (), {"tokens": t.ids, "finished": t.finished})

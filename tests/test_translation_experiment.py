@@ -1,6 +1,6 @@
 """``attnlab experiment heads --task translation``: one head vs 4 vs 8 of a tiny translator on a
-slice of Multi30k, the report's figures recomputed from the per-seed numbers, the comparison
-with Vaswani et al. (2017) Table 3, reuse of finished runs, bad options."""
+slice of Multi30k, the report's figures recomputed from the per-seed numbers, the verdict, the
+comparison with Vaswani et al. (2017) Table 3, reuse of finished runs, bad options."""
 
 from __future__ import annotations
 
@@ -11,11 +11,13 @@ import statistics
 import pytest
 
 from attnlab.cli import main
+from attnlab.tasks.experiment import RunRecord
+from attnlab.tasks.seeds import PairedDifference
 from attnlab.tasks.translation import experiment
 from attnlab.tasks.translation.config import SMALL_RECIPE
-from attnlab.tasks.translation.report import RunSummary, paired_differences, vaswani_line
-from attnlab.tasks.translation.training import score_bleu
-from attnlab.tasks.translation.use import load_translator, translate
+from attnlab.tasks.translation.metrics import score_bleu
+from attnlab.tasks.translation.report import vaswani_line
+from attnlab.tasks.translation.translator import Translator
 from attnlab.text import load_parallel_split
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -35,19 +37,21 @@ def test_heads_experiment_report(tmp_path, capsys, data_dir):
     summary = json.loads((out / "summary.json").read_text())
     assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     for h, d_k in ((1, 32), (4, 8), (8, 4)):
-        assert (out / f"h{h}-s0" / "best").is_dir() and (out / f"h{h}-s1" / "best").is_dir()
+        assert (out / f"h{h}" / "seed0" / "best").is_dir()
+        assert (out / f"h{h}" / "seed1" / "best").is_dir()
         for text in (stdout, report):
             assert f"| h{h} | {h} | {d_k} | " in text
-    runs = {v["heads"]: {r["seed"]: r for r in v["runs"]} for v in summary["variants"]}
+    runs = {v["options"]["n_heads"]: {r["seed"]: r for r in v["runs"]}
+            for v in summary["variants"]}
     assert sorted(runs) == [1, 4, 8] and all(sorted(rs) == [0, 1] for rs in runs.values())
     assert len({r["n_parameters"] for rs in runs.values() for r in rs.values()}) == 1
     # Each paired difference, recomputed from the per-seed numbers, as summary and report say.
-    listed = {(d["heads"], d["metric"]): d for d in summary["paired_differences"]}
+    listed = {(d["variant"], d["metric"]): d for d in summary["paired_differences"]}
     for h in (4, 8):
         for metric, digits in METRICS.items():
             per_seed = [runs[h][s][metric] - runs[1][s][metric] for s in (0, 1)]
             mean, std = statistics.fmean(per_seed), statistics.stdev(per_seed)
-            d = listed[(h, metric)]
+            d = listed[(f"h{h}", metric)]
             assert d["per_seed"] == pytest.approx({"0": per_seed[0], "1": per_seed[1]})
             assert (d["mean"], d["std"]) == pytest.approx((mean, std))
             words = metric.replace("_", " ").replace("bleu", "BLEU").replace("chrf", "chrF")
@@ -60,17 +64,30 @@ def test_heads_experiment_report(tmp_path, capsys, data_dir):
     assert "h=1 24.9, h=4 25.5, h=8 25.8 BLEU: one head is 0.9 BLEU worse" in report
     assert (f"the best multi-head variant (h={best}) minus one head is "
             f"{means[best] - means[1]:+.2f} BLEU") in report
+    assert f"Parameters: {runs[1][0]['n_parameters']:,} for every head count" in report
+    # The verdict, last, by the rule the report states: each multi-head count against one head.
+    verdict = summary["verdict"]
+    assert verdict == summary["findings"][-1] and f"- {verdict}\n" in stdout
+    assert verdict.startswith("VERDICT (test BLEU, higher is better): ") and verdict in report
+    for h in (4, 8):
+        d = listed[(f"h{h}", "test_bleu")]
+        clause = (f"{h} heads are ahead of 1 head" if d["mean"] > d["std"] else
+                  f"{h} heads are behind 1 head" if -d["mean"] > d["std"] else
+                  f"{h} heads vs 1 head: no clear difference")
+        ahead = sum(x > 0 for x in d["per_seed"].values())
+        assert f"{clause}: {d['mean']:+.2f} ± {d['std']:.2f}, ahead in {ahead} of 2" in verdict
     # The test figures are best/'s sacreBLEU and chrF on the first 32 test sentences.
     first = runs[1][0]
     pairs = load_parallel_split(data_dir / "multi30k", "test_2016_flickr", source_lang="de",
                                 target_lang="en")
-    hyps = [t.translation for t in translate(load_translator(out / "h1-s0"), pairs.sources[:32])]
-    assert (first["test_bleu"], first["test_chrf"]) == pytest.approx(
-        score_bleu(hyps, pairs.targets[:32]))
+    hyps = [t.translation for t in Translator.load(out / "h1" / "seed0").translate(
+        pairs.sources[:32])]
+    score = score_bleu(hyps, pairs.targets[:32])
+    assert (first["test_bleu"], first["test_chrf"]) == pytest.approx((score.bleu, score.chrf))
     assert first["test_sentences"] == 32 and first["steps"] == 6
     # A second call reuses the finished runs and their test scores.
-    stamps = {p: p.stat().st_mtime_ns for p in (out / "h4-s1" / "result.json",
-                                                 out / "h4-s1" / "test.json")}
+    stamps = {p: p.stat().st_mtime_ns for p in (out / "h4" / "seed1" / "result.json",
+                                                 out / "h4" / "seed1" / "test.json")}
     assert main([*TINY, "--heads", "1,4,8", "--seeds", "2", "--out", str(out)]) == 0
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
 
@@ -119,9 +136,16 @@ def test_the_small_recipe_is_the_default_and_options_override_it(tmp_path, monke
     assert seen["heads"] == (1, 4, 8)
 
 
-def _runs(bleu: dict[int, list[float]]) -> dict[int, list[RunSummary]]:
-    return {h: [RunSummary(h, seed, 10, 100, 100, 2.0, None, None, b, 50.0, 32, 1.0, False)
+def _runs(bleu: dict[int, list[float]]) -> dict[int, list[RunRecord]]:
+    return {h: [RunRecord(f"h{h}", seed, 10, 100, 100, 1, 1.0, False, {"test_bleu": b})
                 for seed, b in enumerate(values)] for h, values in bleu.items()}
+
+
+def _bleu_differences(runs: dict[int, list[RunRecord]]) -> dict[int, PairedDifference]:
+    base = {r.seed: r.metrics["test_bleu"] for r in runs[1]}
+    return {h: PairedDifference(f"h{h}", "h1", "test_bleu", {
+        r.seed: r.metrics["test_bleu"] - base[r.seed] for r in rs}, True)
+        for h, rs in runs.items() if h != 1}
 
 
 @pytest.mark.parametrize("bleu, says", [
@@ -135,18 +159,18 @@ def _runs(bleu: dict[int, list[float]]) -> dict[int, list[RunSummary]]:
 ])
 def test_the_vaswani_comparison_goes_the_way_the_numbers_go(bleu, says):
     runs = _runs(bleu)
-    line = vaswani_line(runs, paired_differences(runs))
+    line = vaswani_line(runs, _bleu_differences(runs))
     assert says in line, line
     best = max((4, 8), key=lambda h: statistics.fmean(bleu[h]))
     gap = statistics.fmean(bleu[best]) - statistics.fmean(bleu[1])
     assert f"(h={best}) minus one head is {gap:+.2f} BLEU" in line
-    assert not math.isnan(paired_differences(runs)[0].std)
+    assert not math.isnan(_bleu_differences(runs)[4].std)
 
 
 def test_one_seed_gives_the_direction_without_a_verdict():
     runs = _runs({1: [18.8], 4: [25.6], 8: [27.2]})
-    line = vaswani_line(runs, paired_differences(runs))
+    line = vaswani_line(runs, _bleu_differences(runs))
     assert "from one seed only" in line and "like the paper, single-head attention is worse" in line
     assert "a gap of 8.40 against the paper's 0.9 BLEU" in line and "within the spread" not in line
     runs = _runs({1: [22.0], 4: [21.0], 8: [21.5]})
-    assert "unlike the paper" in vaswani_line(runs, paired_differences(runs))
+    assert "unlike the paper" in vaswani_line(runs, _bleu_differences(runs))

@@ -13,11 +13,14 @@ import torch
 
 from attnlab.cli import inspect as cli_inspect
 from attnlab.cli import main
-from attnlab.inspect.app import EXAMPLE, TRANSLATION_EXAMPLE, create_app
+from attnlab.inspect.app import create_app
 from attnlab.inspect.html import render_page
-from attnlab.inspect.translation_view import attend_translation, translation_payload
-from attnlab.io.registry import load_model
+from attnlab.inspect.subject import EXAMPLE
 from attnlab.models.generation import beam_search_nbest, greedy_search
+from attnlab.tasks.translation.subject import EXAMPLE as TRANSLATION_EXAMPLE
+from attnlab.tasks.translation.subject import TranslationSubject
+from attnlab.tasks.translation.translator import Translator
+from attnlab.tasks.translation.view import attend_translation, translation_payload
 from tiny_run import XSS, make_tiny_run
 from tiny_translation import make_tiny_translation_run
 
@@ -31,7 +34,7 @@ def run_dir(tmp_path_factory, data_dir):
 
 @pytest.fixture(scope="module")
 def run(run_dir):
-    return load_model(run_dir)
+    return Translator.load(run_dir)
 
 
 def decoded(kind: dict, layer: int) -> torch.Tensor:
@@ -151,7 +154,7 @@ def embedded(page: str) -> dict:
 
 def test_live_app_translates(run):
     testclient = pytest.importorskip("fastapi.testclient")
-    client = testclient.TestClient(create_app(run, max_chars=80),
+    client = testclient.TestClient(create_app(TranslationSubject(run, "de-en"), max_chars=80),
                                    base_url="http://127.0.0.1:8000")
     data = embedded(client.get("/").text)
     assert data["task"] == "translation" and data["max_chars"] == 80
@@ -166,8 +169,9 @@ def test_live_app_translates(run):
     assert client.post("/api/attend", json={"text": "a" * 81}).status_code == 413
     assert client.post("/api/attend", json={"text": SOURCE},
                        headers={"Host": "evil.example"}).status_code == 400
-    other = testclient.TestClient(create_app(run, example="Zwei Männer."),
-                                  base_url="http://127.0.0.1")
+    other = testclient.TestClient(
+        create_app(TranslationSubject(run, "de-en"), example="Zwei Männer."),
+        base_url="http://127.0.0.1")
     assert embedded(other.get("/").text)["example"]["sentences"][0]["text"] == "Zwei Männer."
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, TypeVar
 
+from attnlab.errors import InputError
+
 __all__ = ["DictConfig"]
 
 C = TypeVar("C", bound="DictConfig")
@@ -26,6 +28,6 @@ class DictConfig:
         names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
         unknown = sorted(set(data) - names)
         if unknown:
-            raise ValueError(f"unknown {cls.__name__} fields {unknown}; expected a subset of "
+            raise InputError(f"unknown {cls.__name__} fields {unknown}; expected a subset of "
                              f"{sorted(names)}")
         return cls(**data)

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-__all__ = ["UsageError"]
+__all__ = ["InputError", "UsageError"]
 
 
-class UsageError(ValueError):
-    """A user's mistake on the command line or in a config: a clear message, exit 2.
+class InputError(ValueError):
+    """Bad input given to attnlab: a text, a file, a folder or a value that cannot be used.
 
-    A :class:`ValueError`, so library callers that catch bad input keep working; the ``attnlab``
-    command prints it as one line instead of a traceback.
+    The ``attnlab`` command prints it as one line and exits with 2; any other exception is a
+    bug and keeps its traceback. A :class:`ValueError`, so library callers that catch bad input
+    keep working.
     """
+
+
+class UsageError(InputError):
+    """A user's mistake on the command line or in a config: options that do not fit together,
+    an option that does not apply to the run's task."""

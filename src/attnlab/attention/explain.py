@@ -18,6 +18,7 @@ from torch import Tensor
 
 from attnlab.attention.functional import attention_scores, scaled_dot_product_attention
 from attnlab.attention.masks import causal_mask, combine_masks
+from attnlab.errors import InputError
 
 __all__ = ["AttentionSteps", "explain_attention"]
 
@@ -114,21 +115,21 @@ def _check_finite(steps: AttentionSteps, query: Tensor, key: Tensor, value: Tens
     """Raise ``ValueError`` naming the first input or step that is not finite."""
     for name, t in (("query", query), ("key", key), ("value", value)):
         if t.is_floating_point() and not torch.isfinite(t).all():
-            raise ValueError(f"{name} holds entries that are not finite (NaN or infinity)")
+            raise InputError(f"{name} holds entries that are not finite (NaN or infinity)")
     dtype = steps.scores.dtype
     top = f"{torch.finfo(dtype).max:.3g}"
     if not torch.isfinite(steps.scores).all():
-        raise ValueError(f"Q Kᵀ overflows {_dtype_name(dtype)} (largest finite value {top}): "
+        raise InputError(f"Q Kᵀ overflows {_dtype_name(dtype)} (largest finite value {top}): "
                          f"use smaller query and key entries")
     scaled = steps.scaled_scores
     allowed = (torch.ones_like(scaled, dtype=torch.bool) if steps.mask is None
                else _allowed(steps.mask).expand_as(scaled))  # (..., L, S)
     if torch.isnan(scaled).any() or not torch.isfinite(scaled[allowed]).all():
-        raise ValueError(f"scores · scale overflows {_dtype_name(dtype)} (largest finite value "
+        raise InputError(f"scores · scale overflows {_dtype_name(dtype)} (largest finite value "
                          f"{top}): use a smaller scale or smaller entries")
     for name, t in (("weights", steps.weights), ("output", steps.output)):
         if not torch.isfinite(t).all():
-            raise ValueError(f"the {name} are not finite: a step overflows "
+            raise InputError(f"the {name} are not finite: a step overflows "
                              f"{_dtype_name(dtype)} (largest finite value {top}); use smaller "
                              f"entries")
 

@@ -31,8 +31,10 @@ class ExplicitAttention(torch.autograd.Function):
 
     Forward: ``W = softmax(Q Kᵀ·scale + mask)`` in three passes over one ``L × S`` buffer (the
     matmul writes it, mask and softmax work in place), then ``O = W V``; no other ``L × S``
-    temporaries are made. Backward uses the saved ``W``: ``dV = Wᵀ dO``,
-    ``dS = W ⊙ (dO Vᵀ − rowsum(dO ⊙ O))``, ``dQ = dS K·scale``, ``dK = dSᵀ Q·scale``.
+    temporaries are made. Both outputs are differentiable. Backward uses the saved ``W``:
+    ``dV = Wᵀ dO``, ``dS = W ⊙ (G − rowsum(G ⊙ W))`` with ``G = dO Vᵀ + dW`` (``dW`` the
+    gradient reaching the returned weights, skipped when none does), ``dQ = dS K·scale``,
+    ``dK = dSᵀ Q·scale``, ``dmask = dS`` summed to the mask's shape.
     """
 
     @staticmethod
@@ -55,22 +57,46 @@ class ExplicitAttention(torch.autograd.Function):
 
         ctx.scale = scale
         ctx.mask_shape = None if attn_mask is None else attn_mask.shape
+        ctx.set_materialize_grads(False)  # an unused output gets None, not an L × S of zeros
         ctx.save_for_backward(query, key, value, weights, output)
-        ctx.mark_non_differentiable(weights)
         return output, weights
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad_output, _grad_weights):
+    def backward(ctx, grad_output, grad_weights):
         query, key, value, weights, output = ctx.saved_tensors
         scale = ctx.scale
-        grad_value = weights.transpose(-2, -1) @ grad_output  # (..., S, L) x (..., L, Ev)
+        need_query, need_key, need_value, need_mask = ctx.needs_input_grad[:4]
+        grad_query = grad_key = grad_value = grad_mask = None
+        if grad_output is None and grad_weights is None:  # neither output reached the loss
+            return grad_query, grad_key, grad_value, grad_mask, None
+        if need_value and grad_output is not None:
+            grad_value = weights.transpose(-2, -1) @ grad_output  # (..., S, L) x (..., L, Ev)
+        if need_query or need_key or need_mask:
+            grad_scores = _grad_scores(weights, value, output, grad_output, grad_weights)
+            if need_query:
+                grad_query = (grad_scores @ key).mul_(scale)  # (..., L, S) x (..., S, E)
+            if need_key:  # (..., S, L) x (..., L, E) -> (..., S, E)
+                grad_key = (grad_scores.transpose(-2, -1) @ query).mul_(scale)
+            if need_mask:  # a learned additive bias, e.g. ALiBi with trained slopes
+                grad_mask = grad_scores.sum_to_size(ctx.mask_shape)
+        return grad_query, grad_key, grad_value, grad_mask, None
+
+
+def _grad_scores(weights: Tensor, value: Tensor, output: Tensor, grad_output: Tensor | None,
+                 grad_weights: Tensor | None) -> Tensor:
+    """Softmax backward ``W ⊙ (G − rowsum(G ⊙ W))``, ``G = dO Vᵀ + dW``, in one new buffer.
+
+    Rows of zero weights (every key masked) get zero gradient.
+    """
+    if grad_weights is None:  # only the output is used: rowsum(dO Vᵀ ⊙ W) = rowsum(dO ⊙ O)
         grad_scores = grad_output @ value.transpose(-2, -1)  # (..., L, Ev) x (..., Ev, S)
         row_dot = (grad_output * output).sum(dim=-1, keepdim=True)  # (..., L, 1)
-        grad_scores.sub_(row_dot).mul_(weights)  # softmax backward, (..., L, S)
-        grad_query = (grad_scores @ key).mul_(scale)  # (..., L, S) x (..., S, E)
-        grad_key = (grad_scores.transpose(-2, -1) @ query).mul_(scale)  # (..., S, L) x (..., L, E)
-        grad_mask = None
-        if ctx.needs_input_grad[3]:  # a learned additive bias, e.g. ALiBi with trained slopes
-            grad_mask = grad_scores.sum_to_size(ctx.mask_shape)
-        return grad_query, grad_key, grad_value, grad_mask, None
+        return grad_scores.sub_(row_dot).mul_(weights)  # (..., L, S)
+    if grad_output is None:
+        grad_scores = grad_weights * weights  # G ⊙ W, (..., L, S)
+    else:
+        grad_scores = grad_output @ value.transpose(-2, -1)  # (..., L, Ev) x (..., Ev, S)
+        grad_scores.add_(grad_weights).mul_(weights)  # G ⊙ W, (..., L, S)
+    row_dot = grad_scores.sum(dim=-1, keepdim=True)  # (..., L, 1)
+    return grad_scores.addcmul_(weights, row_dot, value=-1.0)  # G ⊙ W − W · rowsum(G ⊙ W)

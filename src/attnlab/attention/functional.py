@@ -8,7 +8,7 @@ is what models call; two paths compute the same thing (they agree to 1e-5 in flo
 * **explicit** (``need_weights=True``) writes the weights out because the caller asked for them.
   The scores are computed into the buffer that becomes the weights and soft-maxed in place, so
   no other ``L × S`` tensor is made; its backward pass is written by hand
-  (:mod:`attnlab.attention.explicit`).
+  (:mod:`attnlab.attention.explicit`) and takes gradients through the output and the weights.
 
 A query row whose every key is masked gets output 0 and weights 0, never NaN (in forward and
 backward).
@@ -92,7 +92,9 @@ def scaled_dot_product_attention(
     Returns:
         :class:`AttentionOutput` ``(output (..., L, Ev), weights (..., L, S) or None)``. The
         weights are the softmax probabilities, before dropout; each row sums to 1, or to 0 when
-        every key of that row is masked.
+        every key of that row is masked. Both are differentiable: a loss on the weights
+        (supervised alignment, attention × gradient) back-propagates to ``query``, ``key`` and
+        a floating ``attn_mask``, with or without dropout; fully masked rows get gradient 0.
 
     Example::
 

@@ -18,10 +18,12 @@ from torch import Tensor
 
 from attnlab.attention import AttentionSteps, explain_attention
 from attnlab.errors import UsageError
-from attnlab.inspect.neuron import ATTENTION_KINDS, HeadChoiceError, HeadExplanation, explain_head
+from attnlab.inspect.neuron import HeadChoiceError, HeadExplanation, explain_head
+from attnlab.tasks.registry import open_subject
+from attnlab.tasks.task import Command
 
-__all__ = ["add_arguments", "format_head_json", "format_head_text", "format_json", "format_text",
-           "parse_matrix", "run"]
+__all__ = ["COMMAND", "add_arguments", "format_head_json", "format_head_text", "format_json",
+           "format_text", "parse_matrix", "run"]
 
 _EXAMPLE = "'[[1,0,1]]'"
 
@@ -30,6 +32,8 @@ _LEGEND = ("q: what this token looks for; k: what each token offers; q·k: how w
            "divided by √d_k to keep scores in a range where softmax is not too peaked; softmax "
            "turns scores into weights summing to 1; output = Σ weight·v")
 _MATRIX_OPTIONS = ("q", "k", "v", "mask", "scale", "causal")
+_KIND_NAMES = {"self": "self-attention", "decoder": "decoder self-attention (causal)",
+               "cross": "cross-attention"}  # how each kind of attention is named
 _HEAD_OPTIONS = ("layer", "head", "token", "attention")
 
 
@@ -45,10 +49,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--head", type=int, help="with RUN: head within the layer (0 = first)")
     parser.add_argument("--token", help="with RUN: the query token, as printed (film, ##ing) "
                                         "or its position (0 = first)")
-    parser.add_argument("--attention", metavar="{self,decoder,cross}",
-                        help="with RUN: self (encoder, the default), or for a translation "
-                             "run decoder (causal self-attention over the translation) or "
-                             "cross (translation → source)")
+    parser.add_argument("--attention", metavar="KIND",
+                        help="with RUN: the kind of attention, among the model's: self "
+                             "(encoder, the default), or for a translation run decoder (causal "
+                             "self-attention over the translation) or cross (translation → "
+                             "source)")
     parser.add_argument("--q", metavar="JSON",
                         help=f"queries, a JSON matrix L × d_k, e.g. {_EXAMPLE}")
     parser.add_argument("--k", metavar="JSON", help="keys, a JSON matrix S × d_k")
@@ -96,13 +101,10 @@ def run_head(args: argparse.Namespace) -> int:
     if missing:
         raise UsageError(f"explaining a head of RUN needs {', '.join(missing)} (e.g. --layer 1 "
                          f"--head 2 --token film)")
-    attention = args.attention or "self"
-    if attention not in ATTENTION_KINDS:
-        raise UsageError(f"--attention must be one of {', '.join(ATTENTION_KINDS)}, got "
-                         f"{attention!r}")
+    subject = open_subject(args.run)
     try:
-        found = explain_head(args.run, args.text, layer=args.layer, head=args.head,
-                             token=args.token, attention=attention)
+        found = explain_head(subject, args.text, layer=args.layer, head=args.head,
+                             token=args.token, attention=args.attention or "self")
     except HeadChoiceError as err:
         raise UsageError(f"--{err}") from None
     print(format_head_json(found, args.decimals) if args.json
@@ -222,15 +224,13 @@ def format_json(steps: AttentionSteps, q: Tensor, k: Tensor, v: Tensor, decimals
 
 def format_head_text(e: HeadExplanation, decimals: int) -> str:
     """One head's steps for one query token: a row per key token, then the output."""
-    kind = {"self": "self-attention", "decoder": "decoder self-attention (causal)",
-            "cross": "cross-attention"}[e.attention]
+    kind = _KIND_NAMES.get(e.attention, f"{e.attention} attention")
     lines = [f"Attention of one head: {_shown(e.model)}, layer {e.layer}, head {e.head} "
              f"({kind}, {e.module})", f"text: {_shown(e.text)}"]
-    if e.translation is not None:
-        lines.append(f"translation (greedy): {_shown(e.translation)}")
-        if e.attention != "self":
-            keys = "the same" if e.attention == "decoder" else "the source"
-            lines.append(f"queries: [BOS] + the translation; keys: {keys}")
+    if e.generated is not None:
+        lines.append(f"generated first (greedy): {_shown(e.generated)}")
+        if e.query_tokens != e.tokens:
+            lines.append("queries: [BOS] + the generated tokens; keys: the source")
     lines += [
         f"query token: \"{_shown(e.query_token)}\" (position {e.query_index} of "
         f"{len(e.query_tokens)})   d_k = {e.d_k}, √d_k = {math.sqrt(e.d_k):.{decimals}f}",
@@ -324,3 +324,16 @@ def _matrix(t: Tensor, decimals: int | None) -> list[str]:
     cells = [[cell(x) for x in row] for row in t.tolist()]
     width = max(len(c) for row in cells for c in row)
     return ["   [ " + "  ".join(c.rjust(width) for c in row) + " ]" for row in cells]
+
+
+COMMAND = Command(
+    help="attention step by step: one head of a model on a sentence, or small typed matrices",
+    description="Show each step of softmax(Q Kᵀ · scale + mask) V: for one head of a model (RUN "
+                "TEXT --layer --head --token), a row per key token with q·k, the scaled score, "
+                "the mask and the weight, then the output; or on matrices given as JSON (--q "
+                "--k --v).",
+    epilog='examples: attnlab explain all-MiniLM-L6-v2 "a gripping , funny film" --layer 1 '
+           '--head 2 --token film; attnlab explain runs/de-en "Ein Hund rennt." --attention '
+           "cross --layer 0 --head 1 --token dog; attnlab explain --q '[[1,0,1]]' --k "
+           "'[[1,0,1],[0,1,0],[1,1,0]]' --v '[[1,2],[3,4],[5,6]]'",
+    add_arguments=add_arguments, run=run)

@@ -1,5 +1,6 @@
 """``attnlab show``, ``attnlab heads`` and ``attnlab serve``: thin wrappers over
-:mod:`attnlab.inspect` (parse, call, print)."""
+:mod:`attnlab.inspect` (parse, call, print). The model opened answers for itself (an
+:class:`~attnlab.inspect.protocol.Inspectable`): what it prints and draws, the options it takes."""
 
 from __future__ import annotations
 
@@ -8,15 +9,8 @@ import sys
 import time
 from pathlib import Path
 
-from attnlab.errors import UsageError
-from attnlab.inspect.alignment import align, pharaoh, word_attention
-from attnlab.inspect.app import (
-    MAX_CHARS,
-    allowed_hosts,
-    default_example,
-    non_loopback_warning,
-    serve,
-)
+from attnlab.errors import InputError, UsageError
+from attnlab.inspect.app import MAX_CHARS, allowed_hosts, non_loopback_warning, serve
 from attnlab.inspect.head_report import (
     compare_pruned,
     data_name,
@@ -27,30 +21,13 @@ from attnlab.inspect.head_report import (
     heads_to_prune,
     write_report,
 )
-from attnlab.inspect.html import attention_view, model_name
-from attnlab.inspect.pictures import (
-    cross_attention_grid,
-    cross_attention_map,
-    head_grid,
-    heatmap,
-    relevance_plot,
-)
-from attnlab.inspect.subject import load_subject, save_pruned_run
-from attnlab.inspect.translation_view import translation_view
-from attnlab.io.checkpoint import CheckpointError
-from attnlab.io.registry import model_type_of
-from attnlab.tasks.translation.pipeline import MODEL_TYPE as TRANSLATOR
-from attnlab.tasks.translation.use import load_translator, translate
+from attnlab.inspect.html import model_name
+from attnlab.inspect.subject import save_pruned_run
+from attnlab.tasks.registry import open_subject
+from attnlab.tasks.task import Command
 from attnlab.text import load_split
 
-__all__ = [
-    "add_heads_arguments",
-    "add_serve_arguments",
-    "add_show_arguments",
-    "run_heads",
-    "run_serve",
-    "run_show",
-]
+__all__ = ["HEADS", "SERVE", "SHOW"]
 
 MODEL_HELP = "a training run or checkpoint folder, or a pretrained name (all-MiniLM-L6-v2)"
 
@@ -65,10 +42,10 @@ def add_show_arguments(parser: argparse.ArgumentParser) -> None:
                         help="layer to draw (default: rollout only; for a translation run, "
                              "every decoder layer's cross-attention)")
     parser.add_argument("--head", type=int, help="head of --layer to draw (default: all heads)")
-    parser.add_argument("--words", action="store_true",
+    parser.add_argument("--words", action="store_true", default=None,
                         help="translation runs: merge subword pieces into words (attention to a "
                              "word sums its pieces', from a word averages them)")
-    parser.add_argument("--beam", type=int, default=1,
+    parser.add_argument("--beam", type=int, default=None,
                         help="translation runs: beam size (1: greedy) [default: 1]")
     parser.add_argument("--out", type=Path,
                         help="write a picture of the first sentence (PNG unless the name ends "
@@ -80,98 +57,32 @@ def add_show_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_show(args: argparse.Namespace) -> int:
-    """Print each sentence's prediction and rollout; draw the picture and page asked for."""
+    """Print what the model made of each sentence; draw the picture and page asked for."""
     if args.head is not None and args.layer is None:
         raise UsageError("--head needs --layer")
-    if _is_translator(args.model):
-        return _show_translation(args)
-    if args.words or args.beam != 1:
-        raise UsageError(f"--{'words' if args.words else 'beam'} is for translation runs; "
-                         f"{args.model} is not one")
-    subject = load_subject(args.model)
-    subject.tokenizer.encode(args.texts)  # refuses a text without tokens, as predict does
+    subject = open_subject(args.model)
+    options = {name: getattr(args, name) for name in ("words", "beam")
+               if getattr(args, name) is not None}
+    refused = sorted(set(options) - set(subject.show_options))
+    if refused:
+        raise UsageError(f"--{refused[0]} does not apply to {subject.task} runs; "
+                         f"{args.model} is one")
     out = _picture_path(args.out) if args.out is not None else None
-    attended = subject.attend(args.texts)
-    for i, a in enumerate(attended):
-        if a.truncated:
-            print(f"attnlab show: text {i} was cut to {subject.max_length} tokens (the model's "
-                  f"longest input)", file=sys.stderr)
-    for a in attended:
-        print(a.text)
-        if a.prediction is not None:
-            probs = ", ".join(f"{n} {p:.3f}" for n, p in zip(subject.labels, a.prediction.probs,
-                                                               strict=True))
-            print(f"  prediction: {a.prediction.label} ({probs})")
-        print("  rollout: " + " ".join(f"{t}:{float(r):.2f}" for t, r in
-                                       zip(a.tokens, a.relevance, strict=True)))
-    first = attended[0]
-    n_layers = len(first.weights)
-    if args.layer is not None and not -n_layers <= args.layer < n_layers:
-        raise UsageError(f"--layer must be in [0, {n_layers}) for {subject.name}, got "
+    look = subject.look(args.texts, **options)
+    for warning in look.warnings:
+        print(f"attnlab show: {warning}", file=sys.stderr)
+    print("\n".join(look.lines))
+    if args.layer is not None and not -look.n_layers <= args.layer < look.n_layers:
+        raise UsageError(f"--layer must be in [0, {look.n_layers}) for {subject.name}, got "
                          f"{args.layer}")
     if out is not None:
-        if args.layer is None:
-            fig = relevance_plot(first.tokens, first.relevance,
-                                 title=f"attention rollout ({subject.pooling} pooling)")
-        else:
-            w = first.weights[args.layer]  # (H, L, L)
-            if args.head is None:
-                fig = head_grid(w, first.tokens, layer=args.layer)
-            elif not 0 <= args.head < w.shape[0]:
-                raise UsageError(f"--head must be in [0, {w.shape[0]}) for layer {args.layer}, "
-                                 f"got {args.head}")
-            else:
-                fig = heatmap(w[args.head], first.tokens,
-                              title=f"layer {args.layer}, head {args.head}")
-        _save(fig, out)
+        try:
+            figure = look.picture(args.layer, args.head)
+        except InputError as err:  # "head must be in [0, 4) ...": name the option
+            raise UsageError(f"--{err}") from None
+        _save(figure, out)
     if args.html is not None:
-        print(f"wrote {attention_view(subject, args.texts).save(args.html)}")
-    return 0
-
-
-def _is_translator(spec: str) -> bool:
-    """Whether ``spec`` is a run or checkpoint folder of a translation model."""
-    try:
-        return Path(spec).is_dir() and model_type_of(spec) == TRANSLATOR
-    except (FileNotFoundError, CheckpointError):
-        return False
-
-
-def _show_translation(args: argparse.Namespace) -> int:
-    """Print each translation and its word alignment; draw the first one's cross-attention."""
-    if args.beam < 1:
-        raise UsageError(f"--beam must be >= 1, got {args.beam}")
-    run = load_translator(args.model)
-    found = translate(run, args.texts, beam=args.beam, attention=True)
-    words = [word_attention(run.tokenizer, t.text, t.ids, t.attention) for t in found]
-    for t, w in zip(found, words, strict=True):
-        print(t.text)
-        print(f"  translation: {t.translation}")
-        print(f"  alignment: {pharaoh(align(w.weights))}")
-    first, merged = found[0], words[0]
-    weights, rows, columns = ((merged.weights, merged.target_words, merged.source_words)
-                              if args.words else
-                              (first.attention, first.target_tokens, first.source_tokens))
-    n_layers, n_heads = weights.shape[:2]  # (L, H, T|J, S|I)
-    if args.layer is not None and not -n_layers <= args.layer < n_layers:
-        raise UsageError(f"--layer must be in [0, {n_layers}) for {args.model}'s decoder, got "
-                         f"{args.layer}")
-    if args.head is not None and not 0 <= args.head < n_heads:
-        raise UsageError(f"--head must be in [0, {n_heads}), got {args.head}")
-    if args.html is not None:
-        view = translation_view(run, args.texts, beam=args.beam, name=model_name(args.model))
-        print(f"wrote {view.save(args.html)}")
-    if args.out is None:
-        return 0
-    if args.head is not None:
-        fig = cross_attention_map(weights[args.layer, args.head], rows, columns,
-                                  title=f"layer {args.layer}, head {args.head}")
-    elif args.layer is not None:
-        fig = cross_attention_grid(weights[args.layer][None], rows, columns,  # (1, H, T, S)
-                                   layers=[args.layer % n_layers])
-    else:
-        fig = cross_attention_grid(weights, rows, columns)
-    _save(fig, _picture_path(args.out))
+        print(f"wrote {look.view().save(args.html)}")
     return 0
 
 
@@ -215,7 +126,10 @@ def run_heads(args: argparse.Namespace) -> int:
         raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.prune is not None and not (0 < args.prune < 1 and args.pruned_out):
         raise UsageError("--prune needs a share in (0, 1) and --pruned-out FOLDER")
-    subject = load_subject(args.run)
+    subject = open_subject(args.run)
+    if subject.labels is None:
+        raise UsageError(f"heads measures a classifier's heads on labelled data; {args.run} "
+                         f"({subject.task}) has no classification head")
     data = load_split(args.data, args.split)
     texts, labels = data.texts, data.labels
     if args.max_examples is not None:
@@ -235,7 +149,7 @@ def run_heads(args: argparse.Namespace) -> int:
     if args.prune is not None:
         heads = heads_to_prune(report, args.prune)
         out = save_pruned_run(args.run, heads, args.pruned_out)
-        pruned = load_subject(out)
+        pruned = open_subject(out)
         result = compare_pruned(subject, pruned, encode_batches(subject, texts, labels,
                                                                 args.batch_size))
         print(f"pruned {len(heads)} heads -> {out}: accuracy {result.accuracy[0]:.4f} -> "
@@ -275,13 +189,36 @@ def run_serve(args: argparse.Namespace) -> int:
     if args.example is not None and len(args.example) > args.max_chars:
         raise UsageError(f"--example is {len(args.example)} characters; --max-chars is "
                          f"{args.max_chars}")
-    translator = _is_translator(args.model)
-    subject = load_translator(args.model) if translator else load_subject(args.model)
-    example = (default_example(subject) if args.example is None
+    subject = open_subject(args.model)
+    example = (subject.default_example if args.example is None
                else args.example if args.example.strip() else None)
     shown = f"[{args.host}]" if ":" in args.host else args.host
-    name = model_name(args.model if translator else subject.name)
+    name = model_name(subject.name)
     print(f"attnlab: serving {name} on http://{shown}:{args.port}/")
     serve(subject, host=args.host, port=args.port, max_chars=args.max_chars,
           allowed_hosts=hosts, example=example)
     return 0
+
+
+SHOW = Command(
+    help="draw a model's attention on sentences (PNG, HTML explorer)",
+    description="Print what the model made of each sentence (a prediction and the rollout, or a "
+                "translation and its word alignment); draw a heat map (--layer and --head), a "
+                "grid of a layer's heads (--layer), or the overview (neither) to --out; write an "
+                "HTML explorer with --html.",
+    epilog='example: attnlab show all-MiniLM-L6-v2 "a gripping film" --layer 2 --out fig.png '
+           "--html view.html",
+    add_arguments=add_show_arguments, run=run_show)
+HEADS = Command(
+    help="importance, statistics and pruning curve of every head",
+    description="Per layer and head: importance (Michel et al. 2019), entropy, attention "
+                "distance, accuracy with that head masked; accuracy against the share of heads "
+                "pruned. Writes report.md, pruning_curve.png and heads.json.",
+    epilog="example: attnlab heads runs/sst2 --data sst2",
+    add_arguments=add_heads_arguments, run=run_heads)
+SERVE = Command(
+    help="live attention explorer in the browser",
+    description="Serve a page to type a sentence and see what the model makes of it and every "
+                "head; JSON API at POST /api/attend.",
+    epilog="example: attnlab serve runs/sst2 --port 8000",
+    add_arguments=add_serve_arguments, run=run_serve)

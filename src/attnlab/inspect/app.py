@@ -1,9 +1,10 @@
 """A live attention explorer: type a sentence, see the prediction, the rollout and every head.
 
-``create_app(subject)`` serves a classifier or encoder (a :class:`Subject`) or a translation
-run (its :class:`~attnlab.io.registry.LoadedModel`: the page then shows the translation and
-its encoder self-, decoder self- and cross-attention, :mod:`~attnlab.inspect.translation_view`).
-It returns a FastAPI application with:
+``create_app(subject)`` serves any :class:`~attnlab.inspect.protocol.Inspectable`: a
+classifier or encoder (a :class:`~attnlab.inspect.subject.Subject`), or a translation run (the
+page then shows the translation and its encoder self-, decoder self- and cross-attention); the
+subject gives the page's data (:meth:`~attnlab.inspect.protocol.Inspectable.payload`) and the
+sentence it opens on. It returns a FastAPI application with:
 
 * ``GET /``: the page (the same view as the HTML file, plus a text box), opening on an example
   sentence already analysed (its data embedded) and updating as the user types;
@@ -31,17 +32,13 @@ import json
 import threading
 from collections.abc import Iterable
 
-from attnlab.inspect.html import attention_payload, model_name, render_page
-from attnlab.inspect.subject import Subject
-from attnlab.inspect.translation_view import attend_translation, is_translator, translation_payload
-from attnlab.io.registry import LoadedModel
+from attnlab.inspect.html import model_name, render_page
+from attnlab.inspect.protocol import Inspectable
 
-__all__ = ["EXAMPLE", "LOOPBACK_HOSTS", "MAX_CHARS", "TRANSLATION_EXAMPLE", "allowed_hosts",
-           "create_app", "default_example", "is_loopback", "non_loopback_warning", "serve"]
+__all__ = ["LOOPBACK_HOSTS", "MAX_CHARS", "allowed_hosts", "create_app", "is_loopback",
+           "non_loopback_warning", "serve"]
 
 MAX_CHARS = 2000  # longest text accepted by /api/attend, in characters
-EXAMPLE = "a gripping , funny film"  # the sentence a classifier's page opens on
-TRANSLATION_EXAMPLE = "Ein Hund rennt durch den Schnee."  # a translation run's (German source)
 
 
 class _Default:
@@ -167,41 +164,19 @@ def _parse_json(body: bytes, http_error):
                               "digits") from None
 
 
-def default_example(subject: Subject | LoadedModel) -> str:
-    """The sentence the page opens on: :data:`TRANSLATION_EXAMPLE` for a translation run,
-    else :data:`EXAMPLE`."""
-    return TRANSLATION_EXAMPLE if is_translator(subject) else EXAMPLE
-
-
-def _payload_function(subject: Subject | LoadedModel):
-    """``text -> the page's data`` for a classifier or encoder, or for a translation run."""
-    if is_translator(subject):
-        return lambda text: translation_payload(subject, [attend_translation(subject, text)])
-    if not isinstance(subject, Subject):
-        raise TypeError(f"subject must be a Subject (load_subject) or a translation run's "
-                        f"LoadedModel (load_model), got {type(subject).__name__}")
-    return lambda text: attention_payload(subject.name, subject.attend([text], vectors=True),
-                                          subject.labels)
-
-
-def _shown(subject: Subject | LoadedModel) -> str:
-    return model_name(subject.path if is_translator(subject) else subject.name)
-
-
-def create_app(subject: Subject | LoadedModel, *, max_chars: int = MAX_CHARS,
+def create_app(subject: Inspectable, *, max_chars: int = MAX_CHARS,
                allowed_hosts: Iterable[str] | None = None,
                example: str | None | _Default = DEFAULT):
     """The FastAPI application serving ``subject``.
 
     Args:
-        subject: the model: a :class:`Subject` (see
-            :func:`~attnlab.inspect.subject.load_subject`) or a translation run's
-            :class:`~attnlab.io.registry.LoadedModel` (``load_model(folder)``).
+        subject: the model (see :class:`~attnlab.inspect.protocol.Inspectable`; e.g.
+            :func:`~attnlab.inspect.subject.load_subject`).
         max_chars: longest text accepted; longer ones get 413.
         allowed_hosts: ``Host`` header names answered (see :func:`allowed_hosts`; ``"*"`` for
             any); default the loopback names only. Other hosts get 400.
         example: the sentence the page opens on, analysed once here and embedded in the page
-            (default :func:`default_example`); ``None`` opens on an empty text box.
+            (default the subject's ``default_example``); ``None`` opens on an empty text box.
     """
     try:
         from fastapi import FastAPI, HTTPException, Request
@@ -212,9 +187,11 @@ def create_app(subject: Subject | LoadedModel, *, max_chars: int = MAX_CHARS,
                           "'attnlab[serve]'") from err
     if not isinstance(max_chars, int) or max_chars < 1:
         raise ValueError(f"max_chars must be an integer >= 1, got {max_chars!r}")
-    attend_one = _payload_function(subject)
+    if not isinstance(subject, Inspectable):
+        raise TypeError(f"subject must be Inspectable (load_subject, or attnlab.tasks."
+                        f"open_subject), got {type(subject).__name__}")
     if isinstance(example, _Default):
-        example = default_example(subject)
+        example = subject.default_example
     if example is not None and not (isinstance(example, str) and example.strip()
                                     and len(example) <= max_chars):
         raise ValueError(f"example must be None or a sentence of 1 to {max_chars} characters, "
@@ -231,11 +208,10 @@ def create_app(subject: Subject | LoadedModel, *, max_chars: int = MAX_CHARS,
 
     def run(text: str) -> dict:
         with lock:  # one forward pass (or translation) at a time
-            return attend_one(text)
+            return subject.payload(text)
 
-    page = render_page("app.html", {"model": _shown(subject), "max_chars": max_chars,
-                                    "task": "translation" if is_translator(subject) else
-                                    "classification",
+    page = render_page("app.html", {"model": model_name(subject.name), "max_chars": max_chars,
+                                    "task": subject.task,
                                     "example": None if example is None else run(example)})
 
     @app.get("/", response_class=HTMLResponse)
@@ -289,7 +265,7 @@ def create_app(subject: Subject | LoadedModel, *, max_chars: int = MAX_CHARS,
     return app
 
 
-def serve(subject: Subject | LoadedModel, *, host: str = "127.0.0.1", port: int = 8000,
+def serve(subject: Inspectable, *, host: str = "127.0.0.1", port: int = 8000,
           max_chars: int = MAX_CHARS, allowed_hosts: Iterable[str] | None = None,
           example: str | None | _Default = DEFAULT) -> None:
     """Run the app with uvicorn until interrupted.

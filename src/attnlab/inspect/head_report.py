@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from matplotlib.figure import Figure
 from torch import Tensor
 
+from attnlab.errors import InputError
 from attnlab.inspect.capture import capture
 from attnlab.inspect.gates import head_gates
 from attnlab.inspect.html import model_name
@@ -132,13 +133,13 @@ def head_report(
         shares: points of the pruning curve, shares of all heads in ``[0, 1]``.
     """
     if subject.labels is None:
-        raise ValueError(f"{subject.name} has no classification head; head report needs a "
+        raise InputError(f"{subject.name} has no classification head; head report needs a "
                          f"classifier (a training run folder)")
     if len(texts) != len(labels) or not texts:
-        raise ValueError(f"texts and labels must be non-empty and of equal length, got "
+        raise InputError(f"texts and labels must be non-empty and of equal length, got "
                          f"{len(texts)} texts and {len(labels)} labels")
     if any(not 0.0 <= s <= 1.0 for s in shares):
-        raise ValueError(f"shares must lie in [0, 1], got {list(shares)}")
+        raise InputError(f"shares must lie in [0, 1], got {list(shares)}")
     subject.model.eval()
     batches = encode_batches(subject, texts, labels, batch_size)
 
@@ -185,7 +186,7 @@ def head_report(
 def heads_to_prune(report: HeadReport, share: float) -> list[tuple[int, int]]:
     """The least important ``share`` of all heads as ``(layer, head)``, never a layer's last."""
     if not 0.0 <= share < 1.0:
-        raise ValueError(f"share must be in [0, 1), got {share}")
+        raise InputError(f"share must be in [0, 1), got {share}")
     order = HeadImportance(report.names, report.importance, report.examples).ranking()
     left = [row.numel() for row in report.importance]
     chosen: list[tuple[int, int]] = []

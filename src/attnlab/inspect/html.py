@@ -15,7 +15,7 @@ or open a comment; the page inserts every token with ``textContent``; and its
 Content-Security-Policy allows no network access at all.
 
 A sentence may carry several attention kinds (a translation run's encoder self-, decoder
-self- and cross-attention, :mod:`~attnlab.inspect.translation_view`), each with its own query
+self- and cross-attention, :mod:`attnlab.tasks.translation.view`), each with its own query
 and key tokens (``"kinds"``); a classifier's sentence has one, given by its ``"tokens"`` and
 ``"attention"`` (query tokens = key tokens), and the page reads it as the kind ``"self"``.
 
@@ -37,11 +37,14 @@ import re
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
-from attnlab.inspect.subject import Attended, Subject
 from attnlab.io.atomic import write_text_atomic
+
+if TYPE_CHECKING:  # types only: the subject draws itself with this module's functions
+    from attnlab.inspect.subject import Attended, Subject
 
 __all__ = ["MAX_VECTOR_TOKENS", "AttentionView", "attention_payload", "attention_view",
            "embed_json", "model_name", "quantize", "render_page"]

@@ -8,6 +8,10 @@ of every layer, the rollout relevance and the prediction: what pictures, the HTM
 live app draw. With ``vectors=True`` it also keeps every head's queries, keys and values and the
 mask its scores got: what the neuron view needs to redo one head's arithmetic.
 
+A :class:`Subject` meets :class:`~attnlab.inspect.protocol.Inspectable`: :meth:`Subject.look`
+is what ``attnlab show`` prints and draws, :meth:`Subject.head_pass` what the neuron view
+captures, :meth:`Subject.payload` what the live app draws.
+
 Legend: ``B`` batch, ``H`` heads, ``L`` tokens, ``C`` classes, ``d_k``/``d_v`` query-key and
 value size per head.
 """
@@ -19,11 +23,16 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
 
-from attnlab.inspect.capture import capture
+from attnlab.errors import InputError
+from attnlab.inspect.capture import attention_modules, capture
+from attnlab.inspect.html import AttentionView, attention_payload, model_name, render_page
+from attnlab.inspect.pictures import head_grid, heatmap, relevance_plot
+from attnlab.inspect.protocol import HeadPass, Look
 from attnlab.inspect.pruning import prune_heads
 from attnlab.inspect.rollout import attention_rollout
 from attnlab.io.checkpoint import FORMAT, save_checkpoint
@@ -32,7 +41,9 @@ from attnlab.io.registry import KEPT_HEADS_KEY, LoadedModel, load_model
 from attnlab.models.prediction import Prediction
 from attnlab.text import TextTokenizer, pad_sequences
 
-__all__ = ["Attended", "Encoded", "Subject", "load_subject", "save_pruned_run"]
+__all__ = ["EXAMPLE", "Attended", "Encoded", "Subject", "load_subject", "save_pruned_run"]
+
+EXAMPLE = "a gripping , funny film"  # the sentence the live app opens on
 
 
 @dataclass(frozen=True)
@@ -86,6 +97,11 @@ class Subject:
     pooling: str
     name: str
 
+    task: ClassVar[str] = "classification"  # what pages call it
+    attention_kinds: ClassVar[tuple[str, ...]] = ("self",)  # an encoder's only kind
+    show_options: ClassVar[tuple[str, ...]] = ()  # no options of `show` beyond the common ones
+    default_example: ClassVar[str] = EXAMPLE
+
     def __post_init__(self) -> None:
         if self.pooling not in ("cls", "mean"):
             raise ValueError(f"pooling must be 'cls' or 'mean', got {self.pooling!r}")
@@ -103,7 +119,7 @@ class Subject:
         if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
             raise TypeError("texts must be a sequence of strings")
         if not texts:
-            raise ValueError("texts must not be empty")
+            raise InputError("texts must not be empty")
         seen = self.tokenizer.tokenize(texts)
         batch = self.tokenizer.pad([t.ids for t in seen])  # (B, L) each
         return Encoded(
@@ -151,6 +167,62 @@ class Subject:
                 relevance=relevance[b, :n].clone(), prediction=prediction,
                 truncated=enc.truncated[b], **(_vectors(cap, names, b, n) if vectors else {})))
         return out
+
+
+    def look(self, texts: Sequence[str]) -> Look:
+        """Each text's prediction and rollout as lines; pictures of the first text (rollout,
+        a layer's heads, one head) and the explorer page of all of them."""
+        self.tokenizer.encode(texts)  # refuses a text without tokens before any work
+        attended = [a for i in range(0, len(texts), 16)
+                    for a in self.attend(texts[i:i + 16], vectors=True)]
+        warnings = [f"text {i} was cut to {self.max_length} tokens (the model's longest input)"
+                    for i, a in enumerate(attended) if a.truncated]
+        lines = []
+        for a in attended:
+            lines.append(a.text)
+            if a.prediction is not None:
+                probs = ", ".join(f"{n} {p:.3f}" for n, p in
+                                  zip(self.labels, a.prediction.probs, strict=True))
+                lines.append(f"  prediction: {a.prediction.label} ({probs})")
+            lines.append("  rollout: " + " ".join(f"{t}:{float(r):.2f}" for t, r in
+                                                 zip(a.tokens, a.relevance, strict=True)))
+        first = attended[0]
+
+        def picture(layer: int | None, head: int | None):
+            if layer is None:
+                return relevance_plot(first.tokens, first.relevance,
+                                      title=f"attention rollout ({self.pooling} pooling)")
+            w = first.weights[_index("layer", layer, len(first.weights), self.name)]  # (H, L, L)
+            if head is None:
+                return head_grid(w, first.tokens, layer=layer)
+            head = _index("head", head, w.shape[0], f"layer {layer}")
+            return heatmap(w[head], first.tokens, title=f"layer {layer}, head {head}")
+
+        def view() -> AttentionView:
+            return AttentionView(render_page("view.html", attention_payload(
+                self.name, attended, self.labels)))
+
+        return Look(lines, warnings, len(first.weights), first.weights[0].shape[0], picture,
+                    view)
+
+    def head_pass(self, text: str, attention: str) -> HeadPass:
+        """One pass over ``text``; queries and keys are its tokens."""
+        enc = self.encode([text])
+        tokens = enc.tokens[0]
+        return HeadPass(self.model, model_name(self.name), list(attention_modules(self.model)),
+                        tokens, tokens, lambda: self.model(enc.input_ids, enc.attention_mask))
+
+    def payload(self, text: str) -> dict:
+        """The live app's data for ``text``: prediction, rollout, every head, the vectors."""
+        return attention_payload(self.name, self.attend([text], vectors=True), self.labels)
+
+
+def _index(what: str, value: int, n: int, where: str) -> int:
+    """``value`` as an index into ``n`` things (negative counts from the end), or an error
+    naming ``what`` and the valid range."""
+    if not -n <= value < n:
+        raise InputError(f"{what} must be in [0, {n}) for {where}, got {value}")
+    return value % n
 
 
 def _vectors(cap, names: list[str], b: int, n: int) -> dict:

@@ -29,6 +29,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file, save_model
 from torch import Tensor, nn
 
+from attnlab.errors import InputError
+
 __all__ = [
     "CONFIG_FILE",
     "FORMAT",
@@ -54,7 +56,7 @@ STATE_JSON = "trainer_state.json"
 STATE_TENSORS = "trainer_state.safetensors"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(InputError):
     """A checkpoint file exists but cannot be read (truncated, corrupt, wrong format)."""
 
 

@@ -17,6 +17,7 @@ import torch
 from safetensors.torch import load_file
 from torch import Tensor
 
+from attnlab.errors import InputError
 from attnlab.models.bert import BertConfig, BertModel
 from attnlab.models.bert_classifier import BertClassifierConfig, BertForSequenceClassification
 from attnlab.models.sentence_encoder import SentenceEncoder
@@ -96,9 +97,9 @@ def load_bert_state(path: str | Path, config: BertConfig) -> BertModel:
     missing = sorted(set(names) - set(state))
     unexpected = sorted(set(state) - set(names) - _IGNORED)
     if missing:
-        raise ValueError(f"{path}: missing weights for this config: {', '.join(missing)}")
+        raise InputError(f"{path}: missing weights for this config: {', '.join(missing)}")
     if unexpected:
-        raise ValueError(f"{path}: unexpected tensors, not part of a BERT encoder with this "
+        raise InputError(f"{path}: unexpected tensors, not part of a BERT encoder with this "
                          f"config: {', '.join(unexpected)}")
     model = BertModel(config, add_pooler=with_pooler)
     ours = model.state_dict()
@@ -106,7 +107,7 @@ def load_bert_state(path: str | Path, config: BertConfig) -> BertModel:
     for hf, name in names.items():
         tensor = state[hf]
         if tensor.shape != ours[name].shape:
-            raise ValueError(f"{path}: tensor {hf} has shape {tuple(tensor.shape)}, but the "
+            raise InputError(f"{path}: tensor {hf} has shape {tuple(tensor.shape)}, but the "
                              f"config expects {tuple(ours[name].shape)} (for {name})")
         renamed[name] = tensor.to(ours[name].dtype)
     model.load_state_dict(renamed, strict=True)
@@ -130,7 +131,7 @@ def resolve_model_dir(name_or_path: str | os.PathLike) -> Path:
     else:
         folder = Path(key)
         if not folder.is_dir():
-            raise ValueError(
+            raise InputError(
                 f"unknown pretrained model {key!r}: known names are {sorted(KNOWN_MODELS)}, or "
                 f"pass a directory containing {', '.join(REQUIRED_FILES)}"
             )
@@ -175,11 +176,11 @@ def load_pretrained(
         if st_config.is_file():
             max_length = int(json.loads(st_config.read_text()).get("max_seq_length", max_length))
     if not 2 <= max_length <= config.max_position_embeddings:
-        raise ValueError(f"max_length must be in [2, max_position_embeddings="
+        raise InputError(f"max_length must be in [2, max_position_embeddings="
                          f"{config.max_position_embeddings}], got {max_length}")
     tokenizer = TextTokenizer.load(folder / "tokenizer.json", max_length=max_length)
     if tokenizer.vocab_size > config.vocab_size:
-        raise ValueError(f"{folder}: tokenizer has {tokenizer.vocab_size} tokens but the model's "
+        raise InputError(f"{folder}: tokenizer has {tokenizer.vocab_size} tokens but the model's "
                          f"vocab_size is {config.vocab_size}")
     return SentenceEncoder(bert, tokenizer).to(device).eval()
 

@@ -17,6 +17,7 @@ from typing import Any
 from torch import nn
 
 from attnlab.attention.multihead import MultiHeadAttention
+from attnlab.errors import InputError
 from attnlab.io.checkpoint import (
     CONFIG_FILE,
     TOKENIZER_FILE,
@@ -108,7 +109,7 @@ def build_model(config: Mapping[str, Any]) -> BuiltModel:
     if model_type == SEQ2SEQ:
         c = Seq2SeqConfig.from_dict(config["model"])
         return BuiltModel(Seq2SeqTransformer(c), "mean", c.max_len, 0)
-    raise ValueError(f"unknown model_type {model_type!r} in config.json; known: "
+    raise InputError(f"unknown model_type {model_type!r} in config.json; known: "
                      f"{list(MODEL_TYPES)}")
 
 
@@ -122,15 +123,15 @@ def restore_pruning(model: nn.Module, kept: Mapping[str, list[int]] | None) -> N
     modules = {name: m for name, m in model.named_modules() if isinstance(m, MultiHeadAttention)}
     for name, heads in kept.items():
         if name not in modules:
-            raise ValueError(f"{KEPT_HEADS_KEY} names {name!r}, not a MultiHeadAttention of "
+            raise InputError(f"{KEPT_HEADS_KEY} names {name!r}, not a MultiHeadAttention of "
                              f"this model ({list(modules)})")
         n = modules[name].n_heads
         heads = [int(h) for h in heads]
         if not heads or any(not 0 <= h < n for h in heads) or len(set(heads)) != len(heads):
-            raise ValueError(f"{KEPT_HEADS_KEY}[{name!r}] must list distinct heads in [0, {n}), "
+            raise InputError(f"{KEPT_HEADS_KEY}[{name!r}] must list distinct heads in [0, {n}), "
                              f"got {heads}")
         if heads != sorted(heads):
-            raise ValueError(f"{KEPT_HEADS_KEY}[{name!r}] must be in increasing order, got {heads}")
+            raise InputError(f"{KEPT_HEADS_KEY}[{name!r}] must be in increasing order, got {heads}")
         modules[name].prune_heads([h for h in range(n) if h not in heads])
 
 

@@ -24,7 +24,7 @@ from typing import Any
 
 from torch import nn
 
-from attnlab.errors import UsageError
+from attnlab.errors import InputError, UsageError
 from attnlab.io.atomic import write_text_atomic
 from attnlab.io.checkpoint import load_checkpoint, load_weights, save_checkpoint
 
@@ -92,7 +92,7 @@ class RunFolder:
         checkpoint = load_checkpoint(self.path / name, with_state=True)
         differ = config_differences(checkpoint.config, self.config, may_differ)
         if differ:
-            raise ValueError("cannot resume with different settings: " + ", ".join(differ))
+            raise InputError("cannot resume with different settings: " + ", ".join(differ))
         load_weights(model, checkpoint)
         return checkpoint.trainer_state
 

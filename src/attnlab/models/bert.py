@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from attnlab.attention.masks import padding_mask
 from attnlab.attention.multihead import MultiHeadAttention
+from attnlab.errors import InputError
 
 __all__ = ["BertConfig", "BertLayer", "BertModel", "BertOutput", "mean_pool"]
 
@@ -52,22 +53,22 @@ class BertConfig:
                      "intermediate_size", "max_position_embeddings", "type_vocab_size"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"BertConfig.{name} must be an integer >= 1, got {value!r}")
+                raise InputError(f"BertConfig.{name} must be an integer >= 1, got {value!r}")
         if self.hidden_size % self.num_attention_heads != 0:
-            raise ValueError(
+            raise InputError(
                 f"BertConfig.hidden_size ({self.hidden_size}) must be divisible by "
                 f"num_attention_heads ({self.num_attention_heads})"
             )
         if self.hidden_act != "gelu":
-            raise ValueError(f"BertConfig.hidden_act must be 'gelu' (exact erf GELU), "
+            raise InputError(f"BertConfig.hidden_act must be 'gelu' (exact erf GELU), "
                              f"got {self.hidden_act!r}")
         for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
             if not 0.0 <= getattr(self, name) < 1.0:
-                raise ValueError(f"BertConfig.{name} must be in [0, 1), got {getattr(self, name)}")
+                raise InputError(f"BertConfig.{name} must be in [0, 1), got {getattr(self, name)}")
         if not self.layer_norm_eps > 0:
-            raise ValueError(f"BertConfig.layer_norm_eps must be > 0, got {self.layer_norm_eps}")
+            raise InputError(f"BertConfig.layer_norm_eps must be > 0, got {self.layer_norm_eps}")
         if not 0 <= self.pad_token_id < self.vocab_size:
-            raise ValueError(f"BertConfig.pad_token_id must be in [0, vocab_size={self.vocab_size})"
+            raise InputError(f"BertConfig.pad_token_id must be in [0, vocab_size={self.vocab_size})"
                              f", got {self.pad_token_id}")
 
     # Keys of a Hugging Face config.json that change the architecture, with the only value we
@@ -84,7 +85,7 @@ class BertConfig:
         """Read the fields above from a BERT ``config.json`` dict; other keys are ignored."""
         for key, supported in cls._REQUIRED.items():
             if key in data and data[key] != supported:
-                raise ValueError(f"unsupported BERT config: {key}={data[key]!r} (attnlab supports "
+                raise InputError(f"unsupported BERT config: {key}={data[key]!r} (attnlab supports "
                                  f"only {key}={supported!r})")
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})

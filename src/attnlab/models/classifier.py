@@ -23,6 +23,7 @@ from attnlab.attention.positional import (
     SinusoidalPositionalEncoding,
 )
 from attnlab.configs import DictConfig
+from attnlab.errors import InputError
 from attnlab.models.bert import mean_pool
 from attnlab.models.transformer_encoder import TransformerEncoder
 
@@ -85,35 +86,35 @@ class ClassifierConfig(DictConfig):
                      "max_len"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+                raise InputError(f"{name} must be an integer >= 1, got {value!r}")
         if self.n_classes < 2:
-            raise ValueError(f"n_classes must be >= 2, got {self.n_classes}")
+            raise InputError(f"n_classes must be >= 2, got {self.n_classes}")
         if self.d_model % self.n_heads != 0:
-            raise ValueError(f"d_model must be divisible by n_heads: d_model={self.d_model}, "
+            raise InputError(f"d_model must be divisible by n_heads: d_model={self.d_model}, "
                              f"n_heads={self.n_heads}")
         if self.positional == "rotary" and (self.d_model // self.n_heads) % 2 != 0:
-            raise ValueError(f"rotary positions need an even head size d_model/n_heads, got "
+            raise InputError(f"rotary positions need an even head size d_model/n_heads, got "
                              f"{self.d_model}/{self.n_heads} = {self.d_model // self.n_heads}")
         std = self.embed_init_std
         if isinstance(std, bool) or not isinstance(std, (int, float)) or not 0 < std < math.inf:
-            raise ValueError(f"embed_init_std must be a finite number > 0, got {std!r}")
+            raise InputError(f"embed_init_std must be a finite number > 0, got {std!r}")
         for name in ("dropout", "attn_dropout", "word_dropout"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) \
                     or not 0.0 <= value < 1.0:
-                raise ValueError(f"{name} must be in [0, 1), got {value!r}")
+                raise InputError(f"{name} must be in [0, 1), got {value!r}")
         if self.positional not in POSITIONAL:
-            raise ValueError(f"positional must be one of {POSITIONAL}, got {self.positional!r}")
+            raise InputError(f"positional must be one of {POSITIONAL}, got {self.positional!r}")
         if self.pooling not in POOLING:
-            raise ValueError(f"pooling must be one of {POOLING}, got {self.pooling!r}")
+            raise InputError(f"pooling must be one of {POOLING}, got {self.pooling!r}")
         if not isinstance(self.norm_first, bool):
-            raise ValueError(f"norm_first must be a bool, got {self.norm_first!r}")
+            raise InputError(f"norm_first must be a bool, got {self.norm_first!r}")
         for name in ("pad_token_id", "unk_token_id"):
             if not 0 <= getattr(self, name) < self.vocab_size:
-                raise ValueError(f"{name} must be in [0, vocab_size={self.vocab_size}), got "
+                raise InputError(f"{name} must be in [0, vocab_size={self.vocab_size}), got "
                                  f"{getattr(self, name)}")
         if not 0 <= self.n_special_tokens <= self.vocab_size:
-            raise ValueError(f"n_special_tokens must be in [0, vocab_size={self.vocab_size}], "
+            raise InputError(f"n_special_tokens must be in [0, vocab_size={self.vocab_size}], "
                              f"got {self.n_special_tokens}")
 
     @property

@@ -31,6 +31,7 @@ from attnlab.attention.positional import (
     SinusoidalPositionalEncoding,
 )
 from attnlab.configs import DictConfig
+from attnlab.errors import InputError
 from attnlab.models.transformer_decoder import DecoderCache, DecoderLayer, TransformerDecoder
 from attnlab.models.transformer_encoder import (
     ACTIVATIONS,
@@ -79,34 +80,34 @@ class Seq2SeqConfig(DictConfig):
                      "d_ff", "max_len"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+                raise InputError(f"{name} must be an integer >= 1, got {value!r}")
         if self.d_model % self.n_heads != 0:
-            raise ValueError(f"d_model must be divisible by n_heads: d_model={self.d_model}, "
+            raise InputError(f"d_model must be divisible by n_heads: d_model={self.d_model}, "
                              f"n_heads={self.n_heads}")
         if self.positional not in POSITIONAL:
-            raise ValueError(f"positional must be one of {POSITIONAL}, got {self.positional!r}")
+            raise InputError(f"positional must be one of {POSITIONAL}, got {self.positional!r}")
         if self.activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {tuple(ACTIVATIONS)}, got "
+            raise InputError(f"activation must be one of {tuple(ACTIVATIONS)}, got "
                              f"{self.activation!r}")
         if self.positional == "rotary" and self.d_k % 2 != 0:
-            raise ValueError(f"positional='rotary' needs an even head size d_model/n_heads, got "
+            raise InputError(f"positional='rotary' needs an even head size d_model/n_heads, got "
                              f"{self.d_model}/{self.n_heads} = {self.d_k}")
         for name in ("dropout", "attn_dropout"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) \
                     or not 0.0 <= value < 1.0:
-                raise ValueError(f"{name} must be in [0, 1), got {value!r}")
+                raise InputError(f"{name} must be in [0, 1), got {value!r}")
         for name in ("tie_embeddings", "norm_first"):
             if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
+                raise InputError(f"{name} must be a bool, got {getattr(self, name)!r}")
         for name in ("pad_token_id", "bos_token_id", "eos_token_id"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) \
                     or not 0 <= value < self.vocab_size:
-                raise ValueError(f"{name} must be an integer in [0, vocab_size="
+                raise InputError(f"{name} must be an integer in [0, vocab_size="
                                  f"{self.vocab_size}), got {value!r}")
         if self.pad_token_id in (self.bos_token_id, self.eos_token_id):
-            raise ValueError(f"pad_token_id={self.pad_token_id} must differ from bos_token_id="
+            raise InputError(f"pad_token_id={self.pad_token_id} must differ from bos_token_id="
                              f"{self.bos_token_id} and eos_token_id={self.eos_token_id}")
 
     @property

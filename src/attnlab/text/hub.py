@@ -9,6 +9,8 @@ import importlib.util
 import socket
 from collections.abc import Sequence
 
+from attnlab.errors import InputError
+
 __all__ = ["hub_available", "load_from_hub"]
 
 HUB_HOST = "huggingface.co"
@@ -40,9 +42,9 @@ def load_from_hub(name: str, split: str, *, text_columns: Sequence[str],
     text_col = next((c for c in text_columns if c in columns), None)
     label_col = next((c for c in label_columns if c in columns), None)
     if text_col is None or label_col is None:
-        raise ValueError(f"hub data set {name!r} has columns {columns}; pass text_column and "
+        raise InputError(f"hub data set {name!r} has columns {columns}; pass text_column and "
                          f"label_column")
     labels = [int(x) for x in data[label_col]]
     if any(x < 0 for x in labels):
-        raise ValueError(f"hub split {name}/{hub_split} has no labels (label -1); use a local copy")
+        raise InputError(f"hub split {name}/{hub_split} has no labels (label -1); use a local copy")
     return list(data[text_col]), labels, f"hf://{path}/{config or ''}/{hub_split}"

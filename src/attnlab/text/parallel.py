@@ -23,6 +23,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from attnlab.errors import InputError
 from attnlab.text.reading import (
     EXTENSIONS,
     DataFormatError,
@@ -59,7 +60,7 @@ class ParallelDataset:
 
     def __post_init__(self) -> None:
         if len(self.sources) != len(self.targets):
-            raise ValueError(f"sources and targets differ in length: {len(self.sources)} "
+            raise InputError(f"sources and targets differ in length: {len(self.sources)} "
                              f"sources, {len(self.targets)} targets")
 
     def __len__(self) -> int:
@@ -100,12 +101,12 @@ def load_parallel_split(data: str | os.PathLike, split: str, *, source_lang: str
         (1014, 'A group of men are loading cotton onto a truck')
     """
     if on_empty not in ON_EMPTY:
-        raise ValueError(f"on_empty must be one of {ON_EMPTY}, got {on_empty!r}")
+        raise InputError(f"on_empty must be one of {ON_EMPTY}, got {on_empty!r}")
     for name, value in (("source_lang", source_lang), ("target_lang", target_lang)):
         if not isinstance(value, str) or not value:
-            raise ValueError(f"{name} must be a non-empty language code, got {value!r}")
+            raise InputError(f"{name} must be a non-empty language code, got {value!r}")
     if source_lang == target_lang:
-        raise ValueError(f"source_lang and target_lang must differ, both are {source_lang!r}")
+        raise InputError(f"source_lang and target_lang must differ, both are {source_lang!r}")
     directory = _split_dir(data, split)
     src, tgt = directory / f"{split}.{source_lang}", directory / f"{split}.{target_lang}"
     if src.is_file() and tgt.is_file():
@@ -115,7 +116,7 @@ def load_parallel_split(data: str | os.PathLike, split: str, *, source_lang: str
     if table is not None:
         return _read_pair_table(table, source_lang, target_lang, on_empty)
     missing = source_lang if not src.is_file() else target_lang
-    raise ValueError(f"no {split}.{missing} in {directory}: language {missing!r} not found; "
+    raise InputError(f"no {split}.{missing} in {directory}: language {missing!r} not found; "
                      f"languages of {split!r} there: {_languages(directory, split)}")
 
 
@@ -197,7 +198,7 @@ def _read_pair_table(path: Path, source_lang: str, target_lang: str,
         src_col, tgt_col = PAIR_COLUMNS
     else:
         missing = source_lang if source_lang not in columns else target_lang
-        raise ValueError(f"{path}: no column {missing!r}: language {missing!r} not found; "
+        raise InputError(f"{path}: no column {missing!r}: language {missing!r} not found; "
                          f"expected columns {source_lang!r} and {target_lang!r} (or "
                          f"'source' and 'target'), got {columns}")
     sources, targets, skipped = [], [], []

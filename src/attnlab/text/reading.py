@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from attnlab.errors import InputError
 from attnlab.text import hub
 
 __all__ = [
@@ -69,10 +70,10 @@ class TextDataset:
 
     def __post_init__(self) -> None:
         if len(self.texts) != len(self.labels):
-            raise ValueError(f"texts and labels differ in length: {len(self.texts)} texts, "
+            raise InputError(f"texts and labels differ in length: {len(self.texts)} texts, "
                              f"{len(self.labels)} labels")
         if self.lines and len(self.lines) != len(self.texts):
-            raise ValueError(f"lines and texts differ in length: {len(self.lines)} lines, "
+            raise InputError(f"lines and texts differ in length: {len(self.lines)} lines, "
                              f"{len(self.texts)} texts")
 
     def where(self, index: int) -> str:
@@ -249,7 +250,7 @@ def _parse_label(value: str, label_names: Sequence[str] | None, n_classes: int) 
     label = int(value) if _ASCII_INTEGER.fullmatch(value) else -1
     if not 0 <= label < n_classes:
         known = list(range(n_classes)) if label_names is None else list(label_names)
-        raise ValueError(f"label {value!r} is not a known class {known}")
+        raise InputError(f"label {value!r} is not a known class {known}")
     return label
 
 
@@ -264,7 +265,7 @@ def read_labelled_file(
 ) -> TextDataset:
     """Read one labelled file; see :func:`load_split`."""
     if on_error not in ("raise", "skip"):
-        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+        raise InputError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
     n_classes = len(label_names) if label_names is not None else n_classes
     columns, rows = read_table(path)
     text_col = _pick_column(path, columns, text_column, TEXT_COLUMNS, "text")
@@ -274,10 +275,10 @@ def read_labelled_file(
         try:
             if text_col not in row or label_col not in row:
                 missing = text_col if text_col not in row else label_col
-                raise ValueError(f"missing field {missing!r}")
+                raise InputError(f"missing field {missing!r}")
             text = row[text_col].strip()
             if not text:
-                raise ValueError(f"empty text in column {text_col!r}")
+                raise InputError(f"empty text in column {text_col!r}")
             label = _parse_label(row[label_col], label_names, n_classes)
         except ValueError as err:
             message = f"{path}:{line}: {err}"

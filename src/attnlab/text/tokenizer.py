@@ -28,6 +28,7 @@ from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers,
 from tokenizers.processors import TemplateProcessing
 from torch import Tensor
 
+from attnlab.errors import InputError
 from attnlab.text.batching import by_length, pad_sequences
 
 __all__ = ["SPECIAL_TOKENS", "TOKENIZER_KINDS", "TextTokenizer", "TokenizedBatch",
@@ -81,7 +82,7 @@ class TextTokenizer:
     def __init__(self, tokenizer: Tokenizer, max_length: int | None = None,
                  path: str | os.PathLike | None = None) -> None:
         if max_length is not None and (not isinstance(max_length, int) or max_length < 2):
-            raise ValueError(f"max_length must be an integer >= 2 ([CLS] and [SEP]), "
+            raise InputError(f"max_length must be an integer >= 2 ([CLS] and [SEP]), "
                              f"got {max_length!r}")
         tokenizer.no_padding()
         tokenizer.no_truncation()
@@ -104,13 +105,13 @@ class TextTokenizer:
         never seen in ``texts`` encode as ``[UNK]``.
         """
         if kind not in TOKENIZER_KINDS:
-            raise ValueError(f"kind must be one of {TOKENIZER_KINDS}, got {kind!r}")
+            raise InputError(f"kind must be one of {TOKENIZER_KINDS}, got {kind!r}")
         if not isinstance(vocab_size, int) or vocab_size <= len(SPECIAL_TOKENS):
-            raise ValueError(f"vocab_size must be an integer > {len(SPECIAL_TOKENS)}, "
+            raise InputError(f"vocab_size must be an integer > {len(SPECIAL_TOKENS)}, "
                              f"got {vocab_size!r}")
         texts = list(texts)
         if not texts:
-            raise ValueError("texts is empty; cannot train a tokenizer")
+            raise InputError("texts is empty; cannot train a tokenizer")
         options = dict(vocab_size=vocab_size, min_frequency=min_frequency,
                        special_tokens=list(SPECIAL_TOKENS))
         if kind in ("bpe", "unigram"):
@@ -145,7 +146,7 @@ class TextTokenizer:
             raise FileNotFoundError(f"no tokenizer at {path}")
         tokenizer = Tokenizer.from_file(str(path))
         if tokenizer.token_to_id(PAD) not in (None, 0):
-            raise ValueError(f"{path}: expected [PAD] to have id 0, got "
+            raise InputError(f"{path}: expected [PAD] to have id 0, got "
                              f"{tokenizer.token_to_id(PAD)}")
         return cls(tokenizer, max_length, path)
 
@@ -211,7 +212,7 @@ class TextTokenizer:
             wrong = [x for x in row if isinstance(x, bool) or not isinstance(x, int)
                      or not 0 <= x < size]
             if wrong:
-                raise ValueError(f"ids of text {i} must be integers in 0 .. {size - 1} (the "
+                raise InputError(f"ids of text {i} must be integers in 0 .. {size - 1} (the "
                                  f"vocabulary), got {wrong[0]!r}")
         return self.tokenizer.decode_batch(rows, skip_special_tokens=skip_special_tokens)
 
@@ -248,7 +249,7 @@ class TextTokenizer:
                 raise TypeError(f"texts must be strings, got {type(text).__name__} at index {i}")
         limit = self.max_length if max_length is None else max_length
         if limit is not None and limit < (3 if add_special_tokens else 1):
-            raise ValueError(f"max_length must be >= {3 if add_special_tokens else 1}, "
+            raise InputError(f"max_length must be >= {3 if add_special_tokens else 1}, "
                              f"got {limit}")
         out = []
         for i, enc in enumerate(self.tokenizer.encode_batch(
@@ -256,7 +257,7 @@ class TextTokenizer:
             ids = enc.ids
             tokens, special = (enc.tokens, enc.special_tokens_mask) if details else ([], [])
             if not allow_empty and len(ids) == (2 if add_special_tokens else 0):
-                raise ValueError(f"text {i} ({texts[i]!r}) has no tokens")
+                raise InputError(f"text {i} ({texts[i]!r}) has no tokens")
             truncated = limit is not None and len(ids) > limit
             if truncated:  # keep the first limit - 1 and the last ([SEP])
                 keep = (slice(0, limit - 1), slice(-1, None)) if add_special_tokens else (
@@ -282,7 +283,7 @@ def _cased_subwords(kind: str, options: dict) -> tuple[Tokenizer, trainers.Train
         trainer = trainers.BpeTrainer(**options, show_progress=False)
     else:
         if options.pop("min_frequency") != 1:
-            raise ValueError("min_frequency is not an option of kind='unigram'; leave it at 1")
+            raise InputError("min_frequency is not an option of kind='unigram'; leave it at 1")
         tokenizer = Tokenizer(models.Unigram())
         trainer = trainers.UnigramTrainer(**options, unk_token=UNK, show_progress=False)
     tokenizer.normalizer = normalizers.Prepend(SPACE)  # only marks the start; no normalisation

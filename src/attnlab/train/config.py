@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from attnlab.configs import DictConfig
+from attnlab.errors import InputError
 
 __all__ = ["SCHEDULES", "TrainConfig"]
 
@@ -97,26 +98,26 @@ class TrainConfig(DictConfig):
         _at_least("embedding_weight_decay", self.embedding_weight_decay, 0.0)
         _check_type("adam_beta2", self.adam_beta2, float)
         if not 0.0 < self.adam_beta2 < 1.0:
-            raise ValueError(f"adam_beta2 must be in (0, 1), got {self.adam_beta2}")
+            raise InputError(f"adam_beta2 must be in (0, 1), got {self.adam_beta2}")
         _positive("batch_size", self.batch_size, int)
         if self.epochs is not None:
             _positive("epochs", self.epochs, int)
         _positive("min_steps", self.min_steps, int)
         _positive("max_epochs", self.max_epochs, int)
         if not 0.0 <= self.warmup_ratio < 1.0:
-            raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+            raise InputError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         if self.warmup_steps is not None:
             _at_least("warmup_steps", self.warmup_steps, 0, int)
         if self.schedule not in SCHEDULES:
-            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+            raise InputError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         if self.grad_clip is not None:
             _at_least("grad_clip", self.grad_clip, 0.0)
         if not 0.0 <= self.label_smoothing < 1.0:
-            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+            raise InputError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.ema_decay is not None:
             _check_type("ema_decay", self.ema_decay, float)
             if not 0.0 <= self.ema_decay < 1.0:
-                raise ValueError(f"ema_decay must be None or in [0, 1), got {self.ema_decay}")
+                raise InputError(f"ema_decay must be None or in [0, 1), got {self.ema_decay}")
         if self.patience is not None:
             _positive("patience", self.patience, int)
         _at_least("min_delta", self.min_delta, 0.0)
@@ -138,7 +139,7 @@ class TrainConfig(DictConfig):
         if not isinstance(self.device, str) or not (
             self.device in ("auto", "cpu") or self.device.startswith("cuda")
         ):
-            raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {self.device!r}")
+            raise InputError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {self.device!r}")
 
     def planned_epochs(self, steps_per_epoch: int) -> int:
         """``epochs`` if given, else the fewest whole epochs of ``steps_per_epoch`` optimizer
@@ -161,13 +162,13 @@ class TrainConfig(DictConfig):
 def _positive(name: str, value: Any, kind: type) -> None:
     _check_type(name, value, kind)
     if not value > 0:
-        raise ValueError(f"{name} must be > 0, got {value}")
+        raise InputError(f"{name} must be > 0, got {value}")
 
 
 def _at_least(name: str, value: Any, low: float, kind: type = float) -> None:
     _check_type(name, value, kind)
     if not value >= low:
-        raise ValueError(f"{name} must be >= {low}, got {value}")
+        raise InputError(f"{name} must be >= {low}, got {value}")
 
 
 def _check_type(name: str, value: Any, kind: type) -> None:
@@ -175,4 +176,4 @@ def _check_type(name: str, value: Any, kind: type) -> None:
     if not ok or isinstance(value, bool):
         raise TypeError(f"{name} must be {'an int' if kind is int else 'a number'}, got {value!r}")
     if not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
+        raise InputError(f"{name} must be a finite number, got {value!r}")

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from attnlab.configs import DictConfig
+from attnlab.errors import InputError
 
 __all__ = ["FINETUNE_DEFAULTS", "INIT_KEY", "KNOWN_LABELS", "DataConfig", "FinetuneConfig"]
 
@@ -38,26 +39,26 @@ class DataConfig(DictConfig):
 
     def __post_init__(self) -> None:
         if not isinstance(self.source, str) or not self.source:
-            raise ValueError(f"source must be a non-empty string, got {self.source!r}")
+            raise InputError(f"source must be a non-empty string, got {self.source!r}")
         for name in ("text_column", "label_column"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, str) or not value.strip()):
-                raise ValueError(f"{name} must be None or a column name, got {value!r}")
+                raise InputError(f"{name} must be None or a column name, got {value!r}")
         if self.text_column is not None and self.text_column == self.label_column:
-            raise ValueError(f"text_column and label_column are both {self.text_column!r}; "
+            raise InputError(f"text_column and label_column are both {self.text_column!r}; "
                              f"the text and the label need their own columns")
         for name in ("vocab_size", "min_frequency", "n_classes"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+                raise InputError(f"{name} must be an integer >= 1, got {value!r}")
         if self.train_limit is not None and (
             not isinstance(self.train_limit, int) or self.train_limit < 1
         ):
-            raise ValueError(
+            raise InputError(
                 f"train_limit must be None or an integer >= 1, got {self.train_limit!r}"
             )
         if self.tokenizer not in ("word", "wordpiece"):
-            raise ValueError(f"tokenizer must be 'word' or 'wordpiece', got {self.tokenizer!r}")
+            raise InputError(f"tokenizer must be 'word' or 'wordpiece', got {self.tokenizer!r}")
 
 
     def label_names(self) -> list[str]:
@@ -88,14 +89,14 @@ class FinetuneConfig(DictConfig):
 
     def __post_init__(self) -> None:
         if not isinstance(self.init, str) or not self.init:
-            raise ValueError(f"init must be a pretrained name or a folder, got {self.init!r}")
+            raise InputError(f"init must be a pretrained name or a folder, got {self.init!r}")
         if self.pooling not in HEAD_POOLINGS:
-            raise ValueError(f"pooling must be one of {HEAD_POOLINGS}, got {self.pooling!r}")
+            raise InputError(f"pooling must be one of {HEAD_POOLINGS}, got {self.pooling!r}")
         if not 0.0 <= self.head_dropout < 1.0:
-            raise ValueError(f"head_dropout must be in [0, 1), got {self.head_dropout}")
+            raise InputError(f"head_dropout must be in [0, 1), got {self.head_dropout}")
         if isinstance(self.max_length, bool) or not isinstance(self.max_length, int) or (
                 self.max_length < 3):
-            raise ValueError(f"max_length must be an integer >= 3 ([CLS] text [SEP]), "
+            raise InputError(f"max_length must be an integer >= 3 ([CLS] text [SEP]), "
                              f"got {self.max_length!r}")
         if not isinstance(self.freeze_word_embeddings, bool):
             raise TypeError(f"freeze_word_embeddings must be a bool, "

@@ -14,6 +14,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from attnlab.errors import InputError
 from attnlab.io.checkpoint import load_checkpoint
 from attnlab.io.pretrained import load_pretrained_classifier, resolve_model_dir
 from attnlab.io.registry import BERT_CLASSIFIER, build_model
@@ -72,7 +73,7 @@ def finetune_classifier(
     info = dist_info or setup_distributed(train.device)
     if resume:
         if saved_finetune(out_dir) is None:
-            raise ValueError(f"{out_dir} was trained from scratch, not fine-tuned; resume it "
+            raise InputError(f"{out_dir} was trained from scratch, not fine-tuned; resume it "
                              f"without --init")
         last = load_checkpoint(out_dir / "last")
         model = build_model(last.config).model

@@ -17,7 +17,7 @@ from typing import Any
 
 from torch import nn
 
-from attnlab.errors import UsageError
+from attnlab.errors import InputError, UsageError
 from attnlab.io.atomic import write_text_atomic
 from attnlab.io.checkpoint import load_checkpoint
 from attnlab.io.run_folder import config_differences
@@ -99,7 +99,7 @@ def train_classifier(
     options = dict(model_options or {})
     for fixed in ("vocab_size", "n_classes"):
         if fixed in options:
-            raise ValueError(f"model option {fixed!r} is set from the tokenizer/data, not given")
+            raise InputError(f"model option {fixed!r} is set from the tokenizer/data, not given")
     info = dist_info or setup_distributed(train.device)
     train_set, dev_set = load_splits(data)
     tok_file = out_dir / "tokenizer.json"

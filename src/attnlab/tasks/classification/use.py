@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from attnlab.errors import InputError
 from attnlab.io.registry import LoadedModel, load_model
 from attnlab.models.prediction import Prediction
 from attnlab.tasks.classification.evaluation import evaluate
@@ -90,7 +91,7 @@ def predict(
     if isinstance(texts, str):
         raise TypeError("texts must be a sequence of strings, got a single str; wrap it in a list")
     if not texts:
-        raise ValueError("texts is empty: give at least one text to classify")
+        raise InputError("texts is empty: give at least one text to classify")
     run = (path_or_run if isinstance(path_or_run, LoadedModel)
            else load_run(path_or_run, device))
     run.model.eval()

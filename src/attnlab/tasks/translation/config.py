@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from attnlab.configs import DictConfig
+from attnlab.errors import InputError
 
 __all__ = ["DEFAULT_RECIPE", "SMALL_RECIPE", "TRANSLATION_DEFAULTS", "TranslationDataConfig",
            "recipe_options"]
@@ -89,7 +90,7 @@ def recipe_options(recipe: dict[str, dict[str, object]], data: dict[str, Any],
     without ``batch_tokens`` asks for batches of that many pairs, so it turns token batches
     off; giving both sizes is an error."""
     if "batch_size" in train and data.get("batch_tokens") is not None:
-        raise ValueError(f"give batch_size (pairs per batch) or batch_tokens (tokens per batch), "
+        raise InputError(f"give batch_size (pairs per batch) or batch_tokens (tokens per batch), "
                          f"not both: got batch_size={train['batch_size']}, "
                          f"batch_tokens={data['batch_tokens']}")
     by_pairs = {"batch_tokens": None} if "batch_size" in train else {}
@@ -124,24 +125,24 @@ class TranslationDataConfig(DictConfig):
         for name in ("source", "source_lang", "target_lang", "dev_split"):
             value = getattr(self, name)
             if not isinstance(value, str) or not value:
-                raise ValueError(f"{name} must be a non-empty string, got {value!r}")
+                raise InputError(f"{name} must be a non-empty string, got {value!r}")
         if self.source_lang == self.target_lang:
-            raise ValueError(f"source_lang and target_lang must differ, both are "
+            raise InputError(f"source_lang and target_lang must differ, both are "
                              f"{self.source_lang!r}")
         for name, low in (("vocab_size", 16), ("max_tokens", 3), ("dev_bleu_sentences", 0)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+                raise InputError(f"{name} must be an integer >= {low}, got {value!r}")
         if self.train_limit is not None and (
                 isinstance(self.train_limit, bool) or not isinstance(self.train_limit, int)
                 or self.train_limit < 1):
-            raise ValueError(f"train_limit must be None or an integer >= 1, "
+            raise InputError(f"train_limit must be None or an integer >= 1, "
                              f"got {self.train_limit!r}")
         if self.batch_tokens is not None and (
                 isinstance(self.batch_tokens, bool) or not isinstance(self.batch_tokens, int)
                 or self.batch_tokens < self.max_tokens):
-            raise ValueError(f"batch_tokens must be None or an integer >= max_tokens "
+            raise InputError(f"batch_tokens must be None or an integer >= max_tokens "
                              f"({self.max_tokens}), got {self.batch_tokens!r}")
         if self.tokenizer != "bpe":
-            raise ValueError(f"tokenizer must be 'bpe', got {self.tokenizer!r}")
+            raise InputError(f"tokenizer must be 'bpe', got {self.tokenizer!r}")
 

@@ -16,15 +16,15 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
+from attnlab.errors import InputError
 from attnlab.text import (
     LengthGroupedBatches,
     TextTokenizer,
     TokenBudgetBatches,
-    by_length,
     pad_sequences,
 )
 
-__all__ = ["IGNORE_INDEX", "EncodedPairs", "PairBatches", "encode_pairs", "source_batches"]
+__all__ = ["IGNORE_INDEX", "EncodedPairs", "PairBatches", "encode_pairs"]
 
 IGNORE_INDEX = -100  # label of padded target positions (no loss there)
 
@@ -44,7 +44,7 @@ def encode_pairs(tokenizer: TextTokenizer, sources: Sequence[str], targets: Sequ
     """Tokenize both sides; drop the pairs with a side longer than ``max_tokens`` tokens
     (``[BOS]``/``[EOS]`` included), counting them, never silently."""
     if len(sources) != len(targets):
-        raise ValueError(f"sources and targets differ in length: {len(sources)} vs "
+        raise InputError(f"sources and targets differ in length: {len(sources)} vs "
                          f"{len(targets)}")
     src = tokenizer.encode(sources)
     tgt = tokenizer.encode(targets)
@@ -98,13 +98,3 @@ class PairBatches:
         return {"input_ids": input_ids, "attention_mask": attention_mask,
                 "decoder_input_ids": decoder_input_ids, "decoder_attention_mask": decoder_mask,
                 "labels": labels}
-
-
-def source_batches(tokenizer: TextTokenizer, texts: Sequence[str], batch_size: int
-                   ) -> Iterator[tuple[list[int], Tensor, Tensor]]:
-    """Texts to translate, grouped by length: ``(indices, input_ids (B, S), mask (B, S))``."""
-    ids = [x[1:] for x in tokenizer.encode(texts, allow_empty=True)]  # pieces + [EOS]
-    for rows in by_length([len(x) for x in ids], batch_size):
-        input_ids, mask = pad_sequences([ids[i] for i in rows], tokenizer.pad_token_id)
-        yield rows, input_ids, mask
-

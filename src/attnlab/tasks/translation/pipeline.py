@@ -13,12 +13,14 @@ from typing import Any
 
 from torch import nn
 
+from attnlab.errors import InputError
 from attnlab.io.atomic import write_text_atomic
 from attnlab.io.checkpoint import load_checkpoint
 from attnlab.models.seq2seq import Seq2SeqConfig, Seq2SeqTransformer
 from attnlab.tasks.translation.config import TRANSLATION_DEFAULTS, TranslationDataConfig
 from attnlab.tasks.translation.data import PairBatches, encode_pairs
 from attnlab.tasks.translation.training import translation_trainer
+from attnlab.tasks.translation.translator import MODEL_TYPE
 from attnlab.text import ParallelDataset, TextTokenizer, load_parallel_split
 from attnlab.train import Callback, FitResult, TrainConfig, seed_everything
 from attnlab.train.distributed import DistInfo, barrier, setup_distributed
@@ -27,7 +29,7 @@ from attnlab.train.sharding import ShardedBatches
 __all__ = ["MODEL_TYPE", "TrainedTranslator", "load_pairs", "saved_configs",
            "train_translator"]
 
-MODEL_TYPE = "seq2seq"  # config.json model_type of a translation run (see attnlab.io.registry)
+
 EVAL_BATCH = 128  # pairs per evaluation batch
 
 
@@ -88,10 +90,10 @@ def train_translator(
     train = train or TrainConfig(**TRANSLATION_DEFAULTS)
     options = dict(model_options or {})
     if "vocab_size" in options:
-        raise ValueError("model option 'vocab_size' is set from the tokenizer, not given")
+        raise InputError("model option 'vocab_size' is set from the tokenizer, not given")
     info = dist_info or setup_distributed(train.device)
     if data.batch_tokens is not None and data.batch_tokens < info.world_size * data.max_tokens:
-        raise ValueError(f"batch_tokens must be at least world_size x max_tokens "
+        raise InputError(f"batch_tokens must be at least world_size x max_tokens "
                          f"({info.world_size} x {data.max_tokens}) under torchrun, so that "
                          f"every process gets rows of every batch; got {data.batch_tokens}")
     train_set, dev_set = load_pairs(data)

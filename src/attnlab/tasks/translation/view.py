@@ -1,4 +1,4 @@
-"""The attention of a translation run, for the HTML view and the live app.
+"""The attention of a translation run, for the HTML view, the live app and ``show``.
 
 :func:`attend_translation` translates one source sentence (greedy, or beam search with
 ``beam > 1``) and keeps three kinds of attention, every layer and head:
@@ -28,16 +28,16 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from attnlab.errors import InputError
 from attnlab.inspect.alignment import merge_pieces, source_piece_words, target_piece_words
 from attnlab.inspect.capture import attention_modules, capture
 from attnlab.inspect.html import AttentionView, model_name, quantize, render_page
-from attnlab.io.registry import LoadedModel
-from attnlab.models.generation import beam_search_nbest, greedy_search
 from attnlab.models.seq2seq import Seq2SeqTransformer
+from attnlab.tasks.translation.translator import Translator
 from attnlab.text.tokenizer import SPECIAL_TOKENS
 
-__all__ = ["KIND_LABELS", "TranslationAttended", "attend_translation", "is_translator",
-           "translation_payload", "translation_view"]
+__all__ = ["KIND_LABELS", "TranslationAttended", "attend_translation", "translation_payload",
+           "translation_view"]
 
 KIND_LABELS = {"self": "encoder self-attention (source \u00d7 source)",
                "decoder": "decoder self-attention (target \u00d7 target, causal)",
@@ -66,11 +66,6 @@ class TranslationAttended:
     cross: Tensor  # (L_d, H, T, S), captured during generation
 
 
-def is_translator(run: object) -> bool:
-    """Whether ``run`` is a loaded translation run (what :func:`attend_translation` takes)."""
-    return isinstance(run, LoadedModel) and isinstance(run.model, Seq2SeqTransformer)
-
-
 def _module_names(model: Seq2SeqTransformer) -> tuple[list[str], list[str], list[str]]:
     """The dotted names of the encoder self-, decoder self- and cross-attention modules."""
     names = {id(m): n for n, m in attention_modules(model).items()}
@@ -80,48 +75,38 @@ def _module_names(model: Seq2SeqTransformer) -> tuple[list[str], list[str], list
 
 
 @torch.no_grad()
-def attend_translation(run: LoadedModel, text: str, *, beam: int = 1,
+def attend_translation(translator: Translator, text: str, *, beam: int = 1,
                        max_length: int | None = None) -> TranslationAttended:
     """Translate ``text`` and keep its attention (see the module docstring).
 
     Args:
-        run: a translation run folder's :class:`~attnlab.io.registry.LoadedModel`.
+        translator: the run's :class:`~attnlab.tasks.translation.translator.Translator`.
         text: the source sentence.
         beam: 1 for greedy search, else the beam size (the best beam is shown).
         max_length: most tokens generated (default as :func:`greedy_search`).
     """
-    if not is_translator(run) or run.tokenizer is None:
-        raise TypeError("run must be the LoadedModel of a translation run folder with a "
-                        "tokenizer (attnlab.io.registry.load_model(folder))")
-    if isinstance(beam, bool) or not isinstance(beam, int) or beam < 1:
-        raise ValueError(f"beam must be an integer >= 1, got {beam!r}")
-    model, tokenizer, c = run.model.eval(), run.tokenizer, run.model.config
-    seen = tokenizer.tokenize([text])[0]
-    if len(seen.ids) < 3:  # [BOS] [EOS] and nothing between
-        raise ValueError(f"text {text!r} has no tokens")
+    if not isinstance(text, str) or not translator.encode([text])[0][:-1]:
+        raise InputError(f"text {text!r} has no tokens")
+    found = translator.translate([text], beam=beam, max_length=max_length, attention=True)[0]
+    model, c = translator.model, translator.model.config
     device = next(model.parameters()).device
-    input_ids = torch.tensor([seen.ids[1:]], device=device)  # (1, S): pieces + [EOS]
-    mask = torch.ones_like(input_ids)  # (1, S)
-    if beam == 1:
-        hyp = greedy_search(model, input_ids, mask, max_length=max_length, attention=True)[0]
-    else:
-        hyp = beam_search_nbest(model, input_ids, mask, beam=beam, max_length=max_length,
-                                attention=True)[0][0]
-    targets = hyp.tokens + [c.eos_token_id] * hyp.finished  # T
+    source_ids = translator.encode([text])[0]  # pieces + [EOS]
+    targets = found.ids + [c.eos_token_id] * found.finished  # T
     decoder_ids = [c.bos_token_id, *targets[:-1]]  # T: teacher forcing, as in training
     enc_names, dec_names, cross_names = _module_names(model)
     with capture(model, layers=enc_names + dec_names) as cap:
-        model(input_ids, mask, torch.tensor([decoder_ids], device=device))
-    piece = tokenizer.tokenizer.id_to_token
+        model(torch.tensor([source_ids], device=device),  # (1, S)
+              torch.ones(1, len(source_ids), dtype=torch.long, device=device),  # (1, S)
+              torch.tensor([decoder_ids], device=device))  # (1, T)
     return TranslationAttended(
-        text=text, translation=tokenizer.decode(hyp.tokens), ids=list(hyp.tokens),
-        finished=hyp.finished, truncated=seen.truncated, beam=beam,
-        source_tokens=list(seen.tokens[1:]), decoder_tokens=[piece(i) for i in decoder_ids],
-        target_tokens=[piece(i) for i in targets], encoder_names=enc_names,
+        text=text, translation=found.translation, ids=list(found.ids),
+        finished=found.finished, truncated=found.truncated, beam=beam,
+        source_tokens=found.source_tokens, decoder_tokens=translator.pieces(decoder_ids),
+        target_tokens=translator.pieces(targets), encoder_names=enc_names,
         decoder_names=dec_names, cross_names=cross_names,
         encoder=torch.stack([cap[n][0] for n in enc_names]).float().cpu(),  # (L_e, H, S, S)
         decoder=torch.stack([cap[n][0] for n in dec_names]).float().cpu(),  # (L_d, H, T, T)
-        cross=hyp.attention.float().cpu())  # (L_d, H, T, S)
+        cross=found.attention)  # (L_d, H, T, S)
 
 
 def _units(tokens: Sequence[str], words: Sequence[int | None], names: Sequence[str]
@@ -170,9 +155,9 @@ def _matrices(weights: Tensor, query_tokens: list[str], key_tokens: list[str],
             "attention": [[quantize(w[h]) for h in range(w.shape[0])] for w in weights]}
 
 
-def _sentence(run: LoadedModel, a: TranslationAttended) -> dict:
+def _sentence(translator: Translator, a: TranslationAttended) -> dict:
     """The page's data for one translated sentence."""
-    tokenizer = run.tokenizer
+    tokenizer = translator.tokenizer
     S, T = len(a.source_tokens), len(a.target_tokens)
     source_words = source_piece_words(tokenizer, a.text, S)
     target_words, output = target_piece_words(tokenizer, a.ids, T)
@@ -190,20 +175,21 @@ def _sentence(run: LoadedModel, a: TranslationAttended) -> dict:
     }
 
 
-def translation_payload(run: LoadedModel, attended: Sequence[TranslationAttended],
+def translation_payload(translator: Translator, attended: Sequence[TranslationAttended],
                         name: str | None = None) -> dict:
     """The JSON-ready data the page draws (see ``view.js``); the model is shown by ``name``
     (default its folder, :func:`~attnlab.inspect.html.model_name`)."""
-    return {"model": model_name(name if name is not None else run.path), "task": "translation",
-            "sentences": [_sentence(run, a) for a in attended]}
+    return {"model": model_name(name if name is not None else translator.path),
+            "task": "translation", "sentences": [_sentence(translator, a) for a in attended]}
 
 
-def translation_view(run: LoadedModel, texts: Sequence[str] | str, *, beam: int = 1,
+def translation_view(translator: Translator, texts: Sequence[str] | str, *, beam: int = 1,
                      name: str | None = None) -> AttentionView:
     """Translate ``texts`` and build the explorer page for all of them (see
     :func:`attend_translation`; ``name``: the model as shown)."""
     texts = [texts] if isinstance(texts, str) else list(texts)
     if not texts:
-        raise ValueError("texts must hold at least one sentence")
-    attended = [attend_translation(run, t, beam=beam) for t in texts]
-    return AttentionView(render_page("view.html", translation_payload(run, attended, name)))
+        raise InputError("texts must hold at least one sentence")
+    attended = [attend_translation(translator, t, beam=beam) for t in texts]
+    return AttentionView(render_page("view.html", translation_payload(translator, attended,
+                                                                      name)))

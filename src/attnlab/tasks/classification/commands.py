@@ -1,9 +1,10 @@
-"""Arguments and handlers of ``attnlab train``, ``evaluate``, ``predict`` and ``experiment``.
+"""The classification task's commands: ``attnlab train``, ``evaluate``, ``predict`` and
+``experiment`` of a classifier, and :data:`CLASSIFICATION`, the task object.
 
 Options come from the config dataclasses (DataConfig, ClassifierConfig, TrainConfig,
 FinetuneConfig), one per field, so the defaults shown are the library's; unknown options are an
-error. The handlers only parse and print: :mod:`attnlab.tasks.classification.launch` turns the
-options given into runs.
+error. The handlers only take the parsed options and print:
+:mod:`attnlab.tasks.classification.launch` turns the options given into runs.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ import os
 import sys
 from pathlib import Path
 
-from attnlab.cli.options import add_config_options, options_given
 from attnlab.errors import UsageError
+from attnlab.inspect.subject import load_subject
 from attnlab.models.classifier import ClassifierConfig
 from attnlab.tasks.classification.config import FINETUNE_DEFAULTS, DataConfig, FinetuneConfig
 from attnlab.tasks.classification.experiment import EXPERIMENTS
@@ -28,19 +29,11 @@ from attnlab.tasks.classification.launch import (
 )
 from attnlab.tasks.classification.pipeline import TrainedRun
 from attnlab.tasks.classification.use import evaluate_run, predict
+from attnlab.tasks.options import add_config_options, options_given
+from attnlab.tasks.task import Command, Task
 from attnlab.train.config import TrainConfig
 
-__all__ = [
-    "add_config_groups",
-    "add_evaluate_arguments",
-    "add_experiment_arguments",
-    "add_predict_arguments",
-    "add_train_arguments",
-    "run_evaluate",
-    "run_experiment",
-    "run_predict",
-    "run_train",
-]
+__all__ = ["CLASSIFICATION", "add_config_groups"]
 
 
 def add_config_groups(parser: argparse.ArgumentParser, *, with_seed: bool) -> None:
@@ -119,8 +112,7 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run", type=Path, help="run folder (uses best/, else last/) or checkpoint")
     parser.add_argument("--data", default=None,
                         help="data set name or folder [default: the one the run was trained on]")
-    parser.add_argument("--split", default=None,
-                        help="split to evaluate [default: test; test_2016_flickr for translation]")
+    parser.add_argument("--split", default="test", help="split to evaluate [default: test]")
     parser.add_argument("--batch-size", type=int, default=256, help="examples per batch")
     parser.add_argument("--json", action="store_true",
                         help="print one JSON object with keys loss, accuracy, f1, n")
@@ -130,8 +122,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     """Evaluate the run on ``--split`` and print the metrics."""
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
-    source = args.data or data_source_of(args.run)
-    split = args.split or "test"
+    source, split = args.data or data_source_of(args.run), args.split
     result = evaluate_run(args.run, source, split, batch_size=args.batch_size)
     if args.json:
         print(json.dumps(result.to_dict()))
@@ -203,3 +194,46 @@ def run_experiment(args: argparse.Namespace) -> int:
         print(f"- {line}")
     print(f"\nreport: {report.report_path}")
     return 0
+
+
+CLASSIFICATION = Task(
+    name="classification",
+    summary="classification (SST-2 and the like): a Transformer classifier, or a fine-tuned "
+            "pretrained encoder",
+    model_types=("classifier", "bert-sequence-classifier"),
+    commands={
+        "train": Command(
+            help="train a model (tokenizer included) into a run folder; --task picks the task",
+            description="Train a tokenizer on the training split and a TextClassifier with "
+                        "AdamW, warm-up and decay, evaluating on the dev split after each epoch; "
+                        "keep the best/ and last/ checkpoints. With --init, put a classification "
+                        "head on a pretrained BERT (all-MiniLM-L6-v2) and fine-tune it the same "
+                        "way, with its own tokenizer. Runs under torchrun for data parallelism. "
+                        "Other tasks: `attnlab train --task NAME --help`.",
+            epilog="examples: attnlab train --data sst2 --heads 4 --layers 2 --d-model 128 "
+                   "--epochs 3 --out runs/h4; attnlab train --init all-MiniLM-L6-v2 --data sst2 "
+                   "--out runs/minilm",
+            add_arguments=add_train_arguments, run=run_train),
+        "evaluate": Command(
+            help="a trained run on a split: its task's figures (loss, accuracy and F1; BLEU "
+                 "and chrF)",
+            description="Evaluate a classifier run's best checkpoint on a split: loss, accuracy "
+                        "and macro F1.",
+            epilog="example: attnlab evaluate runs/h4 --data sst2 --split test --json",
+            add_arguments=add_evaluate_arguments, run=run_evaluate, takes_run=True),
+        "predict": Command(
+            help="label and probability of each text (classification runs)",
+            description="Classify texts given as arguments and/or lines of --file.",
+            epilog='example: attnlab predict runs/h4 "a gorgeous, witty film" --json',
+            add_arguments=add_predict_arguments, run=run_predict, takes_run=True),
+        "experiment": Command(
+            help="single- vs multi-head, or positional encodings, over seeds",
+            description="Train each variant with several seeds, everything else equal; write "
+                        "report.md (table, target, paired differences, verdict), summary.json "
+                        "and curves.png. Other tasks: `attnlab experiment --task NAME --help`.",
+            epilog="example: attnlab experiment heads --data sst2 --seeds 3 --out "
+                   "runs/exp-heads",
+            add_arguments=add_experiment_arguments, run=run_experiment),
+    },
+    open_subject=load_subject,
+)

@@ -1,10 +1,10 @@
-"""Arguments and handlers of the translation commands: ``attnlab train --task translation``,
-``attnlab evaluate`` of a translation run, ``attnlab translate`` and ``attnlab experiment heads
---task translation``.
+"""The translation task's commands: ``attnlab train --task translation``, ``attnlab evaluate``
+of a translation run, ``attnlab translate`` and ``attnlab experiment heads --task
+translation``, and :data:`TRANSLATION`, the task object.
 
 Options come from :class:`~attnlab.tasks.translation.config.TranslationDataConfig`,
 :class:`~attnlab.models.seq2seq.Seq2SeqConfig` and :class:`~attnlab.train.TrainConfig`, one per
-field; the handlers only parse and print.
+field; the handlers only take the parsed options and print.
 """
 
 from __future__ import annotations
@@ -15,10 +15,11 @@ import os
 import sys
 from pathlib import Path
 
-from attnlab.cli.options import add_config_options, options_given
 from attnlab.errors import UsageError
 from attnlab.inspect.alignment import pharaoh, word_alignment
 from attnlab.models.seq2seq import Seq2SeqConfig
+from attnlab.tasks.options import add_config_options, options_given
+from attnlab.tasks.task import Command, Task
 from attnlab.tasks.translation.config import (
     DEFAULT_RECIPE,
     SMALL_RECIPE,
@@ -26,11 +27,12 @@ from attnlab.tasks.translation.config import (
 )
 from attnlab.tasks.translation.experiment import HEADS, experiment_from_options
 from attnlab.tasks.translation.launch import MODEL_FIXED, OPTION_NAMES, train_from_options
-from attnlab.tasks.translation.use import evaluate_run, load_translator, translate
+from attnlab.tasks.translation.subject import TranslationSubject
+from attnlab.tasks.translation.translator import MODEL_TYPE, Translator
+from attnlab.tasks.translation.use import evaluate_run
 from attnlab.train.config import TrainConfig
 
-__all__ = ["add_experiment_arguments", "add_train_arguments", "add_translate_arguments",
-           "alignment_layer", "run_evaluate", "run_experiment", "run_train", "run_translate"]
+__all__ = ["TRANSLATION", "alignment_layer"]
 
 TEST_SPLIT = "test_2016_flickr"  # the split evaluate scores by default
 
@@ -72,24 +74,38 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``attnlab evaluate`` for a translation run."""
+    parser.add_argument("run", type=Path, help="run folder (uses best/, else last/) or checkpoint")
+    parser.add_argument("--data", default=None,
+                        help="data set name or folder [default: the one the run was trained on]")
+    parser.add_argument("--split", default=TEST_SPLIT,
+                        help=f"split to evaluate [default: {TEST_SPLIT}]")
+    parser.add_argument("--beam", type=int, default=1, help="beam size (1: greedy) [default: 1]")
+    parser.add_argument("--out", type=Path, help="write the hypotheses to this file, one a line")
+    parser.add_argument("--json", action="store_true",
+                        help="print one JSON object with keys bleu, chrf, n, signature")
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
     """Translate ``--split`` (greedy, or ``--beam N``) and print cased BLEU and chrF."""
-    run = load_translator(args.run)
-    data = run.config.get("data") or {}
+    if args.beam < 1:
+        raise UsageError(f"--beam must be >= 1, got {args.beam}")
+    data = Translator.load(args.run).config.get("data") or {}
     source = args.data or data.get("source")
     if not source:
         raise UsageError(f"{args.run} does not record its data set; pass --data")
-    split = args.split or TEST_SPLIT
-    result = evaluate_run(args.run, source, split, source_lang=data["source_lang"],
+    result = evaluate_run(args.run, source, args.split, source_lang=data["source_lang"],
                           target_lang=data["target_lang"], beam=args.beam)
     if args.out is not None:
         args.out.write_text("".join(h + "\n" for h in result.hypotheses), encoding="utf-8")
+    score = result.score
     if args.json:
-        print(json.dumps(result.to_dict()))
+        print(json.dumps(score.to_dict()))
     else:
-        print(f"{source} {split}: BLEU {result.bleu:.2f}  chrF {result.chrf:.2f}  n {result.n}"
+        print(f"{source} {args.split}: BLEU {score.bleu:.2f}  chrF {score.chrf:.2f}  n {score.n}"
               f"  ({'greedy' if args.beam == 1 else f'beam {args.beam}'})")
-        print(result.signature)
+        print(score.signature)
     return 0
 
 
@@ -128,10 +144,10 @@ def run_translate(args: argparse.Namespace) -> int:
         raise UsageError(f"--beam must be >= 1, got {args.beam}")
     if args.alignment_layer is not None and not args.alignments:
         raise UsageError("--alignment-layer needs --alignments")
-    run = load_translator(args.run)
-    layer = alignment_layer(args.alignment_layer, run.model.config.n_decoder_layers)
-    for t in translate(run, texts, beam=args.beam, attention=args.alignments):
-        pairs = (word_alignment(run.tokenizer, t.text, t.ids, t.attention, layer=layer)
+    translator = Translator.load(args.run)
+    layer = alignment_layer(args.alignment_layer, translator.model.config.n_decoder_layers)
+    for t in translator.translate(texts, beam=args.beam, attention=args.alignments):
+        pairs = (word_alignment(translator.tokenizer, t.text, t.ids, t.attention, layer=layer)
                  if args.alignments else None)
         if args.json:
             record = t.to_dict() | ({} if pairs is None else {"alignments": [list(p)
@@ -168,7 +184,7 @@ def add_experiment_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("kind", choices=("heads",),
                         help="heads: one head vs several at the same d_model (--heads)")
     parser.add_argument("--out", required=True, type=Path,
-                        help="experiment folder: a run folder h{H}-s{seed} per head count and "
+                        help="experiment folder: a run folder h{H}/seed{seed} per head count and "
                              "seed, report.md, summary.json, curves.png")
     parser.add_argument("--heads", type=_head_counts, default=HEADS, metavar="H,H,...",
                         help=f"head counts compared, 1 among them [default: "
@@ -214,3 +230,44 @@ def run_experiment(args: argparse.Namespace) -> int:
         print(f"- {line}")
     print(f"\nreport: {report.report_path}")
     return 0
+
+
+TRANSLATION = Task(
+    name="translation",
+    summary="translation (parallel text): an encoder-decoder Transformer with a joint subword "
+            "tokenizer, decoded greedily or by beam search",
+    model_types=(MODEL_TYPE,),
+    commands={
+        "train": Command(
+            help="train a model (tokenizer included) into a run folder; --task picks the task",
+            description="Train a joint subword tokenizer and an encoder-decoder Transformer on "
+                        "parallel text, evaluating dev loss and BLEU; keep the best/ and last/ "
+                        "checkpoints. Runs under torchrun for data parallelism.",
+            epilog="example: attnlab train --task translation --data multi30k --source de "
+                   "--target en --out runs/de-en",
+            add_arguments=add_train_arguments, run=run_train),
+        "evaluate": Command(
+            help="a trained run on a split: its task's figures",
+            description="Translate a split with a translation run's best checkpoint (greedy, "
+                        "or beam search) and score it with cased sacreBLEU and chrF, printing "
+                        "their signatures.",
+            epilog="example: attnlab evaluate runs/de-en --split test_2016_flickr --beam 5",
+            add_arguments=add_evaluate_arguments, run=run_evaluate, takes_run=True),
+        "translate": Command(
+            help="translate texts with a translation run",
+            description="Translate texts given as arguments, lines of --file, or standard "
+                        "input (greedy, or beam search with --beam).",
+            epilog='example: attnlab translate runs/de-en "Ein Hund rennt durch den Schnee." '
+                   "--beam 5",
+            add_arguments=add_translate_arguments, run=run_translate, takes_run=True),
+        "experiment": Command(
+            help="one head vs several of a translator, over seeds",
+            description="One head vs 4 vs 8 of a translator on the small recipe, scored by "
+                        "test BLEU and chrF over seeds, with paired differences, beside Vaswani "
+                        "et al. (2017) Table 3.",
+            epilog="example: attnlab experiment heads --task translation --seeds 3 --out "
+                   "runs/exp-mt-heads",
+            add_arguments=add_experiment_arguments, run=run_experiment),
+    },
+    open_subject=TranslationSubject.load,
+)

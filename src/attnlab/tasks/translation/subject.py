@@ -1,0 +1,111 @@
+"""A translation run as the inspection tools see it (:class:`~attnlab.inspect.protocol.
+Inspectable`): its attention can be seen only after it translates, so each look translates first
+(greedy, or beam search), then shows the encoder self-, decoder self- and cross-attention of
+that output.
+
+Legend: ``L`` decoder layers, ``H`` heads, ``T`` target tokens, ``S`` source tokens.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import torch
+
+from attnlab.errors import InputError
+from attnlab.inspect.alignment import align, pharaoh, word_attention
+from attnlab.inspect.capture import attention_modules
+from attnlab.inspect.html import model_name
+from attnlab.inspect.pictures import cross_attention_grid, cross_attention_map
+from attnlab.inspect.protocol import HeadPass, Look
+from attnlab.tasks.translation.translator import Translator
+from attnlab.tasks.translation.view import attend_translation, translation_payload, translation_view
+
+__all__ = ["EXAMPLE", "TranslationSubject"]
+
+EXAMPLE = "Ein Hund rennt durch den Schnee."  # the sentence the live app opens on (German)
+# per kind of attention: (the stack of the model, the attribute of each of its layers)
+_STACKS = {"self": ("encoder", "attn"), "decoder": ("decoder", "self_attn"),
+           "cross": ("decoder", "cross_attn")}
+
+
+class TranslationSubject:
+    """A translation run to look into: ``show`` (translation, word alignment, cross-attention
+    pictures, the page of three attention kinds), the neuron view, the live app."""
+
+    task = "translation"
+    labels = None  # no classification head
+    attention_kinds = tuple(_STACKS)
+    show_options = ("beam", "words")  # beam search; subword pieces merged into words
+    default_example = EXAMPLE
+
+    def __init__(self, translator: Translator, name: str) -> None:
+        self.translator, self.name = translator, name
+
+    @classmethod
+    def load(cls, spec: str | os.PathLike) -> TranslationSubject:
+        """The translation run in folder ``spec``, shown by the name given."""
+        return cls(Translator.load(spec), model_name(spec))
+
+    def look(self, texts: Sequence[str], *, beam: int = 1, words: bool = False) -> Look:
+        """Translate ``texts``; lines of translations and word alignments; pictures of the
+        first one's cross-attention (pieces, or words with ``words``); the page of all."""
+        found = self.translator.translate(texts, beam=beam, attention=True)
+        merged = [word_attention(self.translator.tokenizer, t.text, t.ids, t.attention)
+                  for t in found]
+        lines = []
+        for t, w in zip(found, merged, strict=True):
+            lines += [t.text, f"  translation: {t.translation}",
+                      f"  alignment: {pharaoh(align(w.weights))}"]
+        weights, rows, columns = ((merged[0].weights, merged[0].target_words,
+                                   merged[0].source_words) if words else
+                                  (found[0].attention, found[0].target_tokens,
+                                   found[0].source_tokens))
+        n_layers, n_heads = weights.shape[:2]  # (L, H, T|J, S|I)
+
+        def picture(layer: int | None, head: int | None):
+            if layer is not None and not -n_layers <= layer < n_layers:
+                raise InputError(f"layer must be in [0, {n_layers}) for {self.name}'s decoder, "
+                                 f"got {layer}")
+            if head is not None and not 0 <= head < n_heads:
+                raise InputError(f"head must be in [0, {n_heads}), got {head}")
+            if head is not None:
+                return cross_attention_map(weights[layer, head], rows, columns,
+                                           title=f"layer {layer}, head {head}")
+            if layer is not None:
+                return cross_attention_grid(weights[layer][None], rows, columns,  # (1, H, T, S)
+                                            layers=[layer % n_layers])
+            return cross_attention_grid(weights, rows, columns)
+
+        warnings = [f"text {i} was cut to the model's longest input"
+                    for i, t in enumerate(found) if t.truncated]
+        return Look(lines, warnings, n_layers, n_heads, picture,
+                    lambda: translation_view(self.translator, texts, beam=beam, name=self.name))
+
+    def head_pass(self, text: str, attention: str) -> HeadPass:
+        """Translate ``text`` greedily; the pass feeds the source and ``[BOS]`` + the
+        translation (teacher forcing), as training does."""
+        model, c = self.translator.model, self.translator.model.config
+        source = self.translator.encode([text])[0]  # pieces + [EOS]
+        if len(source) < 2:
+            raise InputError(f"text {text!r} has no tokens")
+        found = self.translator.translate([text])[0]
+        target_ids = [c.bos_token_id, *found.ids[:c.max_len - 1]]
+        input_ids = torch.tensor([source])  # (1, S)
+        mask = torch.ones_like(input_ids)  # (1, S)
+        decoder_input_ids = torch.tensor([target_ids])  # (1, T)
+        stack, attr = _STACKS[attention]
+        names = {id(m): n for n, m in attention_modules(model).items()}
+        modules = [names[id(getattr(layer, attr))] for layer in getattr(model, stack).layers]
+        source_tokens, target_tokens = found.source_tokens, self.translator.pieces(target_ids)
+        queries = source_tokens if attention == "self" else target_tokens
+        keys = target_tokens if attention == "decoder" else source_tokens
+        return HeadPass(model, self.name, modules, queries, keys,
+                        lambda: model(input_ids, mask, decoder_input_ids),
+                        generated=found.translation)
+
+    def payload(self, text: str) -> dict:
+        """The live app's data: the translation and its three kinds of attention."""
+        return translation_payload(self.translator, [attend_translation(self.translator, text)],
+                                   self.name)

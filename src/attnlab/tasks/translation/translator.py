@@ -1,0 +1,139 @@
+"""The one path from sentences to translations: a :class:`Translator` owns the model, its
+tokenizer and the special ids they share, encodes sources one way, searches (greedy or beam)
+and keeps the cross-attention of each output when asked.
+
+Dev BLEU during training, ``attnlab evaluate``, ``translate``, ``show``, ``explain`` and
+``serve`` all translate through it, so they all see the same source ids and the same outputs.
+
+Legend: ``B`` sentences, ``S`` source tokens (``[EOS]`` last), ``L`` decoder layers, ``H``
+heads, ``T`` generated tokens.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from attnlab.errors import InputError
+from attnlab.io.registry import SEQ2SEQ, load_model
+from attnlab.models.generation import Hypothesis, beam_search_nbest, greedy_search
+from attnlab.models.seq2seq import Seq2SeqTransformer
+from attnlab.text import TextTokenizer, by_length, pad_sequences
+from attnlab.text.tokenizer import EOS
+
+__all__ = ["MODEL_TYPE", "Translation", "Translator"]
+
+MODEL_TYPE = SEQ2SEQ  # config.json model_type of a translation run
+
+
+@dataclass(frozen=True)
+class Translation:
+    """One text and the model's translation of it."""
+
+    text: str
+    translation: str
+    tokens: list[str]  # the generated subword pieces
+    ids: list[int] = field(default_factory=list)  # their ids
+    source_tokens: list[str] = field(default_factory=list)  # what the encoder saw, [EOS] last
+    finished: bool = True  # the output ended with [EOS] (False: cut at the length limit)
+    truncated: bool = False  # the source was cut to the model's longest input
+    # with attention=True: (L, H, T, S) cross-attention while choosing each generated token
+    # (T = tokens, then [EOS] when finished) over the source tokens, on the CPU
+    attention: Tensor | None = field(default=None, compare=False)
+
+    @property
+    def target_tokens(self) -> list[str]:
+        """The tokens the rows of :attr:`attention` belong to: :attr:`tokens`, then ``[EOS]``
+        when the output ended."""
+        return self.tokens + [EOS] * self.finished
+
+    def to_dict(self) -> dict:
+        return {"text": self.text, "translation": self.translation, "tokens": self.tokens}
+
+
+class Translator:
+    """A translation model and its tokenizer, checked to agree on ``[BOS]``, ``[EOS]`` and
+    ``[PAD]``.
+
+    Args:
+        model: the encoder-decoder.
+        tokenizer: the joint tokenizer it was trained with.
+        path: the checkpoint folder it came from, if any (shown by the views).
+        config: that checkpoint's ``config.json`` (its data set and languages), if any.
+    """
+
+    def __init__(self, model: Seq2SeqTransformer, tokenizer: TextTokenizer, *,
+                 path: Path | None = None, config: dict | None = None) -> None:
+        c = model.config
+        wanted = {"bos": c.bos_token_id, "eos": c.eos_token_id, "pad": c.pad_token_id}
+        has = {"bos": tokenizer.bos_token_id, "eos": tokenizer.eos_token_id,
+               "pad": tokenizer.pad_token_id}
+        if wanted != has:
+            raise InputError(f"the model's special ids {wanted} differ from its tokenizer's "
+                             f"{has}{f' in {path}' if path else ''}")
+        self.model, self.tokenizer, self.path, self.config = model, tokenizer, path, config or {}
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, device: str = "cpu") -> Translator:
+        """The translator of a run or checkpoint folder (``best/``, else ``last/``), in eval
+        mode."""
+        run = load_model(Path(path), device=device)
+        if run.config.get("model_type") != MODEL_TYPE:
+            raise InputError(f"{run.path} holds a {run.config.get('model_type')!r} model, not a "
+                             f"translator ({MODEL_TYPE!r})")
+        if run.tokenizer is None:
+            raise FileNotFoundError(f"{run.path} has no tokenizer.json; cannot turn text into "
+                                    f"ids")
+        return cls(run.model.eval(), run.tokenizer, path=run.path, config=run.config)
+
+    def encode(self, texts: Sequence[str]) -> list[list[int]]:
+        """Source ids of each text: its pieces, then ``[EOS]`` (no ``[BOS]``), truncated to
+        the model's longest input."""
+        return [ids[1:] for ids in self.tokenizer.encode(texts, allow_empty=True)]
+
+    def pieces(self, ids: Sequence[int]) -> list[str]:
+        """The token string of each id."""
+        return [self.tokenizer.tokenizer.id_to_token(i) for i in ids]
+
+    @torch.no_grad()
+    def translate(self, texts: Sequence[str], *, beam: int = 1, max_length: int | None = None,
+                  batch_size: int = 64, attention: bool = False) -> list[Translation]:
+        """Translate ``texts``, batched by length: greedy with ``beam=1``, else the best of
+        ``beam`` hypotheses; at most ``max_length`` tokens (default 50 more than the source,
+        within the model's ``max_len``). With ``attention=True`` each :class:`Translation`
+        carries the cross-attention of its output."""
+        if isinstance(texts, str):
+            raise TypeError("texts must be a sequence of strings, got a single str; wrap it in "
+                            "a list")
+        if isinstance(beam, bool) or not isinstance(beam, int) or beam < 1:
+            raise InputError(f"beam must be an integer >= 1, got {beam!r}")
+        model = self.model.eval()
+        device = next(model.parameters()).device
+        seen = self.tokenizer.tokenize(texts)
+        sources = [t.ids[1:] for t in seen]  # pieces + [EOS], as encode() gives
+        found: list[Translation | None] = [None] * len(texts)
+        for rows in by_length([len(x) for x in sources], batch_size):
+            input_ids, mask = pad_sequences([sources[i] for i in rows],
+                                            self.tokenizer.pad_token_id)  # (B, S) each
+            hyps = self._search(input_ids.to(device), mask.to(device), beam, max_length,
+                                attention)
+            for row, hyp in zip(rows, hyps, strict=True):
+                found[row] = Translation(
+                    texts[row], self.tokenizer.decode(hyp.tokens), self.pieces(hyp.tokens),
+                    hyp.tokens, self.pieces(sources[row]), hyp.finished, seen[row].truncated,
+                    None if hyp.attention is None else hyp.attention.float().cpu())
+        return found  # type: ignore[return-value]
+
+    def _search(self, input_ids: Tensor, mask: Tensor, beam: int, max_length: int | None,
+                attention: bool) -> list[Hypothesis]:
+        """The hypothesis kept for each sentence: greedy with ``beam=1``, else the best beam."""
+        if beam == 1:
+            return greedy_search(self.model, input_ids, mask, max_length=max_length,
+                                 attention=attention)
+        return [n[0] for n in beam_search_nbest(self.model, input_ids, mask, beam=beam,
+                                                max_length=max_length, attention=attention)]
