@@ -17,6 +17,7 @@ from attnlab.io import load_checkpoint
 from attnlab.models.classifier import ClassifierConfig
 from attnlab.tasks.classification.config import DataConfig, FinetuneConfig
 from attnlab.tasks.classification.launch import experiment_from_options, train_from_options
+from attnlab.tasks.runs import RunControl
 from attnlab.train import MetricsLog
 from attnlab.train.config import TrainConfig
 
@@ -176,12 +177,13 @@ def test_classifier_resume_is_exact(tmp_path, one_thread, data_dir):
     data = DataConfig(train_limit=400)
     options = dict(d_model=16, d_ff=32, n_layers=1, dropout=0.2, word_dropout=0.2)
     train = TrainConfig(epochs=2, batch_size=32, save_every=10)  # 24 steps
-    full = train_classifier(tmp_path / "full", data, options, train, progress=False)
+    quiet = RunControl(progress=False)
+    full = train_classifier(tmp_path / "full", data, options, train, quiet)
     with pytest.raises(RuntimeError, match="simulated crash"):
-        train_classifier(tmp_path / "cut", data, options, train, progress=False,
-                         callbacks=[Crash()])
-    resumed = train_classifier(tmp_path / "cut", data, options, train, resume=True,
-                               progress=False)
+        train_classifier(tmp_path / "cut", data, options, train,
+                         RunControl(progress=False, callbacks=[Crash()]))
+    resumed = train_classifier(tmp_path / "cut", data, options, train,
+                               RunControl(resume=True, progress=False))
     a, b = full.model.state_dict(), resumed.model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert resumed.result.best_val == full.result.best_val
@@ -205,12 +207,13 @@ def test_an_option_left_out_means_its_default_not_the_saved_value(tmp_path, one_
     options = dict(d_model=16, d_ff=32, n_layers=1)
     train = TrainConfig(batch_size=32, max_steps=2, ema_decay=None)
     train_classifier(tmp_path / "run", data, {**options, "positional": other}, train,
-                     progress=False)
+                     RunControl(progress=False))
     assert differences_from_saved(tmp_path / "run", data, {**options, "positional": other}) == []
     expected = f"model.positional (saved {other!r}, now {default!r})"
     assert differences_from_saved(tmp_path / "run", data, options) == [expected]
     with pytest.raises(ValueError, match=re.escape(expected)):
-        train_classifier(tmp_path / "run", data, options, train, resume=True, progress=False)
+        train_classifier(tmp_path / "run", data, options, train,
+                         RunControl(resume=True, progress=False))
 
 
 def _mean_from_runs(folder, variant, key):

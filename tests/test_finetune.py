@@ -22,6 +22,7 @@ from attnlab.io.pretrained import bert_weight_names, resolve_model_dir
 from attnlab.models import BertConfig, BertModel
 from attnlab.tasks.classification.config import FINETUNE_DEFAULTS, DataConfig, FinetuneConfig
 from attnlab.tasks.classification.finetune import finetune_classifier
+from attnlab.tasks.runs import RunControl
 from attnlab.train import Callback, TrainConfig
 
 MINILM = resolve_model_dir("all-MiniLM-L6-v2")
@@ -135,10 +136,10 @@ def test_resume_ends_with_the_weights_of_an_uninterrupted_run(tiny_bert, tmp_pat
     data = DataConfig(train_limit=160)
     train = TrainConfig(**{**FINETUNE_DEFAULTS, "batch_size": 16, "lr": 1e-3,
                            "save_every": 3, "epochs": 2})  # 20 steps, dropout on
-    finetune_classifier(tmp_path / "full", finetune, data, train, progress=False)
+    finetune_classifier(tmp_path / "full", finetune, data, train, RunControl(progress=False))
     with pytest.raises(RuntimeError, match="simulated crash"):
-        finetune_classifier(tmp_path / "cut", finetune, data, train, progress=False,
-                            callbacks=[Crash()])
+        finetune_classifier(tmp_path / "cut", finetune, data, train,
+                            RunControl(progress=False, callbacks=[Crash()]))
     assert load_checkpoint(tmp_path / "cut" / "last", with_state=True).trainer_state[
         "progress"]["global_step"] == 3
     shutil.rmtree(pretrained)
@@ -158,8 +159,8 @@ def test_time_limit_stops_training_then_evaluates_and_saves(tiny_bert, tmp_path,
 
     train = TrainConfig(**{**FINETUNE_DEFAULTS, "batch_size": 16, "time_limit": 0.5})
     run = finetune_classifier(tmp_path / "run", FinetuneConfig(str(tiny_bert)),
-                              DataConfig(train_limit=256), train, progress=False,
-                              callbacks=[Slow()])
+                              DataConfig(train_limit=256), train,
+                              RunControl(progress=False, callbacks=[Slow()]))
     assert run.result.out_of_time and 1 <= run.result.global_step < 256 // 16
     assert run.result.best_val is not None and run.result.best_val.n == 872
     assert json.loads((tmp_path / "run" / "result.json").read_text())["out_of_time"] is True

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from attnlab.cli import main
 from attnlab.io import load_checkpoint
 from attnlab.models.seq2seq import Seq2SeqTransformer
+from attnlab.tasks.runs import RunControl
 from attnlab.tasks.translation.config import (
     DEFAULT_RECIPE,
     TranslationDataConfig,
@@ -216,7 +217,7 @@ def test_resume_reaches_the_uninterrupted_weights(tmp_path, data_dir, batch_toke
              "d_ff": 64}
     train = TrainConfig(epochs=1, batch_size=32, save_every=5, eval_steps=3, lr=1e-3,
                         ema_decay=None, patience=None, label_smoothing=0.1)
-    full = train_translator(tmp_path / "full", data, model, train, progress=False)
+    full = train_translator(tmp_path / "full", data, model, train, RunControl(progress=False))
     if batch_tokens is not None:  # one epoch: as many steps as token batches
         train_set, _ = load_pairs(data)
         pairs = encode_pairs(TextTokenizer.load(tmp_path / "full" / "tokenizer.json"),
@@ -224,10 +225,10 @@ def test_resume_reaches_the_uninterrupted_weights(tmp_path, data_dir, batch_toke
         assert full.result.global_step == len(PairBatches(pairs, 32, max_tokens=batch_tokens))
         assert full.result.global_step != 256 // 32
     with pytest.raises(RuntimeError, match="simulated crash"):
-        train_translator(tmp_path / "cut", data, model, train, progress=False,
-                         callbacks=[Crash()])
-    resumed = train_translator(tmp_path / "cut", data, model, train, resume=True,
-                               progress=False)
+        train_translator(tmp_path / "cut", data, model, train,
+                         RunControl(progress=False, callbacks=[Crash()]))
+    resumed = train_translator(tmp_path / "cut", data, model, train,
+                               RunControl(resume=True, progress=False))
     for name, tensor in full.model.state_dict().items():
         assert torch.equal(tensor, resumed.model.state_dict()[name]), name
     assert resumed.result.best_val == full.result.best_val
@@ -239,7 +240,8 @@ def test_a_loaded_run_translates_as_the_trained_model(tmp_path, data_dir):
              "d_ff": 64}
     run = train_translator(tmp_path / "run", data, model,
                            TrainConfig(epochs=1, batch_size=32, ema_decay=None,
-                                       eval_steps=None, patience=None), progress=False)
+                                       eval_steps=None, patience=None),
+                           RunControl(progress=False))
     loaded = Translator.load(tmp_path / "run" / "last")
     assert isinstance(loaded.model, Seq2SeqTransformer)
     for name, tensor in run.model.state_dict().items():  # last/ holds the final weights
@@ -270,6 +272,6 @@ def test_a_tiny_model_overfits_32_pairs_to_bleu_100(tmp_path, data_dir):
     train = TrainConfig(epochs=150, batch_size=32, lr=3e-3, warmup_steps=20, ema_decay=None,
                         label_smoothing=0.0, patience=None, eval_steps=None, eval_every=50,
                         weight_decay=0.0)
-    run = train_translator(tmp_path / "run", data, model, train, progress=False)
+    run = train_translator(tmp_path / "run", data, model, train, RunControl(progress=False))
     assert math.isclose(run.result.history[-1].val.bleu, 100.0, abs_tol=1e-6), \
         run.result.history[-1].val

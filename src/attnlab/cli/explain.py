@@ -70,7 +70,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Explain one head of RUN on TEXT, or the typed matrices; print it."""
+    """Attention step by step: one head of a model on a sentence, or small typed matrices.
+
+    Show each step of softmax(Q Kᵀ · scale + mask) V: for one head of a model (RUN TEXT --layer
+    --head --token), a row per key token with q·k, the scaled score, the mask and the weight,
+    then the output; or on matrices given as JSON (--q --k --v).
+
+    Examples: attnlab explain all-MiniLM-L6-v2 "a gripping , funny film" --layer 1 --head 2
+    --token film; attnlab explain runs/de-en "Ein Hund rennt." --attention cross --layer 0
+    --head 1 --token dog; attnlab explain --q '[[1,0,1]]' --k '[[1,0,1],[0,1,0],[1,1,0]]' --v
+    '[[1,2],[3,4],[5,6]]'
+    """
     if args.decimals is not None and args.decimals < 0:
         raise UsageError(f"--decimals must be >= 0, got {args.decimals}")
     if args.run is not None:
@@ -326,14 +336,4 @@ def _matrix(t: Tensor, decimals: int | None) -> list[str]:
     return ["   [ " + "  ".join(c.rjust(width) for c in row) + " ]" for row in cells]
 
 
-COMMAND = Command(
-    help="attention step by step: one head of a model on a sentence, or small typed matrices",
-    description="Show each step of softmax(Q Kᵀ · scale + mask) V: for one head of a model (RUN "
-                "TEXT --layer --head --token), a row per key token with q·k, the scaled score, "
-                "the mask and the weight, then the output; or on matrices given as JSON (--q "
-                "--k --v).",
-    epilog='examples: attnlab explain all-MiniLM-L6-v2 "a gripping , funny film" --layer 1 '
-           '--head 2 --token film; attnlab explain runs/de-en "Ein Hund rennt." --attention '
-           "cross --layer 0 --head 1 --token dog; attnlab explain --q '[[1,0,1]]' --k "
-           "'[[1,0,1],[0,1,0],[1,1,0]]' --v '[[1,2],[3,4],[5,6]]'",
-    add_arguments=add_arguments, run=run)
+COMMAND = Command.of(run, add_arguments)

@@ -57,7 +57,15 @@ def add_show_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_show(args: argparse.Namespace) -> int:
-    """Print what the model made of each sentence; draw the picture and page asked for."""
+    """Draw a model's attention on sentences (PNG, HTML explorer).
+
+    Print what the model made of each sentence (a prediction and the rollout, or a translation
+    and its word alignment); draw a heat map (--layer and --head), a grid of a layer's heads
+    (--layer), or the overview (neither) to --out; write an HTML explorer with --html.
+
+    Example: attnlab show all-MiniLM-L6-v2 "a gripping film" --layer 2 --out fig.png --html
+    view.html
+    """
     if args.head is not None and args.layer is None:
         raise UsageError("--head needs --layer")
     subject = open_subject(args.model)
@@ -121,7 +129,14 @@ def add_heads_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_heads(args: argparse.Namespace) -> int:
-    """Measure every head, write and print the report; prune for real with ``--prune``."""
+    """Importance, statistics and pruning curve of every head.
+
+    Per layer and head: importance (Michel et al. 2019), entropy, attention distance, accuracy
+    with that head masked; accuracy against the share of heads pruned. Writes report.md,
+    pruning_curve.png and heads.json; with --prune, prunes for real.
+
+    Example: attnlab heads runs/sst2 --data sst2
+    """
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.prune is not None and not (0 < args.prune < 1 and args.pruned_out):
@@ -181,7 +196,13 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    """Load the model and serve the explorer until interrupted."""
+    """Live attention explorer in the browser.
+
+    Serve a page to type a sentence and see what the model makes of it and every head, until
+    interrupted; JSON API at POST /api/attend.
+
+    Example: attnlab serve runs/sst2 --port 8000
+    """
     warning = non_loopback_warning(args.host, args.port)
     if warning is not None:
         print(f"attnlab serve: warning: {warning}", file=sys.stderr)
@@ -200,25 +221,6 @@ def run_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-SHOW = Command(
-    help="draw a model's attention on sentences (PNG, HTML explorer)",
-    description="Print what the model made of each sentence (a prediction and the rollout, or a "
-                "translation and its word alignment); draw a heat map (--layer and --head), a "
-                "grid of a layer's heads (--layer), or the overview (neither) to --out; write an "
-                "HTML explorer with --html.",
-    epilog='example: attnlab show all-MiniLM-L6-v2 "a gripping film" --layer 2 --out fig.png '
-           "--html view.html",
-    add_arguments=add_show_arguments, run=run_show)
-HEADS = Command(
-    help="importance, statistics and pruning curve of every head",
-    description="Per layer and head: importance (Michel et al. 2019), entropy, attention "
-                "distance, accuracy with that head masked; accuracy against the share of heads "
-                "pruned. Writes report.md, pruning_curve.png and heads.json.",
-    epilog="example: attnlab heads runs/sst2 --data sst2",
-    add_arguments=add_heads_arguments, run=run_heads)
-SERVE = Command(
-    help="live attention explorer in the browser",
-    description="Serve a page to type a sentence and see what the model makes of it and every "
-                "head; JSON API at POST /api/attend.",
-    epilog="example: attnlab serve runs/sst2 --port 8000",
-    add_arguments=add_serve_arguments, run=run_serve)
+SHOW = Command.of(run_show, add_show_arguments)
+HEADS = Command.of(run_heads, add_heads_arguments)
+SERVE = Command.of(run_serve, add_serve_arguments)

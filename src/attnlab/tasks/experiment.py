@@ -89,6 +89,11 @@ class ExperimentReport:
     def verdict(self) -> str:
         return self.findings[-1]
 
+    def describe(self) -> str:
+        """What ``attnlab experiment`` prints: the table, the findings, where the report is."""
+        return "\n".join([self.table, "", *(f"- {line}" for line in self.findings), "",
+                          f"report: {self.report_path}"])
+
     def to_dict(self) -> dict[str, Any]:
         """summary.json: the settings, every run's figures, the differences, the findings."""
         return {

@@ -11,6 +11,7 @@ task it is; a new task is a folder beside the others and a line in the registry.
 from __future__ import annotations
 
 import argparse
+import inspect
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -34,6 +35,19 @@ class Command:
     add_arguments: Callable[[argparse.ArgumentParser], None]  # the command's options
     run: Callable[[argparse.Namespace], int]  # the handler
     takes_run: bool = False  # True: the first argument is a run folder, which picks the task
+
+    @classmethod
+    def of(cls, run: Callable[[argparse.Namespace], int],
+           add_arguments: Callable[[argparse.ArgumentParser], None], *,
+           takes_run: bool = False) -> Command:
+        """The command whose texts are the handler's docstring, as click reads them: its
+        first line is the help, the paragraphs after it the description, and a last paragraph
+        starting ``Examples:`` or ``Example:`` the epilog."""
+        paragraphs = inspect.cleandoc(run.__doc__ or "").split("\n\n")
+        epilog = paragraphs.pop() if paragraphs[-1].startswith("Example") else ""
+        text = [" ".join(p.split()) for p in paragraphs]
+        return cls(text[0].rstrip("."), " ".join(text[1:]) or text[0], " ".join(epilog.split()),
+                   add_arguments, run, takes_run)
 
 
 @dataclass(frozen=True)

@@ -79,7 +79,17 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    """Train (or fine-tune, or resume) into ``--out`` and print a summary."""
+    """Train a model (tokenizer included) into a run folder; --task picks the task.
+
+    Train a tokenizer on the training split and a TextClassifier with AdamW, warm-up and decay,
+    evaluating on the dev split after each epoch; keep the best/ and last/ checkpoints. With
+    --init, put a classification head on a pretrained BERT (all-MiniLM-L6-v2) and fine-tune it
+    the same way, with its own tokenizer. Runs under torchrun for data parallelism. Other tasks:
+    `attnlab train --task NAME --help`.
+
+    Examples: attnlab train --data sst2 --heads 4 --layers 2 --d-model 128 --epochs 3 --out
+    runs/h4; attnlab train --init all-MiniLM-L6-v2 --data sst2 --out runs/minilm
+    """
     run = train_from_options(args.out, data=options_given(args, "data"),
                              model=options_given(args, "model"),
                              train=options_given(args, "train"),
@@ -119,7 +129,13 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    """Evaluate the run on ``--split`` and print the metrics."""
+    """A trained run on a split: its task's figures (loss, accuracy and F1; BLEU and chrF).
+
+    Evaluate a classifier run's best checkpoint on a split and print its loss, accuracy and
+    macro F1.
+
+    Example: attnlab evaluate runs/h4 --data sst2 --split test --json
+    """
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
     source, split = args.data or data_source_of(args.run), args.split
@@ -145,7 +161,13 @@ def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    """Classify the texts and print label and probability of each."""
+    """Label and probability of each text (classification runs).
+
+    Classify texts given as arguments and/or lines of --file; print the label and probability of
+    each.
+
+    Example: attnlab predict runs/h4 "a gorgeous, witty film" --json
+    """
     texts = list(args.texts)
     if args.file is not None:
         if not args.file.is_file():
@@ -182,17 +204,20 @@ def add_experiment_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_experiment(args: argparse.Namespace) -> int:
-    """Run the experiment; print its table, findings and where the report is."""
+    """Single- vs multi-head, or positional encodings, over seeds.
+
+    Train each variant with several seeds, everything else equal; write report.md (table,
+    target, paired differences, verdict), summary.json and curves.png, and print the table and
+    findings. Other tasks: `attnlab experiment --task NAME --help`.
+
+    Example: attnlab experiment heads --data sst2 --seeds 3 --out runs/exp-heads
+    """
     report = experiment_from_options(
         args.kind, args.out, data=options_given(args, "data"),
         model=options_given(args, "model"), train=options_given(args, "train"),
         seeds=args.seeds, first_seed=args.first_seed, progress=not args.quiet,
         log=lambda line: print(line, file=sys.stderr, flush=True))
-    print(report.table)
-    print()
-    for line in report.findings:
-        print(f"- {line}")
-    print(f"\nreport: {report.report_path}")
+    print(report.describe())
     return 0
 
 
@@ -202,38 +227,10 @@ CLASSIFICATION = Task(
             "pretrained encoder",
     model_types=("classifier", "bert-sequence-classifier"),
     commands={
-        "train": Command(
-            help="train a model (tokenizer included) into a run folder; --task picks the task",
-            description="Train a tokenizer on the training split and a TextClassifier with "
-                        "AdamW, warm-up and decay, evaluating on the dev split after each epoch; "
-                        "keep the best/ and last/ checkpoints. With --init, put a classification "
-                        "head on a pretrained BERT (all-MiniLM-L6-v2) and fine-tune it the same "
-                        "way, with its own tokenizer. Runs under torchrun for data parallelism. "
-                        "Other tasks: `attnlab train --task NAME --help`.",
-            epilog="examples: attnlab train --data sst2 --heads 4 --layers 2 --d-model 128 "
-                   "--epochs 3 --out runs/h4; attnlab train --init all-MiniLM-L6-v2 --data sst2 "
-                   "--out runs/minilm",
-            add_arguments=add_train_arguments, run=run_train),
-        "evaluate": Command(
-            help="a trained run on a split: its task's figures (loss, accuracy and F1; BLEU "
-                 "and chrF)",
-            description="Evaluate a classifier run's best checkpoint on a split: loss, accuracy "
-                        "and macro F1.",
-            epilog="example: attnlab evaluate runs/h4 --data sst2 --split test --json",
-            add_arguments=add_evaluate_arguments, run=run_evaluate, takes_run=True),
-        "predict": Command(
-            help="label and probability of each text (classification runs)",
-            description="Classify texts given as arguments and/or lines of --file.",
-            epilog='example: attnlab predict runs/h4 "a gorgeous, witty film" --json',
-            add_arguments=add_predict_arguments, run=run_predict, takes_run=True),
-        "experiment": Command(
-            help="single- vs multi-head, or positional encodings, over seeds",
-            description="Train each variant with several seeds, everything else equal; write "
-                        "report.md (table, target, paired differences, verdict), summary.json "
-                        "and curves.png. Other tasks: `attnlab experiment --task NAME --help`.",
-            epilog="example: attnlab experiment heads --data sst2 --seeds 3 --out "
-                   "runs/exp-heads",
-            add_arguments=add_experiment_arguments, run=run_experiment),
+        "train": Command.of(run_train, add_train_arguments),
+        "evaluate": Command.of(run_evaluate, add_evaluate_arguments, takes_run=True),
+        "predict": Command.of(run_predict, add_predict_arguments, takes_run=True),
+        "experiment": Command.of(run_experiment, add_experiment_arguments),
     },
     open_subject=load_subject,
 )

@@ -25,6 +25,7 @@ from attnlab.tasks.classification.report import TARGET_ACCURACY, TARGET_LOSS, ta
 from attnlab.tasks.classification.use import evaluate_run
 from attnlab.tasks.experiment import ExperimentReport, run_variants, shared_settings
 from attnlab.tasks.report import Metric, RunRecord, Variant
+from attnlab.tasks.runs import RunControl
 from attnlab.tasks.seeds import PairedDifference
 from attnlab.train import FitResult
 from attnlab.train.config import TrainConfig
@@ -98,8 +99,7 @@ class ClassifierExperiment:
 
     def train(self, run_dir: Path, variant: Variant, seed: int, *, resume: bool) -> None:
         train_classifier(run_dir, self.data, self._options(variant),
-                         self.training.replace(seed=seed), resume=resume,
-                         progress=self.progress)
+                         self.training.replace(seed=seed), RunControl(resume, self.progress))
 
     def measure(self, run_dir: Path, variant: Variant, seed: int, result: FitResult, *,
                 fresh: bool) -> dict[str, Any]:

@@ -11,7 +11,7 @@ read it back through :mod:`attnlab.io.registry`. The training defaults for fine-
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from attnlab.errors import InputError
@@ -26,9 +26,10 @@ from attnlab.tasks.classification.config import (
 )
 from attnlab.tasks.classification.pipeline import TrainedRun, fit_on_splits, load_splits
 from attnlab.tasks.classification.training import RunArtifacts
+from attnlab.tasks.runs import DEFAULT_CONTROL, RunControl
 from attnlab.text import TextTokenizer
-from attnlab.train import Callback, TrainConfig, seed_everything
-from attnlab.train.distributed import DistInfo, setup_distributed
+from attnlab.train import TrainConfig, seed_everything
+from attnlab.train.distributed import setup_distributed
 
 __all__ = ["finetune_classifier", "saved_finetune"]
 
@@ -39,17 +40,9 @@ def saved_finetune(out_dir: str | os.PathLike) -> FinetuneConfig | None:
     return None if saved is None else FinetuneConfig.from_dict(saved)
 
 
-def finetune_classifier(
-    out_dir: str | os.PathLike,
-    finetune: FinetuneConfig,
-    data: DataConfig | None = None,
-    train: TrainConfig | None = None,
-    *,
-    resume: bool = False,
-    progress: bool = True,
-    dist_info: DistInfo | None = None,
-    callbacks: Sequence[Callback] = (),
-) -> TrainedRun:
+def finetune_classifier(out_dir: str | os.PathLike, finetune: FinetuneConfig,
+                        data: DataConfig | None = None, train: TrainConfig | None = None,
+                        control: RunControl = DEFAULT_CONTROL) -> TrainedRun:
     """Fine-tune the pretrained encoder ``finetune.init`` with a new head on ``data``.
 
     Args:
@@ -58,10 +51,9 @@ def finetune_classifier(
         finetune: the encoder, head and input length.
         data: data settings (default SST-2); its tokenizer fields are unused.
         train: training settings; default ``TrainConfig(**FINETUNE_DEFAULTS)``.
-        resume: continue from ``out_dir/last``: ``finetune`` and ``data`` must equal the saved
-            ones; the model is rebuilt from the checkpoint (the pretrained folder is not read).
-        progress, dist_info, callbacks: as for
-            :func:`~attnlab.training.pipeline.train_classifier`.
+        control: resume from ``out_dir/last`` (``finetune`` and ``data`` must equal the saved
+            ones; the model is rebuilt from the checkpoint, the pretrained folder is not read),
+            progress, process placement, callbacks.
 
     Raises:
         ValueError: ``finetune.init`` is neither a known name nor a folder.
@@ -70,8 +62,8 @@ def finetune_classifier(
     out_dir = Path(out_dir)
     data = data or DataConfig()
     train = train or TrainConfig(**FINETUNE_DEFAULTS)
-    info = dist_info or setup_distributed(train.device)
-    if resume:
+    info = control.dist_info or setup_distributed(train.device)
+    if control.resume:
         if saved_finetune(out_dir) is None:
             raise InputError(f"{out_dir} was trained from scratch, not fine-tuned; resume it "
                              f"without --init")
@@ -97,6 +89,5 @@ def finetune_classifier(
                "n_parameters": n_trainable},
     )
     result = fit_on_splits(out_dir, model, tokenizer, finetune.max_length, train_set, dev_set,
-                           train, artifacts, resume=resume, progress=progress, dist_info=info,
-                           callbacks=callbacks)
+                           train, artifacts, replace(control, dist_info=info))
     return TrainedRun(out_dir, result, model, n_trainable, artifacts.model_config)

@@ -26,7 +26,8 @@ from attnlab.io.run_folder import claim_run_folder
 from attnlab.tasks.classification.config import FINETUNE_DEFAULTS, DataConfig, FinetuneConfig
 from attnlab.tasks.classification.experiment import ExperimentReport, run_experiment
 from attnlab.tasks.classification.finetune import finetune_classifier, saved_finetune
-from attnlab.tasks.classification.pipeline import TrainedRun, saved_configs, train_classifier
+from attnlab.tasks.classification.pipeline import TrainedRun, train_classifier
+from attnlab.tasks.runs import RunControl, saved_configs
 from attnlab.train.config import TrainConfig
 from attnlab.train.distributed import cleanup_distributed, is_main_process
 
@@ -89,11 +90,11 @@ def train_from_options(
         with claim:
             if fine_tuning:
                 configs = _finetune_configs(out_dir, data, train, finetune, saved_init)
-                return finetune_classifier(out_dir, *configs, resume=resume, progress=progress)
+                return finetune_classifier(out_dir, *configs, RunControl(resume, progress))
             data_config, model_options, train_config = _scratch_configs(out_dir, data, model,
                                                                         train, resume)
             return train_classifier(out_dir, data_config, model_options, train_config,
-                                    resume=resume, progress=progress)
+                                    RunControl(resume, progress))
     finally:
         cleanup_distributed()
 
@@ -105,7 +106,7 @@ def _scratch_configs(out_dir: Path, data: dict[str, Any], model: dict[str, Any],
     of the saved settings when resuming."""
     if not resume:
         return DataConfig(**data), dict(model), TrainConfig(**train)
-    saved_data, saved_model, saved_train = saved_configs(out_dir)
+    saved_data, saved_model, saved_train = saved_configs(out_dir, DataConfig)
     saved_model = {k: v for k, v in saved_model.items() if k not in MODEL_FIXED}
     return (dataclasses.replace(saved_data, **data), {**saved_model, **model},
             saved_train.replace(**train))
@@ -119,7 +120,7 @@ def _finetune_configs(out_dir: Path, data: dict[str, Any], train: dict[str, Any]
     if saved_init is None:
         return (FinetuneConfig(**finetune), DataConfig(**data),
                 TrainConfig(**{**FINETUNE_DEFAULTS, **train}))
-    saved_data, _, saved_train = saved_configs(out_dir)
+    saved_data, _, saved_train = saved_configs(out_dir, DataConfig)
     return (dataclasses.replace(saved_init, **finetune), dataclasses.replace(saved_data, **data),
             saved_train.replace(**train))
 

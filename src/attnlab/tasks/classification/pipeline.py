@@ -10,21 +10,20 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
 from attnlab.errors import InputError, UsageError
-from attnlab.io.atomic import write_text_atomic
 from attnlab.io.checkpoint import load_checkpoint
 from attnlab.io.run_folder import config_differences
 from attnlab.models.classifier import ClassifierConfig, TextClassifier
 from attnlab.tasks.classification.config import DataConfig
 from attnlab.tasks.classification.training import RunArtifacts, classification_trainer
 from attnlab.tasks.classification.use import EVAL_BATCH, encode_dataset
+from attnlab.tasks.runs import DEFAULT_CONTROL, RunControl, run_tokenizer
 from attnlab.text import (
     LengthGroupedBatches,
     TextDataset,
@@ -32,8 +31,8 @@ from attnlab.text import (
     load_split,
     resolve_source,
 )
-from attnlab.train import Callback, FitResult, TrainConfig, seed_everything
-from attnlab.train.distributed import DistInfo, barrier, setup_distributed
+from attnlab.train import FitResult, TrainConfig, seed_everything
+from attnlab.train.distributed import setup_distributed
 from attnlab.train.sharding import ShardedBatches
 
 __all__ = [
@@ -41,7 +40,6 @@ __all__ = [
     "differences_from_saved",
     "fit_on_splits",
     "load_splits",
-    "saved_configs",
     "train_classifier",
 ]
 
@@ -57,26 +55,11 @@ class TrainedRun:
     model_config: Any  # ClassifierConfig, or the fine-tuned model's config dict
 
 
-def saved_configs(out_dir: str | os.PathLike) -> tuple[DataConfig, dict[str, Any], TrainConfig]:
-    """The data, model and training settings stored in ``out_dir/last`` (to resume a run)."""
-    ckpt = load_checkpoint(Path(out_dir) / "last")
-    cfg = ckpt.config
-    return (DataConfig.from_dict(cfg["data"]), dict(cfg["model"]),
-            TrainConfig.from_dict(cfg["train"]))
-
-
-def train_classifier(
-    out_dir: str | os.PathLike,
-    data: DataConfig | None = None,
-    model_options: dict[str, Any] | None = None,
-    train: TrainConfig | None = None,
-    *,
-    resume: bool = False,
-    progress: bool = True,
-    dist_info: DistInfo | None = None,
-    callbacks: Sequence[Callback] = (),
-) -> TrainedRun:
-    """Train a :class:`~attnlab.models.TextClassifier` on ``data`` into ``out_dir``.
+def train_classifier(out_dir: str | os.PathLike, data: DataConfig | None = None,
+                     model_options: dict[str, Any] | None = None,
+                     train: TrainConfig | None = None, control: RunControl = DEFAULT_CONTROL
+                     ) -> TrainedRun:
+    """Train a :class:`~attnlab.models.TextClassifier` on ``data`` into ``out_dir`` (created).
 
     Args:
         out_dir: the run folder (created).
@@ -84,11 +67,8 @@ def train_classifier(
         model_options: :class:`~attnlab.models.ClassifierConfig` fields besides
             ``vocab_size``/``n_classes`` (which come from the tokenizer and the data).
         train: training settings (default :class:`~attnlab.train.TrainConfig`).
-        resume: continue from ``out_dir/last``: the settings must equal the saved ones, the
-            saved tokenizer is reused.
-        progress: progress bar and per-epoch lines on stderr.
-        dist_info: process placement; default from the ``torchrun`` environment.
-        callbacks: passed to the :class:`~attnlab.train.Trainer`.
+        control: resume (the settings must equal the saved ones, the saved tokenizer is
+            reused), progress, process placement, callbacks.
 
     Under ``torchrun`` every process reads the data; rank 0 trains the tokenizer and the others
     load it; each global batch is split across processes (see :mod:`attnlab.train.sharding`).
@@ -100,18 +80,11 @@ def train_classifier(
     for fixed in ("vocab_size", "n_classes"):
         if fixed in options:
             raise InputError(f"model option {fixed!r} is set from the tokenizer/data, not given")
-    info = dist_info or setup_distributed(train.device)
+    info = control.dist_info or setup_distributed(train.device)
     train_set, dev_set = load_splits(data)
-    tok_file = out_dir / "tokenizer.json"
-    if resume:
-        tokenizer = TextTokenizer.load(load_checkpoint(out_dir / "last").require_tokenizer())
-    else:
-        if info.is_main:
-            tokenizer = TextTokenizer.train(train_set.texts, data.vocab_size, kind=data.tokenizer,
-                                            min_frequency=data.min_frequency)
-            write_text_atomic(tok_file, tokenizer.to_str())
-        barrier()
-        tokenizer = TextTokenizer.load(tok_file)
+    tokenizer = run_tokenizer(out_dir, lambda: TextTokenizer.train(
+        train_set.texts, data.vocab_size, kind=data.tokenizer, min_frequency=data.min_frequency),
+        resume=control.resume, is_main=info.is_main)
     model_config = ClassifierConfig(vocab_size=tokenizer.vocab_size,
                                     n_classes=data.n_classes, **options)
     seed_everything(train.seed)
@@ -122,8 +95,7 @@ def train_classifier(
         extra={"data": data.to_dict(), "n_parameters": model.num_parameters()},
     )
     result = fit_on_splits(out_dir, model, tokenizer, model_config.max_len, train_set, dev_set,
-                           train, artifacts, resume=resume, progress=progress, dist_info=info,
-                           callbacks=callbacks)
+                           train, artifacts, replace(control, dist_info=info))
     return TrainedRun(out_dir, result, model, model.num_parameters(), model_config)
 
 
@@ -153,12 +125,12 @@ def load_splits(data: DataConfig) -> tuple[TextDataset, TextDataset]:
 
 def fit_on_splits(
     out_dir: Path, model: nn.Module, tokenizer: TextTokenizer, max_length: int,
-    train_set: TextDataset,
-    dev_set: TextDataset, train: TrainConfig, artifacts: RunArtifacts, *, resume: bool,
-    progress: bool, dist_info: DistInfo, callbacks: Sequence[Callback] = (),
+    train_set: TextDataset, dev_set: TextDataset, train: TrainConfig, artifacts: RunArtifacts,
+    control: RunControl,
 ) -> FitResult:
     """Tokenize both splits (to ``max_length`` ids), batch them by length (sharded under
     ``torchrun``) and run the training loop into ``out_dir``."""
+    dist_info = control.dist_info
     train_ids = encode_dataset(tokenizer, train_set, max_length)
     dev_ids = encode_dataset(tokenizer, dev_set, max_length)
     train_batches: Any = LengthGroupedBatches(train_ids, train_set.labels, train.batch_size,
@@ -168,9 +140,9 @@ def fit_on_splits(
         train_batches = ShardedBatches(train_batches, dist_info.world_size, dist_info.rank)
         dev_batches = ShardedBatches(dev_batches, dist_info.world_size, dist_info.rank)
     trainer = classification_trainer(model, train, train_batches, dev_batches, out_dir=out_dir,
-                                     artifacts=artifacts, progress=progress,
-                                     dist_info=dist_info, callbacks=callbacks)
-    return trainer.fit(resume=resume)
+                                     artifacts=artifacts, progress=control.progress,
+                                     dist_info=dist_info, callbacks=control.callbacks)
+    return trainer.fit(resume=control.resume)
 
 
 def differences_from_saved(out_dir: str | os.PathLike, data: DataConfig,

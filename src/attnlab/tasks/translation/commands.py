@@ -59,7 +59,15 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    """Train (or resume) a translator into ``--out`` and print a summary."""
+    """Train a model (tokenizer included) into a run folder; --task picks the task.
+
+    Train a joint subword tokenizer and an encoder-decoder Transformer on parallel text,
+    evaluating dev loss and BLEU; keep the best/ and last/ checkpoints; print a summary. Runs
+    under torchrun for data parallelism.
+
+    Example: attnlab train --task translation --data multi30k --source de --target en --out
+    runs/de-en
+    """
     run = train_from_options(args.out, data=options_given(args, "data"),
                              model=options_given(args, "model"),
                              train=options_given(args, "train"), resume=args.resume,
@@ -88,7 +96,13 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    """Translate ``--split`` (greedy, or ``--beam N``) and print cased BLEU and chrF."""
+    """A trained run on a split: its task's figures.
+
+    Translate a split with a translation run's best checkpoint (greedy, or beam search with
+    --beam) and print its cased sacreBLEU and chrF with their signatures.
+
+    Example: attnlab evaluate runs/de-en --split test_2016_flickr --beam 5
+    """
     if args.beam < 1:
         raise UsageError(f"--beam must be >= 1, got {args.beam}")
     data = Translator.load(args.run).config.get("data") or {}
@@ -129,7 +143,13 @@ def add_translate_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_translate(args: argparse.Namespace) -> int:
-    """Translate the texts given, the lines of ``--file``, or of standard input."""
+    """Translate texts with a translation run.
+
+    Translate texts given as arguments, lines of --file, or standard input (greedy, or beam
+    search with --beam).
+
+    Example: attnlab translate runs/de-en "Ein Hund rennt." --beam 5
+    """
     texts = list(args.texts)
     if args.file is not None:
         if not args.file.is_file():
@@ -218,17 +238,20 @@ def _head_counts(text: str) -> tuple[int, ...]:
 
 
 def run_experiment(args: argparse.Namespace) -> int:
-    """Run the heads experiment; print its table, findings and where the report is."""
+    """One head vs several of a translator, over seeds.
+
+    One head vs 4 vs 8 of a translator on the small recipe, scored by test BLEU and chrF over
+    seeds, with paired differences, beside Vaswani et al. (2017) Table 3; print the table and
+    findings.
+
+    Example: attnlab experiment heads --task translation --seeds 3 --out runs/exp-mt-heads
+    """
     report = experiment_from_options(
         args.out, data=options_given(args, "data"), model=options_given(args, "model"),
         train=options_given(args, "train"), heads=args.heads, seeds=args.seeds,
         first_seed=args.first_seed, beam=args.beam, test_sentences=args.test_sentences,
         progress=not args.quiet, log=lambda line: print(line, file=sys.stderr, flush=True))
-    print(report.table)
-    print()
-    for line in report.findings:
-        print(f"- {line}")
-    print(f"\nreport: {report.report_path}")
+    print(report.describe())
     return 0
 
 
@@ -238,36 +261,10 @@ TRANSLATION = Task(
             "tokenizer, decoded greedily or by beam search",
     model_types=(MODEL_TYPE,),
     commands={
-        "train": Command(
-            help="train a model (tokenizer included) into a run folder; --task picks the task",
-            description="Train a joint subword tokenizer and an encoder-decoder Transformer on "
-                        "parallel text, evaluating dev loss and BLEU; keep the best/ and last/ "
-                        "checkpoints. Runs under torchrun for data parallelism.",
-            epilog="example: attnlab train --task translation --data multi30k --source de "
-                   "--target en --out runs/de-en",
-            add_arguments=add_train_arguments, run=run_train),
-        "evaluate": Command(
-            help="a trained run on a split: its task's figures",
-            description="Translate a split with a translation run's best checkpoint (greedy, "
-                        "or beam search) and score it with cased sacreBLEU and chrF, printing "
-                        "their signatures.",
-            epilog="example: attnlab evaluate runs/de-en --split test_2016_flickr --beam 5",
-            add_arguments=add_evaluate_arguments, run=run_evaluate, takes_run=True),
-        "translate": Command(
-            help="translate texts with a translation run",
-            description="Translate texts given as arguments, lines of --file, or standard "
-                        "input (greedy, or beam search with --beam).",
-            epilog='example: attnlab translate runs/de-en "Ein Hund rennt durch den Schnee." '
-                   "--beam 5",
-            add_arguments=add_translate_arguments, run=run_translate, takes_run=True),
-        "experiment": Command(
-            help="one head vs several of a translator, over seeds",
-            description="One head vs 4 vs 8 of a translator on the small recipe, scored by "
-                        "test BLEU and chrF over seeds, with paired differences, beside Vaswani "
-                        "et al. (2017) Table 3.",
-            epilog="example: attnlab experiment heads --task translation --seeds 3 --out "
-                   "runs/exp-mt-heads",
-            add_arguments=add_experiment_arguments, run=run_experiment),
+        "train": Command.of(run_train, add_train_arguments),
+        "evaluate": Command.of(run_evaluate, add_evaluate_arguments, takes_run=True),
+        "translate": Command.of(run_translate, add_translate_arguments, takes_run=True),
+        "experiment": Command.of(run_experiment, add_experiment_arguments),
     },
     open_subject=TranslationSubject.load,
 )

@@ -24,6 +24,7 @@ from attnlab.io.run_folder import config_differences
 from attnlab.models.seq2seq import Seq2SeqConfig, Seq2SeqTransformer
 from attnlab.tasks.experiment import ExperimentReport, run_variants, shared_settings
 from attnlab.tasks.report import Metric, RunRecord, Variant
+from attnlab.tasks.runs import RunControl
 from attnlab.tasks.seeds import PairedDifference
 from attnlab.tasks.translation.config import (
     DEFAULT_RECIPE,
@@ -190,8 +191,7 @@ class HeadsExperiment:
 
     def train(self, run_dir: Path, variant: Variant, seed: int, *, resume: bool) -> None:
         train_translator(run_dir, self.data, {**self.base, **variant.options},
-                         self.training.replace(seed=seed), resume=resume,
-                         progress=self.progress)
+                         self.training.replace(seed=seed), RunControl(resume, self.progress))
 
     def measure(self, run_dir: Path, variant: Variant, seed: int, result: FitResult, *,
                 fresh: bool) -> dict[str, Any]:

@@ -11,12 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from attnlab.io.run_folder import claim_run_folder
+from attnlab.tasks.runs import RunControl, saved_configs
 from attnlab.tasks.translation.config import (
     DEFAULT_RECIPE,
     TranslationDataConfig,
     recipe_options,
 )
-from attnlab.tasks.translation.pipeline import TrainedTranslator, saved_configs, train_translator
+from attnlab.tasks.translation.pipeline import TrainedTranslator, train_translator
 from attnlab.train.config import TrainConfig
 from attnlab.train.distributed import cleanup_distributed, is_main_process
 
@@ -40,7 +41,7 @@ def train_from_options(out_dir: str | os.PathLike, *, data: dict[str, Any],
     run folder (see :func:`attnlab.io.run_folder.claim_run_folder`)."""
     out_dir = Path(out_dir)
     if resume:
-        saved_data, saved_model, saved_train = saved_configs(out_dir)
+        saved_data, saved_model, saved_train = saved_configs(out_dir, TranslationDataConfig)
         data_config = dataclasses.replace(saved_data, **data)
         model = {**{k: v for k, v in saved_model.items() if k not in MODEL_FIXED}, **model}
         train_config = saved_train.replace(**train)
@@ -51,7 +52,7 @@ def train_from_options(out_dir: str | os.PathLike, *, data: dict[str, Any],
              if is_main_process() else contextlib.nullcontext())
     try:
         with claim:
-            return train_translator(out_dir, data_config, model, train_config, resume=resume,
-                                    progress=progress)
+            return train_translator(out_dir, data_config, model, train_config,
+                                    RunControl(resume, progress))
     finally:
         cleanup_distributed()

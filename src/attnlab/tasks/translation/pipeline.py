@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,20 +13,18 @@ from typing import Any
 from torch import nn
 
 from attnlab.errors import InputError
-from attnlab.io.atomic import write_text_atomic
-from attnlab.io.checkpoint import load_checkpoint
 from attnlab.models.seq2seq import Seq2SeqConfig, Seq2SeqTransformer
+from attnlab.tasks.runs import DEFAULT_CONTROL, RunControl, run_tokenizer
 from attnlab.tasks.translation.config import TRANSLATION_DEFAULTS, TranslationDataConfig
 from attnlab.tasks.translation.data import PairBatches, encode_pairs
 from attnlab.tasks.translation.training import translation_trainer
 from attnlab.tasks.translation.translator import MODEL_TYPE
 from attnlab.text import ParallelDataset, TextTokenizer, load_parallel_split
-from attnlab.train import Callback, FitResult, TrainConfig, seed_everything
-from attnlab.train.distributed import DistInfo, barrier, setup_distributed
+from attnlab.train import FitResult, TrainConfig, seed_everything
+from attnlab.train.distributed import setup_distributed
 from attnlab.train.sharding import ShardedBatches
 
-__all__ = ["MODEL_TYPE", "TrainedTranslator", "load_pairs", "saved_configs",
-           "train_translator"]
+__all__ = ["MODEL_TYPE", "TrainedTranslator", "load_pairs", "train_translator"]
 
 
 EVAL_BATCH = 128  # pairs per evaluation batch
@@ -45,14 +42,6 @@ class TrainedTranslator:
     dropped: int  # training pairs left out for their length
 
 
-def saved_configs(out_dir: str | os.PathLike
-                  ) -> tuple[TranslationDataConfig, dict[str, Any], TrainConfig]:
-    """The data, model and training settings stored in ``out_dir/last`` (to resume a run)."""
-    config = load_checkpoint(Path(out_dir) / "last").config
-    return (TranslationDataConfig.from_dict(config["data"]), dict(config["model"]),
-            TrainConfig.from_dict(config["train"]))
-
-
 def load_pairs(data: TranslationDataConfig) -> tuple[ParallelDataset, ParallelDataset]:
     """The training split (cut to ``data.train_limit``) and the dev split."""
     langs = {"source_lang": data.source_lang, "target_lang": data.target_lang}
@@ -64,40 +53,33 @@ def load_pairs(data: TranslationDataConfig) -> tuple[ParallelDataset, ParallelDa
     return train, dev
 
 
-def train_translator(
-    out_dir: str | os.PathLike,
-    data: TranslationDataConfig | None = None,
-    model_options: dict[str, Any] | None = None,
-    train: TrainConfig | None = None,
-    *,
-    resume: bool = False,
-    progress: bool = True,
-    dist_info: DistInfo | None = None,
-    callbacks: Sequence[Callback] = (),
-) -> TrainedTranslator:
-    """Train a :class:`~attnlab.models.seq2seq.Seq2SeqTransformer` on ``data`` into ``out_dir``.
+def train_translator(out_dir: str | os.PathLike, data: TranslationDataConfig | None = None,
+                     model_options: dict[str, Any] | None = None,
+                     train: TrainConfig | None = None, control: RunControl = DEFAULT_CONTROL
+                     ) -> TrainedTranslator:
+    """Train a :class:`~attnlab.models.seq2seq.Seq2SeqTransformer` on ``data`` into ``out_dir``
+    (created): a joint tokenizer of both sides, then the loop, dev loss and BLEU.
 
-    Args:
-        out_dir: the run folder (created).
-        data: which parallel data and languages (default Multi30k de→en).
-        model_options: :class:`~attnlab.models.seq2seq.Seq2SeqConfig` fields besides
-            ``vocab_size`` (the tokenizer's).
-        train: training settings; default ``TrainConfig(**TRANSLATION_DEFAULTS)``.
-        resume: continue from ``out_dir/last`` (same settings; the saved tokenizer is reused).
-        progress, dist_info, callbacks: as for the classification task.
+    ``data`` defaults to Multi30k de→en, ``train`` to ``TrainConfig(**TRANSLATION_DEFAULTS)``;
+    ``model_options`` are :class:`~attnlab.models.seq2seq.Seq2SeqConfig` fields besides
+    ``vocab_size`` (the tokenizer's); ``control`` says whether to resume, show progress, where
+    the processes are, and the callbacks.
     """
+    resume, progress = control.resume, control.progress
     out_dir, data = Path(out_dir), data or TranslationDataConfig()
     train = train or TrainConfig(**TRANSLATION_DEFAULTS)
     options = dict(model_options or {})
     if "vocab_size" in options:
         raise InputError("model option 'vocab_size' is set from the tokenizer, not given")
-    info = dist_info or setup_distributed(train.device)
+    info = control.dist_info or setup_distributed(train.device)
     if data.batch_tokens is not None and data.batch_tokens < info.world_size * data.max_tokens:
         raise InputError(f"batch_tokens must be at least world_size x max_tokens "
                          f"({info.world_size} x {data.max_tokens}) under torchrun, so that "
                          f"every process gets rows of every batch; got {data.batch_tokens}")
     train_set, dev_set = load_pairs(data)
-    tokenizer = _tokenizer(out_dir, data, train_set, resume=resume, is_main=info.is_main)
+    tokenizer = run_tokenizer(out_dir, lambda: TextTokenizer.train(
+        [*train_set.sources, *train_set.targets], data.vocab_size, kind=data.tokenizer),
+        resume=resume, is_main=info.is_main)
     train_pairs = encode_pairs(tokenizer, train_set.sources, train_set.targets, data.max_tokens)
     dev_pairs = encode_pairs(tokenizer, dev_set.sources, dev_set.targets)
     if train_pairs.dropped and progress and info.is_main:
@@ -122,23 +104,8 @@ def train_translator(
         model, train, train_batches, dev_batches, tokenizer=tokenizer,
         dev_sources=[dev_set.sources[i] for i in bleu_rows],
         dev_references=[dev_set.targets[i] for i in bleu_rows],
-        out_dir=out_dir, run_config=run_config, callbacks=callbacks, progress=progress,
+        out_dir=out_dir, run_config=run_config, callbacks=control.callbacks, progress=progress,
         dist_info=info)
     result = trainer.fit(resume=resume)
     return TrainedTranslator(out_dir, result, model, n_parameters, model_config,
                              train_pairs.dropped)
-
-
-def _tokenizer(out_dir: Path, data: TranslationDataConfig, train_set: ParallelDataset, *,
-               resume: bool, is_main: bool) -> TextTokenizer:
-    """The run's joint tokenizer: the saved one when resuming, else trained on both sides of
-    the training split by the main process and read back by every process."""
-    if resume:
-        return TextTokenizer.load(load_checkpoint(out_dir / "last").require_tokenizer())
-    tok_file = out_dir / "tokenizer.json"
-    if is_main:
-        tokenizer = TextTokenizer.train([*train_set.sources, *train_set.targets],
-                                        data.vocab_size, kind=data.tokenizer)
-        write_text_atomic(tok_file, tokenizer.to_str())
-    barrier()
-    return TextTokenizer.load(tok_file)
