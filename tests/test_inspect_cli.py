@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from contextlib import nullcontext
 
 import pytest
 import torch
@@ -63,9 +64,24 @@ def test_show_on_runs_pooled_over_all_tokens(pooling, tmp_path, capsys):
     (["--layer", "2"], "--layer must be in [0, 2)"),
     (["--layer", "0", "--head", "4"], "--head must be in [0, 4) for layer 0"),
     (["--head", "1"], "--head needs --layer"),
+    (["--beam", "3"], "--beam does not apply to classification runs"),
+    (["--words"], "--words does not apply to classification runs"),
 ])
 def test_show_bad_arguments(run, tmp_path, capsys, argv, message):
     assert main(["show", str(run), "a film", "--out", str(tmp_path / "x.png"), *argv]) == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["translate", "{run}", "a film"], "translate applies to translation runs; "),
+    (["evaluate", "{run}", "--beam", "5"],
+     "--beam does not apply to classification runs; it is an option of translation runs"),
+    (["evaluate", "{run}", "--no-such-option"], "unrecognized arguments: --no-such-option"),
+])
+def test_a_command_or_option_of_another_task_is_refused(run, capsys, argv, message):
+    argv = [a.replace("{run}", str(run)) for a in argv]
+    with pytest.raises(SystemExit) if "unrecognized" in message else nullcontext():
+        assert main(argv) == 2
     assert message in capsys.readouterr().err
 
 

@@ -17,8 +17,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from attnlab.io import load_checkpoint
-from attnlab.tasks.classification.evaluation import evaluate
-from attnlab.tasks.classification.metrics import confusion_matrix, macro_f1, summarize
+from attnlab.tasks.classification.metrics import confusion_matrix, evaluate, macro_f1, summarize
 from attnlab.tasks.classification.training import ClassificationLoss, classification_trainer
 from attnlab.train import Callback, MetricsLog, TrainConfig, Trainer
 from attnlab.train.averaging import ExponentialMovingAverage

@@ -255,6 +255,10 @@ def test_show_draws_the_cross_attention_of_a_translation(run, tmp_path, capsys):
     (["show", "{run}", "Ein Hund.", "--layer", "0", "--head", "2", "--out", "x.png"],
      "--head must be in [0, 2)"),
     (["show", "{run}", "Ein Hund.", "--head", "0"], "--head needs --layer"),
+    (["evaluate", "{run}", "--batch-size", "4"],
+     "--batch-size does not apply to translation runs; it is an option of classification runs"),
+    (["predict", "{run}", "Ein Hund."], "predict applies to classification runs; "),
+    (["show", "{run}", "Ein Hund.", "--beam", "0"], "beam must be an integer >= 1, got 0"),
 ])
 def test_bad_options_exit_2_with_a_message(run, capsys, tmp_path, argv, message):
     argv = [a.replace("{run}", str(run)).replace("x.", str(tmp_path / "x.")) for a in argv]

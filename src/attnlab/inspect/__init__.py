@@ -6,11 +6,13 @@ layer and head counts come from the modules and tensors, never from a model type
 * capture: :func:`capture`, :func:`head_gates`
 * analyses: :func:`attention_rollout`, :func:`head_statistics`, :func:`head_importance`,
   :func:`prune_heads`, :func:`head_report`
-* models from run folders or pretrained names: :func:`load_subject`
+* what a tool needs of a model: :class:`Inspectable` (an encoder's is :class:`Subject`, from a
+  run folder or a pretrained name by :func:`load_subject`; a run of any task opens with
+  ``attnlab.tasks.open_subject``)
 * one head step by step on real tokens: :func:`explain_head`
 * pictures: :func:`heatmap`, :func:`head_grid`, :func:`relevance_plot` (matplotlib)
-* HTML explorer: :func:`attention_view` (:func:`translation_view` for a translation run); live
-  app: :func:`create_app`
+* HTML explorer: :func:`attention_view` (or any subject's ``look(texts).view()``); live app:
+  :func:`create_app`
 
 Pictures, HTML, reports and the app load on first use, so ``import attnlab`` stays light.
 """
@@ -31,7 +33,7 @@ _LAZY = {
     "heatmap": "pictures", "head_grid": "pictures", "relevance_plot": "pictures",
     "create_app": "app",
     "HeadExplanation": "neuron", "explain_head": "neuron",
-    "translation_view": "translation_view",
+    "Inspectable": "protocol", "HeadPass": "protocol", "Look": "protocol",
 }
 
 __all__ = [

@@ -45,7 +45,7 @@ EXTENSIONS = (".tsv", ".csv", ".jsonl")
 SPLIT_ALIASES = {"validation": "dev", "valid": "dev", "dev": "validation"}
 
 
-class DataFormatError(ValueError):
+class DataFormatError(InputError):
     """A data file that cannot be read as labelled text; the message names file and line."""
 
 

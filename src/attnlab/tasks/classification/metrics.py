@@ -1,18 +1,23 @@
-"""Classification metrics: loss, accuracy, macro F1, from a confusion matrix.
+"""How a classifier is scored: loss, accuracy and macro F1 (from a confusion matrix), and the
+evaluation over labelled batches that computes them.
 
-Legend: ``N`` examples, ``C`` classes.
+Legend: ``N`` examples, ``B`` batch, ``C`` classes.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
-from torch import Tensor
+import torch.nn.functional as F
+from torch import Tensor, nn
 
-__all__ = ["EvalResult", "confusion_matrix", "macro_f1", "summarize"]
+from attnlab.train.distributed import all_reduce_sum
+
+__all__ = ["EvalResult", "confusion_matrix", "evaluate", "macro_f1", "summarize"]
 
 
 @dataclass(frozen=True)
@@ -87,3 +92,46 @@ def summarize(loss_sum: float, matrix: Tensor) -> EvalResult:
     if not math.isfinite(loss):
         raise ValueError(f"evaluation loss is not finite ({loss}); the model diverged")
     return EvalResult(loss=loss, accuracy=float(matrix.diag().sum()) / n, f1=macro_f1(matrix), n=n)
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    batches: Iterable[dict[str, Tensor]],
+    *,
+    device: torch.device | str = "cpu",
+    bf16: bool = False,
+) -> EvalResult:
+    """Mean unsmoothed cross-entropy, accuracy and macro F1 of ``model`` over ``batches``.
+
+    Args:
+        model: ``model(**batch)`` returns an object with ``.logits`` ``(B, C)``.
+        batches: dicts with ``labels`` ``(B,)`` and the model's inputs. Under ``torchrun``
+            each example on exactly one process: the sums are reduced over processes.
+        device: where the batches go (the model must be there already).
+        bf16: run the forward under ``torch.autocast(dtype=torch.bfloat16)``.
+
+    The model is put in eval mode for the pass and restored afterwards.
+    """
+    device = torch.device(device)
+    was_training = model.training
+    model.eval()
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    matrix: Tensor | None = None
+    try:
+        for batch in batches:
+            batch = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in batch.items()}
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                out = model(**batch)
+            logits = out.logits.float()  # (B, C)
+            labels = batch["labels"]  # (B,)
+            loss_sum += F.cross_entropy(logits, labels, reduction="sum").double()
+            cm = confusion_matrix(logits.argmax(-1), labels, logits.shape[-1])  # (C, C)
+            matrix = cm if matrix is None else matrix + cm
+    finally:
+        model.train(was_training)
+    if matrix is None:
+        raise ValueError("evaluation data yielded no batches")
+    all_reduce_sum(loss_sum)
+    all_reduce_sum(matrix)
+    return summarize(float(loss_sum), matrix.cpu())

@@ -18,8 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attnlab.io.run_folder import RunFolder
-from attnlab.tasks.classification.evaluation import evaluate
-from attnlab.tasks.classification.metrics import EvalResult
+from attnlab.tasks.classification.metrics import EvalResult, evaluate
 from attnlab.train import Callback, Evaluator, Loss, TrainConfig, Trainer
 from attnlab.train.distributed import DistInfo, setup_distributed
 

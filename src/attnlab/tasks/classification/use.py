@@ -15,8 +15,7 @@ import torch
 from attnlab.errors import InputError
 from attnlab.io.registry import LoadedModel, load_model
 from attnlab.models.prediction import Prediction
-from attnlab.tasks.classification.evaluation import evaluate
-from attnlab.tasks.classification.metrics import EvalResult
+from attnlab.tasks.classification.metrics import EvalResult, evaluate
 from attnlab.text import (
     DataFormatError,
     LengthGroupedBatches,
