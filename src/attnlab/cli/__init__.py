@@ -122,6 +122,8 @@ def _check_applies(args: argparse.Namespace, extra: list[str], task: Task, run: 
                          f"run")
     if not extra:
         return
+    if run is None and getattr(args, "run", None) is not None:
+        task_of_run(args.run)  # a missing or foreign folder: say that, not "no such option"
     option = extra[0].split("=")[0]
     others = [t.name for t in TASKS.values() if t is not task and args.command in t.commands
               and _takes_option(t.commands[args.command], option)]

@@ -131,8 +131,9 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
 def run_evaluate(args: argparse.Namespace) -> int:
     """A trained run on a split: its task's figures (loss, accuracy and F1; BLEU and chrF).
 
-    Evaluate a classifier run's best checkpoint on a split and print its loss, accuracy and
-    macro F1.
+    Evaluate a run's best checkpoint on a split and print its figures: for a classifier, loss,
+    accuracy and macro F1. The options below are a classifier's; `attnlab evaluate RUN --help`
+    shows those of RUN's task (a translation run: --beam, --out).
 
     Example: attnlab evaluate runs/h4 --data sst2 --split test --json
     """
