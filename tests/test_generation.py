@@ -146,6 +146,64 @@ def test_bad_arguments_name_the_argument():
         sequence_scores(model, src, mask, [Hypothesis([4], 0.0, True)])
 
 
+
+SEARCHES = {
+    "greedy": lambda model, ids, mask, **kw: greedy(model, ids, mask, **kw),
+    "greedy_search": lambda model, ids, mask, **kw: greedy_search(model, ids, mask, **kw),
+    "beam_search": lambda model, ids, mask, **kw: beam_search(model, ids, mask, beam=2, **kw),
+    "beam_search_nbest": lambda model, ids, mask, **kw: beam_search_nbest(model, ids, mask,
+                                                                         beam=2, **kw),
+}
+
+
+@pytest.mark.parametrize("search", SEARCHES)
+@pytest.mark.parametrize("bad,error,message", [
+    (lambda src, mask: (src[0], None), ValueError,
+     r"input_ids must have shape \(B, S\) with S >= 1, got \(6,\)"),
+    (lambda src, mask: (src[:, :0], None), ValueError,
+     r"input_ids must have shape \(B, S\) with S >= 1, got \(8, 0\)"),
+    (lambda src, mask: (src.masked_fill(src == src[2, 1], V), mask), ValueError,
+     r"input_ids must hold token ids in \[0, vocab_size=13\), got 13 \(row \d+, position"),
+    (lambda src, mask: (src.masked_fill(src == src[2, 1], -1), mask), ValueError,
+     r"input_ids must hold token ids in \[0, vocab_size=13\), got -1"),
+    (lambda src, mask: (src, mask * 2), ValueError,
+     r"attention_mask must hold only 1 \(token\) and 0 \(padding\), got 2"),
+    (lambda src, mask: (src, mask - 1), ValueError,
+     r"attention_mask must hold only 1 \(token\) and 0 \(padding\), got -1"),
+    (lambda src, mask: (src.tolist(), None), TypeError,
+     r"input_ids must be a long tensor \(B, S\), got a list"),
+    (lambda src, mask: (src, mask.tolist()), TypeError,
+     r"attention_mask must be a tensor or None, got a list"),
+])
+def test_bad_inputs_name_the_argument_and_the_value(search, bad, error, message):
+    """Bad ids or masks are refused up front, not by torch's IndexError or AttributeError."""
+    model = lively()
+    src, mask = sources()
+    ids, mask = bad(src, mask)
+    with pytest.raises(error, match=message):
+        SEARCHES[search](model, ids, mask, max_length=4)
+
+
+@pytest.mark.parametrize("length_penalty", [float("inf"), float("-inf"), float("nan")])
+@pytest.mark.parametrize("search", ["greedy_search", "beam_search", "beam_search_nbest"])
+def test_length_penalty_must_be_finite(search, length_penalty):
+    model = lively()
+    src, mask = sources()
+    with pytest.raises(ValueError, match=r"length_penalty must be a finite number.*got "
+                                         + str(length_penalty)):
+        SEARCHES[search](model, src, mask, max_length=4, length_penalty=length_penalty)
+    with pytest.raises(ValueError, match="length_penalty must be a finite number"):
+        sequence_scores(model, src, mask, [Hypothesis([4], 0.0, True)] * 8,
+                        length_penalty=length_penalty)
+
+
+def test_boolean_masks_are_accepted():
+    model = lively()
+    src, mask = sources()
+    assert greedy(model, src, mask.bool(), max_length=5) == greedy(model, src, mask,
+                                                                    max_length=5)
+
+
 # --- a tiny model learns to reverse its input -----------------------------------------------
 
 def reverse_pairs(n=32, vocab=V, seed=0):

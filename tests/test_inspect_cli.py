@@ -250,7 +250,13 @@ def test_pruning_curve_and_report_use_names_not_paths(run, data_dir, tmp_path):
 
 def _serve_calls(monkeypatch):
     calls = []
-    monkeypatch.setattr(cli_inspect, "serve", lambda subject, **kw: calls.append(kw))
+
+    def fake_serve(subject, *, announce, **kw):  # announces once bound, as serve does
+        calls.append(kw)
+        shown = f"[{kw['host']}]" if ":" in kw["host"] else kw["host"]
+        announce(f"http://{shown}:{kw['port']}/")
+
+    monkeypatch.setattr(cli_inspect, "serve", fake_serve)
     return calls
 
 

@@ -67,3 +67,45 @@ def test_resume_keeps_the_run_and_overwrite_clears_it(tmp_path):
         assert (out / "last").is_dir()
     with claim_run_folder(out, overwrite=True):
         assert not (out / "last").exists() and not (out / "metrics.jsonl").exists()
+
+
+def test_a_start_stopped_before_its_first_checkpoint_leaves_nothing(tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt), claim_run_folder(out):
+        (out / "tokenizer.json").write_text("{}")
+        (out / ".last.tmp-1").mkdir()  # a first save cut short
+        raise KeyboardInterrupt
+    assert not out.exists()
+    mine = tmp_path / "mine"  # a folder that was there before keeps what is not the run's
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    with pytest.raises(KeyboardInterrupt), claim_run_folder(mine):
+        (mine / "tokenizer.json").write_text("{}")
+        raise KeyboardInterrupt
+    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
+
+
+def test_a_stopped_run_with_a_checkpoint_is_kept_for_resume(tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt), claim_run_folder(out):
+        (out / "tokenizer.json").write_text("{}")
+        (out / "last").mkdir()
+        raise KeyboardInterrupt
+    assert (out / "tokenizer.json").exists() and (out / "last").is_dir()
+    with claim_run_folder(out, resume=True):
+        pass
+
+
+def test_resume_needs_last_and_says_what_works(tmp_path):
+    with pytest.raises(UsageError, match="does not exist; start the run without --resume"):
+        with claim_run_folder(tmp_path / "none", resume=True):
+            pass
+    assert not (tmp_path / "none").exists()
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "tokenizer.json").write_text("{}")
+    with pytest.raises(UsageError, match="run the same command without --resume"):
+        with claim_run_folder(out, resume=True):
+            pass
+    with claim_run_folder(out):  # the leftover is not a run: a plain start replaces it
+        assert not (out / "tokenizer.json").exists()

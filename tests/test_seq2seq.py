@@ -340,3 +340,45 @@ def test_bad_input_names_the_argument():
         model.decode(tgt[:, :4], memory, mask, cache)
     with pytest.raises(TypeError, match="Seq2SeqConfig"):
         Seq2SeqTransformer({"vocab_size": 10})
+
+
+@pytest.mark.parametrize("call,error,message", [
+    (lambda m, src, mask, tgt: m(src.masked_fill(src == src[0, 0], V), mask, tgt), ValueError,
+     r"input_ids must hold token ids in \[0, vocab_size=13\), got 13 \(row 0, position 0\)"),
+    (lambda m, src, mask, tgt: m(src, mask, tgt.masked_fill(tgt == BOS, -3)), ValueError,
+     r"decoder_input_ids must hold token ids in \[0, vocab_size=13\), got -3 \(row 0, "
+     r"position 0\)"),
+    (lambda m, src, mask, tgt: m.encode(src[0]), ValueError,
+     r"input_ids must have shape \(B, S\) with S >= 1, got \(6,\)"),
+    (lambda m, src, mask, tgt: m.encode(src.tolist()), TypeError,
+     r"input_ids must be a long tensor \(B, S\), got a list"),
+    (lambda m, src, mask, tgt: m.encode(src, mask * 2), ValueError,
+     r"attention_mask must hold only 1 \(token\) and 0 \(padding\), got 2"),
+    (lambda m, src, mask, tgt: m(src, mask, tgt, torch.ones_like(tgt) - 2), ValueError,
+     r"decoder_attention_mask must hold only 1 \(token\) and 0 \(padding\), got -1"),
+    (lambda m, src, mask, tgt: m(src, mask, tgt, torch.ones(3, 4)), ValueError,
+     r"decoder_attention_mask must have shape \(B, T_past \+ T\) = \(3, 5\).*got \(3, 4\)"),
+    (lambda m, src, mask, tgt: m.decode(tgt, m.encode(src, mask).double(), mask), ValueError,
+     r"memory must have the model's dtype torch.float32 \(encode's output\), got "
+     r"torch.float64"),
+    (lambda m, src, mask, tgt: m.decode(tgt, m.encode(src, mask), mask - 1), ValueError,
+     r"attention_mask must hold only 1 \(token\) and 0 \(padding\), got -1"),
+    (lambda m, src, mask, tgt: m.decode(tgt, m.encode(src, mask).tolist(), mask), TypeError,
+     r"memory must be a tensor"),
+])
+def test_bad_values_name_the_argument_and_the_range(call, error, message):
+    """Ids out of the vocabulary, masks of other values than 0/1 and a memory of another dtype
+    are refused with the argument named, not by torch's errors deep inside."""
+    model = tiny()
+    src, mask, tgt, _ = batch(S=6, T=5)
+    with pytest.raises(error, match=message):
+        call(model, src, mask, tgt)
+
+
+def test_value_checks_can_be_left_to_the_device():
+    model = tiny()
+    src, mask, _, _ = batch(S=6, T=5)
+    model.check_source(src, mask)
+    model.check_source(src + V, mask * 2, values=False)  # types and shapes only
+    with pytest.raises(ValueError, match="vocab_size=13"):
+        model.check_source(src + V, mask)

@@ -255,8 +255,8 @@ class _StepClock(Callback):
 def test_the_decay_ends_at_the_time_limit_when_asked(tmp_path, monkeypatch,
                                                      decay_to_time_limit):
     # 16 planned steps, 4 of warm-up; the clock says 1 s a step and the limit is 10 s, so 10
-    # steps run. Timed, the decay spans the 6 s after warm-up (step 4 at 4 s) and reaches
-    # 1/6 at step 9; by steps it would still be at 7/12.
+    # steps run. Timed, warm-up gets its share of the time, 10 x 4/16 = 2.5 s, and the decay
+    # the 7.5 s after it, reaching 2/15 at step 9; by steps it would still be at 7/12.
     clock = _StepClock()
     monkeypatch.setattr(time, "perf_counter", clock)
     cfg = TrainConfig(epochs=1, warmup_steps=4, schedule="linear", time_limit=10.0,
@@ -264,13 +264,14 @@ def test_the_decay_ends_at_the_time_limit_when_asked(tmp_path, monkeypatch,
     _, result = train_toy(cfg, tmp_path, callbacks=[clock])
     assert result.out_of_time and result.global_step == 10
     lrs = [r["lr"] for r in MetricsLog.read(tmp_path / "metrics.jsonl") if r["type"] == "step"]
-    timed = [max(0.0, (s - 4) / 6) if decay_to_time_limit else 0.0 for s in range(10)]
-    expected = [cfg.lr * lr_factor(s, 16, 4, "linear", time_progress=t)
-                for s, t in enumerate(timed)]
+    timed = [max(0.0, (s - 2.5) / 7.5) if decay_to_time_limit else 0.0 for s in range(10)]
+    warm = [min(s / 2.5, 1.0) if decay_to_time_limit else 0.0 for s in range(10)]
+    expected = [cfg.lr * lr_factor(s, 16, 4, "linear", time_progress=timed[s],
+                                   time_warmup=warm[s]) for s in range(10)]
     assert lrs == pytest.approx(expected)
-    assert lrs[-1] == pytest.approx(cfg.lr * (1 / 6 if decay_to_time_limit else 7 / 12))
+    assert lrs[-1] == pytest.approx(cfg.lr * (2 / 15 if decay_to_time_limit else 7 / 12))
     saved = json.loads((tmp_path / "last" / "trainer_state.json").read_text())
-    assert saved["progress"]["warmup_end"] == (4.0 if decay_to_time_limit else None)
+    assert saved["progress"]["warmup_end"] == (2.5 if decay_to_time_limit else None)
 
 
 def test_decay_to_time_limit_must_be_a_bool():

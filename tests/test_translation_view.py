@@ -178,7 +178,11 @@ def test_live_app_translates(run):
 @pytest.fixture
 def serve_calls(monkeypatch):
     calls = []
-    monkeypatch.setattr(cli_inspect, "serve", lambda subject, **kw: calls.append((subject, kw)))
+    def fake_serve(subject, *, announce, **kw):  # announces once bound, as serve does
+        calls.append((subject, kw))
+        announce(f"http://{kw['host']}:{kw['port']}/")
+
+    monkeypatch.setattr(cli_inspect, "serve", fake_serve)
     return calls
 
 

@@ -9,6 +9,7 @@ they open (:func:`~attnlab.tasks.registry.open_subject`). Nothing here asks whic
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from attnlab.cli import explain as cli_explain
@@ -21,9 +22,11 @@ from attnlab.train import TrainingInterrupted
 __all__ = ["build_parser", "main"]
 
 # Errors of bad input, printed as one line with exit code 2: attnlab's own (a bad option, text,
-# data file or checkpoint) and a missing file or optional package. Anything else, a ValueError
-# from deep inside included, is a bug and keeps its traceback.
-USER_ERRORS = (InputError, FileNotFoundError, ImportError)
+# data file or checkpoint), a missing or unreadable file and a missing optional package.
+# Anything else, a ValueError from deep inside included, is a bug and keeps its traceback.
+USER_ERRORS = (InputError, FileNotFoundError, PermissionError, ImportError)
+BROKEN_PIPE = 141  # exit code when the reader of stdout went away: 128 + SIGPIPE, as the shell
+# reports for a program that SIGPIPE killed (`yes | head -1`)
 
 # The inspection commands, in the order `attnlab --help` lists them after the tasks' commands.
 INSPECTION = {
@@ -92,7 +95,9 @@ def task_of(argv: list[str]) -> tuple[Task, str | None]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the command in ``argv`` (default ``sys.argv[1:]``); its exit code, 2 for bad input."""
+    """Run the command in ``argv`` (default ``sys.argv[1:]``); its exit code: 2 for bad input,
+    130 when interrupted, 141 (quietly) when standard output is a pipe whose reader has gone
+    (``attnlab translate RUN ... | head -1``)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     command = next((a for a in argv if not a.startswith("-")), "")
     try:
@@ -100,17 +105,39 @@ def main(argv: list[str] | None = None) -> int:
         parser = build_parser(task)
         args, extra = parser.parse_known_args(argv)
         _check_applies(args, extra, task, run, parser)
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, not at the interpreter's exit
+        return code
+    except BrokenPipeError:
+        _silence_stdout()
+        return BROKEN_PIPE
     except USER_ERRORS as err:
-        print(f"attnlab {command}: error: {err}", file=sys.stderr)
+        print(f"attnlab {command}: error: {_message(err)}", file=sys.stderr)
         return 2
     except TrainingInterrupted as stop:
-        where = "saved last/ — resume with --resume" if stop.saved else "nothing saved"
+        where = ("saved last/ — resume with --resume" if stop.saved
+                 else "nothing saved — run the same command again")
         print(f"interrupted at step {stop.step}; {where}", file=sys.stderr)
         return 130
     except KeyboardInterrupt:
         print(f"attnlab {command}: interrupted", file=sys.stderr)
         return 130
+
+
+def _message(err: Exception) -> str:
+    """The one line for a user error: an OS error as ``FILE: reason``, others as they read."""
+    if isinstance(err, OSError) and err.filename is not None and err.strerror:
+        return f"{err.filename}: {err.strerror[:1].lower()}{err.strerror[1:]}"
+    return str(err)
+
+
+def _silence_stdout() -> None:
+    """Point standard output at the null device, so that Python's flush at exit meets no
+    broken pipe again (the recipe of the Python docs, `signal`: "Note on SIGPIPE")."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):  # no file descriptor behind stdout (captured in tests)
+        pass
 
 
 def _check_applies(args: argparse.Namespace, extra: list[str], task: Task, run: str | None,

@@ -21,6 +21,7 @@ from attnlab.errors import UsageError
 from attnlab.inspect.neuron import HeadChoiceError, HeadExplanation, explain_head
 from attnlab.tasks.registry import open_subject
 from attnlab.tasks.task import Command
+from attnlab.text.reading import check_utf8
 
 __all__ = ["COMMAND", "add_arguments", "format_head_json", "format_head_text", "format_json",
            "format_text", "parse_matrix", "run"]
@@ -111,6 +112,7 @@ def run_head(args: argparse.Namespace) -> int:
     if missing:
         raise UsageError(f"explaining a head of RUN needs {', '.join(missing)} (e.g. --layer 1 "
                          f"--head 2 --token film)")
+    check_utf8(args.text, "TEXT")
     subject = open_subject(args.run)
     try:
         found = explain_head(subject, args.text, layer=args.layer, head=args.head,

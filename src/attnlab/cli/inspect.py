@@ -26,6 +26,7 @@ from attnlab.inspect.subject import save_pruned_run
 from attnlab.tasks.registry import open_subject
 from attnlab.tasks.task import Command
 from attnlab.text import load_split
+from attnlab.text.reading import check_utf8
 
 __all__ = ["HEADS", "SERVE", "SHOW"]
 
@@ -68,6 +69,12 @@ def run_show(args: argparse.Namespace) -> int:
     """
     if args.head is not None and args.layer is None:
         raise UsageError("--head needs --layer")
+    for n, text in enumerate(args.texts, start=1):
+        check_utf8(text, f"TEXT {n}")
+    out = _picture_path(args.out) if args.out is not None else None
+    for option, path in (("--out", args.out), ("--out", out), ("--html", args.html)):
+        if path is not None and path.is_dir():  # refused before the work, not after
+            raise UsageError(f"{option} {path} is a folder; give a file name")
     subject = open_subject(args.model)
     options = {name: getattr(args, name) for name in ("words", "beam")
                if getattr(args, name) is not None}
@@ -75,7 +82,6 @@ def run_show(args: argparse.Namespace) -> int:
     if refused:
         raise UsageError(f"--{refused[0]} does not apply to {subject.task} runs; "
                          f"{args.model} is one")
-    out = _picture_path(args.out) if args.out is not None else None
     look = subject.look(args.texts, **options)
     for warning in look.warnings:
         print(f"attnlab show: {warning}", file=sys.stderr)
@@ -186,7 +192,8 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also answer requests whose Host header names NAME (repeatable; "
                              "'*' for any). Always answered: 127.0.0.1, localhost, [::1] and "
                              "the --host address; others get 400 (against DNS rebinding)")
-    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--port", type=int, default=8000,
+                        help="port to listen on (default 8000; 0: any free port)")
     parser.add_argument("--max-chars", type=int, default=MAX_CHARS,
                         help=f"longest text accepted (default {MAX_CHARS})")
     parser.add_argument("--example", metavar="TEXT",
@@ -199,10 +206,17 @@ def run_serve(args: argparse.Namespace) -> int:
     """Live attention explorer in the browser.
 
     Serve a page to type a sentence and see what the model makes of it and every head, until
-    interrupted; JSON API at POST /api/attend.
+    interrupted; JSON API at POST /api/attend. A client has 10 s to send a whole request (its
+    head of at most 16 KiB, its body of at most 64 KiB), from connecting or from its last
+    answer; an idle connection is closed 5 s after its last answer; from 64 open connections
+    on, new requests get 503 (attnlab.inspect.app.ServeLimits).
 
     Example: attnlab serve runs/sst2 --port 8000
     """
+    if not 0 <= args.port < 65536:
+        raise UsageError(f"--port must be in [0, 65535], got {args.port}")
+    if args.max_chars < 1:
+        raise UsageError(f"--max-chars must be >= 1, got {args.max_chars}")
     warning = non_loopback_warning(args.host, args.port)
     if warning is not None:
         print(f"attnlab serve: warning: {warning}", file=sys.stderr)
@@ -213,11 +227,10 @@ def run_serve(args: argparse.Namespace) -> int:
     subject = open_subject(args.model)
     example = (subject.default_example if args.example is None
                else args.example if args.example.strip() else None)
-    shown = f"[{args.host}]" if ":" in args.host else args.host
     name = model_name(subject.name)
-    print(f"attnlab: serving {name} on http://{shown}:{args.port}/")
     serve(subject, host=args.host, port=args.port, max_chars=args.max_chars,
-          allowed_hosts=hosts, example=example)
+          allowed_hosts=hosts, example=example,
+          announce=lambda url: print(f"attnlab: serving {name} on {url}", flush=True))
     return 0
 
 

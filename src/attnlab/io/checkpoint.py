@@ -258,12 +258,24 @@ def load_weights(model: nn.Module, checkpoint: Checkpoint) -> None:
                 if other in weights and same:
                     weights[name] = weights[other]
                     break
-    try:
-        model.load_state_dict(weights, strict=True)
-    except RuntimeError as err:
-        raise CheckpointError(
-            f"{checkpoint.path / WEIGHTS_FILE}: weights do not fit the model ({err})"
-        ) from err
+    misfits = _misfits(own, weights)
+    if misfits:
+        raise CheckpointError(f"{checkpoint.path / WEIGHTS_FILE}: weights do not fit the model "
+                              f"its config.json describes: {misfits}")
+    model.load_state_dict(weights, strict=True)
+
+
+def _misfits(own: dict[str, Tensor], weights: dict[str, Tensor], shown: int = 3) -> str:
+    """One line naming the first ``shown`` tensors missing, unexpected and of another shape
+    (``""`` when everything fits)."""
+    found = {"missing": [n for n in own if n not in weights],
+             "unexpected": [n for n in weights if n not in own],
+             "mis-shaped": [f"{n} {list(weights[n].shape)} (the model's {list(t.shape)})"
+                            for n, t in own.items()
+                            if n in weights and weights[n].shape != t.shape]}
+    return "; ".join(f"{what} {', '.join(names[:shown])}"
+                     + (f" and {len(names) - shown} more" if len(names) > shown else "")
+                     for what, names in found.items() if names)
 
 
 def _check_finite(path: Path, weights: dict[str, Tensor]) -> None:
@@ -311,9 +323,16 @@ def _check_loop_state(path: Path, state: Any) -> None:
                               f"({world_size}), got {rng!r:.80}")
 
 
-def _read_json(path: Path) -> Any:
+def _check_readable(path: Path) -> None:
+    """Name a missing or unreadable file (safetensors calls an unreadable file missing)."""
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint file missing: {path}")
+    if not os.access(path, os.R_OK):
+        raise CheckpointError(f"{path}: permission denied (this user may not read it)")
+
+
+def _read_json(path: Path) -> Any:
+    _check_readable(path)
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
@@ -321,8 +340,7 @@ def _read_json(path: Path) -> Any:
 
 
 def _read_safetensors(path: Path) -> dict[str, Tensor]:
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint file missing: {path}")
+    _check_readable(path)
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:

@@ -177,7 +177,12 @@ def load_model(path: str | os.PathLike, *, device: str = "cpu") -> LoadedModel:
     except (ValueError, TypeError, KeyError) as err:
         if isinstance(err, CheckpointError):
             raise
-        raise CheckpointError(f"{config_file}: {err}") from err
+        why = f"missing field {err.args[0]!r}" if isinstance(err, KeyError) else err
+        raise CheckpointError(f"{config_file}: {why}") from err
+    if built.max_length < 3:
+        raise CheckpointError(f"{config_file}: the model's longest input is {built.max_length} "
+                              f"tokens (field 'max_len'); a text needs at least 3 ([CLS], one "
+                              f"token, [SEP])")
     load_weights(built.model, ckpt)
     tokenizer = None
     if ckpt.tokenizer_path is not None:
@@ -214,6 +219,15 @@ def check_checkpoint(ckpt: Checkpoint) -> None:
         found = "missing" if "model" not in config else f"a {type(config['model']).__name__}"
         raise CheckpointError(f"{config_file}: field 'model' (the model's config) must be a "
                               f"dict, got {found}")
+    if model_type == BERT_CLASSIFIER:
+        c = config if "bert" in config else config.get("model")
+        for name in ("bert", "head"):
+            found = c.get(name) if isinstance(c, dict) else None
+            if not isinstance(found, dict):
+                raise CheckpointError(
+                    f"{config_file}: model_type {BERT_CLASSIFIER!r} needs field {name!r} (a "
+                    f"dict, at the top level or under 'model'), got "
+                    f"{'none' if found is None else type(found).__name__}")
     kept = config.get(KEPT_HEADS_KEY)
     if kept is not None and not (
             isinstance(kept, dict) and all(isinstance(k, str) and isinstance(v, list)
@@ -294,6 +308,8 @@ def _check_sizes(model_type: str, c: Mapping[str, Any], shapes: Mapping[str, tup
 def _load_tokenizer(path: Path, max_length: int) -> TextTokenizer:
     try:
         return TextTokenizer.load(path, max_length=max_length)
+    except InputError as err:  # unreadable, not UTF-8, [PAD] not 0: the file is named
+        raise CheckpointError(str(err)) from err
     except Exception as err:  # tokenizers raises a bare Exception on a malformed file
         raise CheckpointError(f"{path}: not a valid tokenizer file ({err})") from err
 

@@ -28,11 +28,14 @@ from attnlab.errors import InputError, UsageError
 from attnlab.io.atomic import write_text_atomic
 from attnlab.io.checkpoint import load_checkpoint, load_weights, save_checkpoint
 
-__all__ = ["RUN_FILES", "RunFolder", "claim_run_folder", "config_differences"]
+__all__ = ["LEFTOVERS", "RUN_FILES", "RunFolder", "check_resumable", "claim_run_folder",
+           "config_differences"]
 
-# What a training run writes into its folder (a new run into a folder holding any of them must
-# say --resume or --overwrite).
-RUN_FILES = ("best", "last", "metrics.jsonl", "result.json", "tokenizer.json")
+# A run: checkpoints or an outcome (a new run into a folder holding any of them must say
+# --resume or --overwrite).
+RUN_FILES = ("best", "last", "result.json")
+# What a start leaves before its first checkpoint: not a run, replaced by the next start.
+LEFTOVERS = ("metrics.jsonl", "tokenizer.json")
 LOCK_FILE = ".lock"  # held (flock) by the process training into the folder; holds its pid
 
 # Sections of config.json that hold settings (the rest are labels, counts and names).
@@ -106,17 +109,23 @@ def claim_run_folder(path: str | os.PathLike, *, resume: bool = False,
     """Hold the run folder ``path`` for this process while it trains into it.
 
     The folder is locked (a second process training into it gets a clear error, instead of
-    two runs mixing their checkpoints and logs). A folder that already holds a run must be
-    resumed (``resume``) or replaced (``overwrite``: its run files are deleted first); never is
-    a finished run overwritten by accident.
+    two runs mixing their checkpoints and logs). A folder that already holds a run
+    (:data:`RUN_FILES`) must be resumed (``resume``, which needs ``last/``) or replaced
+    (``overwrite``: its run files are deleted first); never is a finished run overwritten by
+    accident. What a start that saved no checkpoint left behind (:data:`LEFTOVERS`) is not a
+    run: a new run replaces it, and a claim that ends in an exception (Ctrl-C while the
+    tokenizer trains, a bad option) before any checkpoint was saved deletes it, so the same
+    command works again.
 
     Raises:
         UsageError: ``path`` is a file; another process trains into it; it holds a run and
-            neither ``resume`` nor ``overwrite`` is given.
+            neither ``resume`` nor ``overwrite`` is given; ``resume`` without ``last/``.
     """
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise UsageError(f"the run folder {path} is a file; give a folder (--out)")
+    if resume:
+        check_resumable(path)
     created = not path.exists()
     path.mkdir(parents=True, exist_ok=True)
     with open(path / LOCK_FILE, "a+", encoding="utf-8") as lock:
@@ -132,8 +141,13 @@ def claim_run_folder(path: str | os.PathLike, *, resume: bool = False,
         lock.write(str(os.getpid()))
         lock.flush()
         try:
-            _clear_for_a_new_run(path, resume=resume, overwrite=overwrite)
+            if not resume:
+                _clear_for_a_new_run(path, overwrite=overwrite)
             yield path
+        except BaseException:
+            if not _run_files(path):  # nothing to resume: leave no half-started run behind
+                _delete(path, LEFTOVERS)
+            raise
         finally:
             (path / LOCK_FILE).unlink(missing_ok=True)
             fcntl.flock(lock, fcntl.LOCK_UN)
@@ -141,16 +155,55 @@ def claim_run_folder(path: str | os.PathLike, *, resume: bool = False,
                 path.rmdir()
 
 
-def _clear_for_a_new_run(path: Path, *, resume: bool, overwrite: bool) -> None:
-    """Refuse, or with ``overwrite`` delete, the files of an earlier run (not when resuming)."""
-    existing = [name for name in RUN_FILES if (path / name).exists()]
-    if resume or not existing:
+def check_resumable(path: str | os.PathLike) -> None:
+    """Refuse to resume a folder without ``last/``, naming the command that works instead.
+
+    Raises:
+        UsageError: ``path`` holds no ``last/`` checkpoint.
+    """
+    path = Path(path)
+    if (path / "last").is_dir():
         return
-    if not overwrite:
-        raise UsageError(f"{path} already holds a run ({', '.join(existing)}); pass --resume "
-                         f"to continue it or --overwrite to replace it")
-    for name in existing:
+    if not path.is_dir():
+        raise UsageError(f"cannot resume: {path} does not exist; start the run without "
+                         f"--resume")
+    done = _run_files(path)
+    if done:
+        raise UsageError(f"cannot resume: {path} holds {', '.join(done)} but no last/ "
+                         f"checkpoint to continue from; pass --overwrite instead of --resume to "
+                         f"train it again, or choose another --out")
+    raise UsageError(f"cannot resume: {path} holds no checkpoint (training stopped before its "
+                     f"first save); run the same command without --resume to start it again")
+
+
+def _run_files(path: Path) -> list[str]:
+    """The files of a run (:data:`RUN_FILES`) in ``path``."""
+    return [name for name in RUN_FILES if (path / name).exists()]
+
+
+def _clear_for_a_new_run(path: Path, *, overwrite: bool) -> None:
+    """Refuse, or with ``overwrite`` delete, the files of an earlier run; delete what a start
+    that saved no checkpoint left."""
+    existing = _run_files(path)
+    if existing and not overwrite:
+        then = ("pass --resume to continue it or --overwrite to replace it"
+                if (path / "last").is_dir() else
+                "it has no last/ to resume from; pass --overwrite to replace it")
+        raise UsageError(f"{path} already holds a run ({', '.join(existing)}); {then}, or "
+                         f"choose another --out")
+    _delete(path, (*existing, *LEFTOVERS))
+    if existing:  # a previous copy kept by an interrupted checkpoint swap
+        for stale in path.glob(".*.old"):
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def _delete(path: Path, names: Collection[str]) -> None:
+    """Delete the files or folders ``names`` of ``path``, and any half-written checkpoint."""
+    for name in names:
         target = path / name
-        shutil.rmtree(target) if target.is_dir() else target.unlink()
-    for stale in path.glob(".*.old"):  # a previous copy kept by an interrupted checkpoint swap
-        shutil.rmtree(stale, ignore_errors=True)
+        if target.is_dir():
+            shutil.rmtree(target)
+        else:
+            target.unlink(missing_ok=True)
+    for partial in path.glob(".*.tmp-*"):  # a save cut short (see io.checkpoint)
+        shutil.rmtree(partial, ignore_errors=True)

@@ -35,6 +35,7 @@ tokens of a hypothesis.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import NamedTuple
@@ -73,7 +74,10 @@ def greedy(model: Seq2SeqTransformer, input_ids: Tensor, attention_mask: Tensor 
 
     Args:
         model: the translation model (run in eval mode, without gradients).
-        input_ids: source ``(B, S)``; attention_mask ``(B, S)``: 1 = token, 0 = padding.
+        input_ids: source, a long tensor ``(B, S)`` of ids in ``[0, vocab_size)`` (not a
+            list: make one with ``torch.tensor``); attention_mask ``(B, S)``: 1 = token,
+            0 = padding, or ``None``. Anything else raises ``TypeError`` or ``ValueError``
+            naming the argument, the expected and the actual value.
         max_length: most tokens generated per sentence (EOS included); default
             ``min(S + 50, max_len)``.
         use_cache: feed one token per step with the key/value cache (fast), or recompute
@@ -114,7 +118,8 @@ def greedy_search(model: Seq2SeqTransformer, input_ids: Tensor,
                   attention: bool = False) -> list[Hypothesis]:
     """:func:`greedy` with scores: one :class:`Hypothesis` per sentence (``length_penalty``
     only changes the score reported); with ``attention=True``, with its cross-attention."""
-    max_length = _check_max_length(model, input_ids, max_length)  # checks the model first
+    max_length = _check_inputs(model, input_ids, attention_mask, max_length)
+    _check_length_penalty(length_penalty)
     c = model.config
     with torch.no_grad(), _evaluating(model), recording(model, input_ids, attention_mask,
                                                          attention) as recorder:
@@ -148,7 +153,7 @@ def beam_search_nbest(model: Seq2SeqTransformer, input_ids: Tensor,
     """:func:`beam_search` with scores: the ``n_best`` hypotheses of each sentence, best first;
     with ``attention=True``, each with its cross-attention."""
     _check_beam(beam, n_best, length_penalty, early_stopping)
-    max_length = _check_max_length(model, input_ids, max_length)  # checks the model first
+    max_length = _check_inputs(model, input_ids, attention_mask, max_length)
     c, K = model.config, beam
     with torch.no_grad(), _evaluating(model), recording(model, input_ids, attention_mask,
                                                          attention) as recorder:
@@ -198,6 +203,8 @@ def sequence_scores(model: Seq2SeqTransformer, input_ids: Tensor,
     """Score given hypotheses (one per sentence) with one teacher-forced forward pass, as the
     searches do: ``sum(log p(token)) / n ** length_penalty`` over the tokens and, for finished
     ones, EOS."""
+    _check_inputs(model, input_ids, attention_mask, None)
+    _check_length_penalty(length_penalty)
     c = model.config
     if len(hypotheses) != input_ids.shape[0]:
         raise ValueError(f"hypotheses must hold one per sentence: {input_ids.shape[0]}, got "
@@ -304,10 +311,13 @@ def _hypothesis(row: list[int], score: float, eos: int, pad: int,
     return Hypothesis(tokens, score / max(length, 1) ** length_penalty, ended)
 
 
-def _check_max_length(model: Seq2SeqTransformer, input_ids: Tensor,
-                      max_length: int | None) -> int:
+def _check_inputs(model: Seq2SeqTransformer, input_ids: Tensor, attention_mask: Tensor | None,
+                  max_length: int | None) -> int:
+    """Check the model, the source (types, shapes and values) and ``max_length``; return
+    ``max_length`` or its default."""
     if not isinstance(model, Seq2SeqTransformer):
         raise TypeError(f"model must be a Seq2SeqTransformer, got {type(model).__name__}")
+    model.check_source(input_ids, attention_mask)  # one read back: generation syncs anyway
     limit = model.config.max_len
     if max_length is None:
         return min(input_ids.shape[1] + 50, limit)
@@ -323,10 +333,16 @@ def _check_beam(beam: int, n_best: int, length_penalty: float, early_stopping: b
         raise ValueError(f"beam must be an integer >= 1, got {beam!r}")
     if isinstance(n_best, bool) or not isinstance(n_best, int) or not 1 <= n_best <= beam:
         raise ValueError(f"n_best must be an integer in [1, beam={beam}], got {n_best!r}")
-    if isinstance(length_penalty, bool) or not isinstance(length_penalty, (int, float)):
-        raise ValueError(f"length_penalty must be a number, got {length_penalty!r}")
+    _check_length_penalty(length_penalty)
     if not isinstance(early_stopping, bool):
         raise ValueError(f"early_stopping must be a bool, got {early_stopping!r}")
+
+
+def _check_length_penalty(length_penalty: float) -> None:
+    if isinstance(length_penalty, bool) or not isinstance(length_penalty, (int, float)) \
+            or not math.isfinite(length_penalty):
+        raise ValueError(f"length_penalty must be a finite number (0: raw sums of "
+                         f"log-probabilities, 1: per-token average), got {length_penalty!r}")
 
 
 @contextmanager

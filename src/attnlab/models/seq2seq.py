@@ -187,8 +187,8 @@ class Seq2SeqTransformer(nn.Module):
         decoder_input_ids: Tensor,
         decoder_attention_mask: Tensor | None = None,
     ) -> Seq2SeqOutput:
-        self._check_ids("input_ids", input_ids, 0, self.config.max_len)
-        self._check_ids("decoder_input_ids", decoder_input_ids, 0, self.config.max_len)
+        self._check_ids("input_ids", input_ids)
+        self._check_ids("decoder_input_ids", decoder_input_ids, dims="(B, T)")
         if decoder_input_ids.shape[0] != input_ids.shape[0]:
             raise ValueError(f"decoder_input_ids has batch size {decoder_input_ids.shape[0]} "
                              f"but input_ids has {input_ids.shape[0]}")
@@ -199,10 +199,7 @@ class Seq2SeqTransformer(nn.Module):
 
     def encode(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
         """The encoder output (the *memory*) ``(B, S, D)``."""
-        self._check_ids("input_ids", input_ids, 0, self.config.max_len)
-        if attention_mask is not None and attention_mask.shape != input_ids.shape:
-            raise ValueError(f"attention_mask must have the shape of input_ids (B, S) = "
-                             f"{tuple(input_ids.shape)}, got {tuple(attention_mask.shape)}")
+        self.check_source(input_ids, attention_mask, values=None)
         x = self._embed(self.embedding, self.source_positions, input_ids, 0)  # (B, S, D)
         return self.encoder(x, attention_mask)  # (B, S, D)
 
@@ -227,16 +224,15 @@ class Seq2SeqTransformer(nn.Module):
             decoder_attention_mask: target padding ``(B, T_past + T)``, or ``None``.
         """
         past = 0 if cache is None else cache.length
-        self._check_ids("decoder_input_ids", decoder_input_ids, past, self.config.max_len)
-        B = decoder_input_ids.shape[0]
-        if memory.dim() != 3 or memory.shape[0] != B or memory.shape[2] != self.config.d_model:
-            raise ValueError(f"memory must have shape (B, S, D) = ({B}, S, "
-                             f"{self.config.d_model}) to match decoder_input_ids "
-                             f"{tuple(decoder_input_ids.shape)}, got {tuple(memory.shape)}")
-        if attention_mask is not None and attention_mask.shape != memory.shape[:2]:
-            raise ValueError(f"attention_mask must have shape (B, S) = "
-                             f"{tuple(memory.shape[:2])} to match memory, got "
-                             f"{tuple(attention_mask.shape)}")
+        self._check_ids("decoder_input_ids", decoder_input_ids, past, dims="(B, T)")
+        B, T = decoder_input_ids.shape
+        self._check_memory(memory, B, decoder_input_ids)
+        S = memory.shape[1]
+        _check_mask("attention_mask", attention_mask, (B, S),
+                    f"shape (B, S) = {(B, S)} to match memory")
+        _check_mask("decoder_attention_mask", decoder_attention_mask, (B, past + T),
+                    f"shape (B, T_past + T) = {(B, past + T)} to match decoder_input_ids "
+                    f"after {past} cached positions")
         target = self.embedding if self.target_embedding is None else self.target_embedding
         x = self._embed(target, self.target_positions, decoder_input_ids, past)  # (B, T, D)
         x = self.decoder(x, memory, attention_mask, decoder_attention_mask, cache)  # (B, T, D)
@@ -255,18 +251,57 @@ class Seq2SeqTransformer(nn.Module):
             x = positions(x, offset)  # (B, T, D): positions offset .. offset+T-1
         return self.embed_dropout(x)
 
-    @staticmethod
-    def _check_ids(name: str, ids: Tensor, past: int, max_len: int) -> None:
-        if not isinstance(ids, Tensor) or ids.dtype != torch.long:
-            raise TypeError(f"{name} must be a long tensor, got "
-                            f"{getattr(ids, 'dtype', type(ids).__name__)}")
+    def check_source(self, input_ids: Tensor, attention_mask: Tensor | None = None, *,
+                     values: bool | None = True) -> None:
+        """Raise ``TypeError``/``ValueError``, naming the argument, unless ``input_ids`` is a
+        long tensor ``(B, S)`` of ids in ``[0, vocab_size)`` with ``1 <= S <= max_len`` and
+        ``attention_mask`` is ``None`` or ``(B, S)`` of 0s and 1s.
+
+        ``values``: check the ids and mask values (one read back of two numbers); ``None``:
+        only on the CPU, as :meth:`encode` and :meth:`decode` do, so that a training step on an
+        accelerator never waits for one.
+        """
+        self._check_ids("input_ids", input_ids, values=values)
+        B, S = input_ids.shape
+        _check_mask("attention_mask", attention_mask, (B, S),
+                    f"the shape of input_ids (B, S) = {(B, S)}", values)
+
+    def _check_ids(self, name: str, ids: Tensor, past: int = 0, *, dims: str = "(B, S)",
+                   values: bool | None = None) -> None:
+        c = self.config
+        if not isinstance(ids, Tensor):
+            raise TypeError(f"{name} must be a long tensor {dims}, got a "
+                            f"{type(ids).__name__} (make one with torch.tensor(ids))")
+        if ids.dtype != torch.long:
+            raise TypeError(f"{name} must be a long tensor, got {ids.dtype}")
         if ids.dim() != 2 or ids.shape[1] == 0:
-            raise ValueError(f"{name} must have shape (B, T) with T >= 1, got "
+            raise ValueError(f"{name} must have shape {dims} with {dims[-2]} >= 1, got "
                              f"{tuple(ids.shape)}")
-        if past + ids.shape[1] > max_len:
+        if past + ids.shape[1] > c.max_len:
             after = f" after {past} cached positions" if past else ""
             raise ValueError(f"{name} has length {ids.shape[1]}{after}: positions {past}.."
-                             f"{past + ids.shape[1] - 1} exceed max_len={max_len}")
+                             f"{past + ids.shape[1] - 1} exceed max_len={c.max_len}")
+        if _reads_values(ids, values) and ids.numel() > 0:
+            low, high = (int(v) for v in torch.aminmax(ids))  # one read back
+            if low < 0 or high >= c.vocab_size:
+                bad = low if low < 0 else high
+                row, position = (ids == bad).nonzero()[0].tolist()
+                raise ValueError(f"{name} must hold token ids in [0, vocab_size="
+                                 f"{c.vocab_size}), got {bad} (row {row}, position "
+                                 f"{position})")
+
+    def _check_memory(self, memory: Tensor, B: int, decoder_input_ids: Tensor) -> None:
+        d_model, dtype = self.config.d_model, self.embedding.weight.dtype
+        if not isinstance(memory, Tensor):
+            raise TypeError(f"memory must be a tensor (B, S, D), encode's output; got a "
+                            f"{type(memory).__name__}")
+        if memory.dim() != 3 or memory.shape[0] != B or memory.shape[2] != d_model:
+            raise ValueError(f"memory must have shape (B, S, D) = ({B}, S, {d_model}) to "
+                             f"match decoder_input_ids {tuple(decoder_input_ids.shape)}, got "
+                             f"{tuple(memory.shape)}")
+        if memory.dtype != dtype and not torch.is_autocast_enabled(memory.device.type):
+            raise ValueError(f"memory must have the model's dtype {dtype} (encode's output), "
+                             f"got {memory.dtype}")
 
     def config_dict(self) -> dict[str, Any]:
         """The config as a plain dict (what a run folder saves)."""
@@ -327,3 +362,23 @@ class Seq2SeqTransformer(nn.Module):
         for ours, theirs in pairs:
             ours.load_state_dict(theirs.state_dict())
         return model
+
+
+def _reads_values(x: Tensor, values: bool | None) -> bool:
+    """Whether to check the values of ``x``: ``values``, or when ``None``, on the CPU only."""
+    return x.device.type == "cpu" if values is None else values
+
+
+def _check_mask(name: str, mask: Tensor | None, shape: tuple[int, int], expected: str,
+                values: bool | None = None) -> None:
+    """``mask`` is ``None`` or a tensor of ``shape`` holding only 0 and 1."""
+    if mask is None:
+        return
+    if not isinstance(mask, Tensor):
+        raise TypeError(f"{name} must be a tensor or None, got a {type(mask).__name__}")
+    if tuple(mask.shape) != shape:
+        raise ValueError(f"{name} must have {expected}, got {tuple(mask.shape)}")
+    if _reads_values(mask, values) and mask.dtype != torch.bool \
+            and not bool(((mask == 0) | (mask == 1)).all()):
+        bad = mask[(mask != 0) & (mask != 1)][0].item()
+        raise ValueError(f"{name} must hold only 1 (token) and 0 (padding), got {bad}")

@@ -92,7 +92,7 @@ def load_parallel_split(data: str | os.PathLike, split: str, *, source_lang: str
             which splits exist there.
         ValueError: a language the split does not have (the message lists those it has).
         DataFormatError: files of different line counts (both files and counts named),
-            undecodable bytes or a blank line (file and line named).
+            undecodable bytes or a blank line (file and line named), a split without a pair.
 
     Example::
 
@@ -185,8 +185,8 @@ def _read_aligned(src: Path, tgt: Path, on_empty: str) -> ParallelDataset:
         sources.append(s)
         targets.append(t)
     stem = src.with_suffix("")
-    return ParallelDataset(sources, targets, f"{stem}.{{{src.suffix[1:]},{tgt.suffix[1:]}}}",
-                           skipped)
+    return _non_empty(ParallelDataset(
+        sources, targets, f"{stem}.{{{src.suffix[1:]},{tgt.suffix[1:]}}}", skipped))
 
 
 def _read_pair_table(path: Path, source_lang: str, target_lang: str,
@@ -215,4 +215,13 @@ def _read_pair_table(path: Path, source_lang: str, target_lang: str,
             continue
         sources.append(row[src_col])
         targets.append(row[tgt_col])
-    return ParallelDataset(sources, targets, f"{path} [{src_col} -> {tgt_col}]", skipped)
+    return _non_empty(ParallelDataset(sources, targets, f"{path} [{src_col} -> {tgt_col}]",
+                                      skipped))
+
+
+def _non_empty(pairs: ParallelDataset) -> ParallelDataset:
+    """``pairs``, unless it holds none: a split without a pair is an error naming its files."""
+    if not pairs.sources:
+        why = f"all {len(pairs.skipped)} skipped" if pairs.skipped else "the files are empty"
+        raise DataFormatError(f"{pairs.source}: no sentence pairs ({why})")
+    return pairs

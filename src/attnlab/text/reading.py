@@ -32,7 +32,9 @@ __all__ = [
     "DataFormatError",
     "TextDataset",
     "candidate_dirs",
+    "check_utf8",
     "load_split",
+    "read_bytes",
     "read_labelled_file",
     "read_table",
     "read_text",
@@ -97,9 +99,35 @@ class TextDataset:
                 f"{len(self.skipped)} rows skipped")
 
 
+def read_bytes(path: Path) -> bytes:
+    """A file's bytes; a file this user may not read is an :class:`InputError` naming it."""
+    try:
+        return Path(path).read_bytes()
+    except PermissionError:
+        raise InputError(f"{path}: permission denied (this user may not read it)") from None
+    except IsADirectoryError:
+        raise InputError(f"{path}: a folder, not a file") from None
+
+
+def check_utf8(text: str, where: str) -> str:
+    """``text`` itself, if it is valid Unicode; else an :class:`InputError` naming ``where``.
+
+    Python decodes undecodable bytes of command-line arguments and standard input to lone
+    surrogates (``surrogateescape``); such a string cannot be encoded or tokenized.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        code = ord(text[err.start])
+        byte = f"byte 0x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"U+{code:04X}"
+        raise InputError(f"{where} is not valid UTF-8 ({byte} at character {err.start})") \
+            from None
+    return text
+
+
 def read_text(path: Path) -> str:
     """A UTF-8 file's text (a byte-order mark dropped); bad bytes name the file and line."""
-    raw = path.read_bytes()
+    raw = read_bytes(path)
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as err:
@@ -205,7 +233,10 @@ def _read_jsonl(path: Path, text: str):
         if not isinstance(obj, dict):
             raise DataFormatError(f"{path}:{number}: expected a JSON object, got "
                                   f"{type(obj).__name__}")
-        for key in obj:
+        for key, value in obj.items():
+            if isinstance(value, (bool, list, dict)):
+                raise DataFormatError(f"{path}:{number}: field {key!r} must be a string (or a "
+                                      f"number), got {json.dumps(value)[:60]}")
             if key not in columns:
                 columns.append(key)
         rows.append((number, {k: "" if v is None else str(v) for k, v in obj.items()}))

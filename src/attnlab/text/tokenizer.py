@@ -30,6 +30,7 @@ from torch import Tensor
 
 from attnlab.errors import InputError
 from attnlab.text.batching import by_length, pad_sequences
+from attnlab.text.reading import check_utf8, read_text
 
 __all__ = ["SPECIAL_TOKENS", "TOKENIZER_KINDS", "TextTokenizer", "TokenizedBatch",
            "TokenizedText"]
@@ -144,7 +145,7 @@ class TextTokenizer:
             path = path / "tokenizer.json"
         if not path.is_file():
             raise FileNotFoundError(f"no tokenizer at {path}")
-        tokenizer = Tokenizer.from_file(str(path))
+        tokenizer = Tokenizer.from_str(read_text(path))  # an unreadable file: named
         if tokenizer.token_to_id(PAD) not in (None, 0):
             raise InputError(f"{path}: expected [PAD] to have id 0, got "
                              f"{tokenizer.token_to_id(PAD)}")
@@ -183,7 +184,8 @@ class TextTokenizer:
         tokenizer's) with ``[SEP]`` kept last.
 
         Raises:
-            ValueError: a text that encodes to no tokens at all (unless ``allow_empty``).
+            ValueError: a text that encodes to no tokens at all (unless ``allow_empty``), or
+                one that is not valid Unicode (a lone surrogate from undecodable bytes).
         """
         return [t.ids for t in self._tokenize(texts, max_length, add_special_tokens,
                                               allow_empty, details=False)]
@@ -247,6 +249,7 @@ class TextTokenizer:
         for i, text in enumerate(texts):
             if not isinstance(text, str):
                 raise TypeError(f"texts must be strings, got {type(text).__name__} at index {i}")
+            check_utf8(text, f"text {i}")
         limit = self.max_length if max_length is None else max_length
         if limit is not None and limit < (3 if add_special_tokens else 1):
             raise InputError(f"max_length must be >= {3 if add_special_tokens else 1}, "

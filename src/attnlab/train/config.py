@@ -29,10 +29,11 @@ class TrainConfig(DictConfig):
     weights (:class:`~attnlab.training.averaging.ExponentialMovingAverage`); ``last/`` keeps the
     raw weights and the average, to resume.
 
-    With ``time_limit`` and ``decay_to_time_limit``, the decay after warm-up follows the time
-    as well as the steps, whichever is further along, so that a run stopped by the clock still
-    ends at a learning rate of 0 (on any machine); its learning rates then depend on the speed
-    of the machine, so two such runs are not step for step the same.
+    With ``time_limit`` and ``decay_to_time_limit``, warm-up takes its share of the time limit
+    (``time_limit × warmup_steps / total_steps``) and the decay the time after it, each phase
+    following the time or the steps, whichever is further along: a run stopped by the clock ends
+    one step short of a learning rate of 0, on any machine. Its learning rates then depend on
+    the speed of the machine, so two such runs are not step for step the same.
 
     ``batch_size`` is the *global* batch: under ``torchrun`` each of the ``W`` processes takes
     ``batch_size // W`` examples per step, so one process and ``W`` processes make the same
@@ -88,7 +89,8 @@ class TrainConfig(DictConfig):
     time_limit: float | None = field(default=None, metadata={
         "help": "stop training after this many seconds, evaluate, save"})
     decay_to_time_limit: bool = field(default=False, metadata={
-        "help": "the linear or cosine decay ends when time_limit is up, if that comes first"})
+        "help": "warm-up takes its share of time_limit and the linear or cosine decay ends when "
+                "time_limit is up, if that comes before the last step"})
     device: str = field(default="auto", metadata={
         "help": '"auto" (cuda if available), "cpu", "cuda", "cuda:1", ...'})
 

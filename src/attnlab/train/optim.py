@@ -1,7 +1,11 @@
 """AdamW with sensible weight-decay groups, and the warm-up-then-decay learning-rate schedule.
 
-The schedule is a pure function of the step (and, when the decay ends at a time limit, of the
-training time spent), so resuming needs only the counters saved in last/.
+The schedule is a pure function of the step (and, when it must end at a time limit, of the
+training time spent), so resuming needs only the counters saved in last/. Fitted to a time
+limit, the warm-up gets the same share of the time as of the steps (``time_limit x warmup /
+total_steps`` seconds) and the decay the time left after it, each ending by the clock or by the
+steps, whichever comes first: a run stopped by the clock has warmed up and decayed to (one step
+short of) 0, however slow the machine.
 """
 
 from __future__ import annotations
@@ -11,7 +15,8 @@ import math
 import torch
 from torch import nn
 
-__all__ = ["build_optimizer", "lr_factor", "set_lr", "time_progress", "warmup_steps_for"]
+__all__ = ["build_optimizer", "lr_factor", "set_lr", "time_progress", "time_warmup",
+           "warmup_steps_for"]
 
 # Modules whose weights are scales or lookup tables, not projections: decaying them only hurts.
 _NO_DECAY_MODULES = (nn.LayerNorm, nn.Embedding, nn.GroupNorm, nn.BatchNorm1d, nn.RMSNorm)
@@ -57,30 +62,38 @@ def warmup_steps_for(total_steps: int, warmup_ratio: float, warmup_steps: int | 
 
 
 def lr_factor(step: int, total_steps: int, warmup: int, schedule: str,
-              time_progress: float = 0.0) -> float:
+              time_progress: float = 0.0, time_warmup: float = 0.0) -> float:
     """Multiplier of the peak learning rate for optimizer step ``step`` (0-based).
 
     Linear warm-up ``(step + 1) / warmup`` over the first ``warmup`` steps, then ``constant``
     (1), ``linear`` decay to 0 at ``total_steps``, ``cosine`` decay to 0 at ``total_steps``, or
     ``inverse_sqrt``: ``sqrt(warmup / (step + 1))``, which ignores ``total_steps`` (Vaswani et
-    al., 2017, §5.3; fairseq's ``inverse_sqrt``). ``time_progress`` (in [0, 1], see
-    :func:`time_progress`) moves the linear or cosine decay on when the time runs out before the
-    steps do: the decay follows whichever of the two is further along.
+    al., 2017, §5.3; fairseq's ``inverse_sqrt``). When the time runs out before the steps do,
+    the clock moves the schedule on: ``time_warmup`` (in [0, 1], see :func:`time_warmup`) is
+    how far the warm-up is by the clock and ``time_progress`` (in [0, 1], see
+    :func:`time_progress`) how far the linear or cosine decay is; each phase follows whichever
+    of steps and time is further along.
     """
-    if step < warmup:
-        return (step + 1) / warmup
+    if step < warmup and time_warmup < 1.0:
+        return max((step + 1) / warmup, time_warmup)
     if schedule == "constant":
         return 1.0
     if schedule == "inverse_sqrt":
-        return math.sqrt(max(warmup, 1) / (step + 1))
-    progress = (step - warmup) / max(1, total_steps - warmup)  # in [0, 1)
-    progress = min(max(progress, time_progress), 1.0)
+        return min(1.0, math.sqrt(max(warmup, 1) / (step + 1)))
+    progress = (step - warmup) / max(1, total_steps - warmup)  # < 1 (< 0 if the clock ended
+    progress = min(max(progress, time_progress, 0.0), 1.0)  # the warm-up early)
     if schedule == "linear":
         return 1.0 - progress
     if schedule == "cosine":
         return 0.5 * (1.0 + math.cos(math.pi * progress))
     raise ValueError(f"schedule must be 'linear', 'cosine', 'constant' or 'inverse_sqrt', "
                      f"got {schedule!r}")
+
+
+def time_warmup(elapsed: float, warmup_time: float) -> float:
+    """How far warm-up is along the clock: the share of ``warmup_time`` seconds spent (1 when
+    there is no warm-up)."""
+    return 1.0 if warmup_time <= 0 else min(max(elapsed / warmup_time, 0.0), 1.0)
 
 
 def time_progress(elapsed: float, warmup_end: float | None, time_limit: float | None) -> float:

@@ -44,7 +44,14 @@ from attnlab.train.evaluation import Evaluator
 from attnlab.train.interrupt import ForcedInterrupt, TrainingInterrupted, deferred_interrupts
 from attnlab.train.ledger import StepLedger
 from attnlab.train.metrics_log import MetricsLog
-from attnlab.train.optim import build_optimizer, lr_factor, set_lr, time_progress, warmup_steps_for
+from attnlab.train.optim import (
+    build_optimizer,
+    lr_factor,
+    set_lr,
+    time_progress,
+    time_warmup,
+    warmup_steps_for,
+)
 from attnlab.train.progress import ProgressBar, epoch_line
 from attnlab.train.resume import restore_last, save_last
 from attnlab.train.state import EpochRecord, FitResult, Loss, StepInfo, TrainState
@@ -372,15 +379,18 @@ class Trainer:
 
     def _lr_factor(self, elapsed: float | None) -> float:
         """The schedule's multiplier for the coming step; with ``decay_to_time_limit`` the
-        decay also follows the time spent since warm-up ended."""
+        warm-up and the decay also follow the time (see :mod:`attnlab.train.optim`): warm-up
+        ends after its share of the time limit, the decay with the limit."""
         cfg, st = self.config, self.state
-        progress = 0.0
+        progress = warm = 0.0
         if cfg.decay_to_time_limit and elapsed is not None:
-            if st.warmup_end is None and st.global_step >= self.warmup_steps:
-                st.warmup_end = elapsed
+            warmup_time = cfg.time_limit * self.warmup_steps / self.total_steps
+            warm = time_warmup(elapsed, warmup_time)
+            if st.warmup_end is None and (st.global_step >= self.warmup_steps or warm >= 1.0):
+                st.warmup_end = min(elapsed, warmup_time)  # the clock's end may have come first
             progress = time_progress(elapsed, st.warmup_end, cfg.time_limit)
         return lr_factor(st.global_step, self.total_steps, self.warmup_steps, cfg.schedule,
-                         time_progress=progress)
+                         time_progress=progress, time_warmup=warm)
 
 
 class _Boundary(KeyboardInterrupt):

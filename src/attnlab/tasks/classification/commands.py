@@ -31,6 +31,7 @@ from attnlab.tasks.classification.pipeline import TrainedRun
 from attnlab.tasks.classification.use import evaluate_run, predict
 from attnlab.tasks.options import add_config_options, options_given
 from attnlab.tasks.task import Command, Task
+from attnlab.text.reading import check_utf8, read_text
 from attnlab.train.config import TrainConfig
 
 __all__ = ["CLASSIFICATION", "add_config_groups"]
@@ -169,12 +170,11 @@ def run_predict(args: argparse.Namespace) -> int:
 
     Example: attnlab predict runs/h4 "a gorgeous, witty film" --json
     """
-    texts = list(args.texts)
+    texts = [check_utf8(text, f"TEXT {n}") for n, text in enumerate(args.texts, start=1)]
     if args.file is not None:
         if not args.file.is_file():
             raise UsageError(f"--file not found: {args.file}")
-        texts += [line.strip() for line in args.file.read_text(encoding="utf-8").splitlines()
-                  if line.strip()]
+        texts += [line.strip() for line in read_text(args.file).splitlines() if line.strip()]
     if not texts:
         raise UsageError("no texts: give them as arguments or with --file")
     predictions = predict(args.run, texts)

@@ -22,7 +22,7 @@ from typing import Any
 from attnlab.errors import UsageError
 from attnlab.io.checkpoint import load_checkpoint_config
 from attnlab.io.registry import checkpoint_dir
-from attnlab.io.run_folder import claim_run_folder
+from attnlab.io.run_folder import check_resumable, claim_run_folder
 from attnlab.tasks.classification.config import FINETUNE_DEFAULTS, DataConfig, FinetuneConfig
 from attnlab.tasks.classification.experiment import ExperimentReport, run_experiment
 from attnlab.tasks.classification.finetune import finetune_classifier, saved_finetune
@@ -72,9 +72,12 @@ def train_from_options(
     refuses options that differ from them).
 
     Raises:
-        UsageError: model options with fine-tuning, or fine-tuning options without ``init``.
+        UsageError: model options with fine-tuning, or fine-tuning options without ``init``;
+            ``resume`` without ``out_dir/last``.
     """
     out_dir = Path(out_dir)
+    if resume:
+        check_resumable(out_dir)
     saved_init = saved_finetune(out_dir) if resume else None
     fine_tuning = "init" in finetune or saved_init is not None
     if fine_tuning and model:

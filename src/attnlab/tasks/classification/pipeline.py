@@ -80,6 +80,8 @@ def train_classifier(out_dir: str | os.PathLike, data: DataConfig | None = None,
     for fixed in ("vocab_size", "n_classes"):
         if fixed in options:
             raise InputError(f"model option {fixed!r} is set from the tokenizer/data, not given")
+    # the model options are judged before any data is read or file written
+    ClassifierConfig(vocab_size=data.vocab_size, n_classes=data.n_classes, **options)
     info = control.dist_info or setup_distributed(train.device)
     train_set, dev_set = load_splits(data)
     tokenizer = run_tokenizer(out_dir, lambda: TextTokenizer.train(

@@ -30,9 +30,11 @@ from attnlab.tasks.translation.launch import MODEL_FIXED, OPTION_NAMES, train_fr
 from attnlab.tasks.translation.subject import TranslationSubject
 from attnlab.tasks.translation.translator import MODEL_TYPE, Translator
 from attnlab.tasks.translation.use import evaluate_run
+from attnlab.text.parallel import read_lines
+from attnlab.text.reading import check_utf8
 from attnlab.train.config import TrainConfig
 
-__all__ = ["TRANSLATION", "alignment_layer"]
+__all__ = ["TRANSLATION", "alignment_layer", "check_output", "texts_to_translate"]
 
 TEST_SPLIT = "test_2016_flickr"  # the split evaluate scores by default
 
@@ -105,13 +107,17 @@ def run_evaluate(args: argparse.Namespace) -> int:
     """
     if args.beam < 1:
         raise UsageError(f"--beam must be >= 1, got {args.beam}")
-    data = Translator.load(args.run).config.get("data") or {}
-    source = args.data or data.get("source")
+    if args.out is not None:
+        check_output(args.out, "--out")  # before the whole split is translated
+    translator = Translator.load(args.run)
+    source = args.data or translator.data_field("source", required=False)
     if not source:
         raise UsageError(f"{args.run} does not record its data set; pass --data")
-    result = evaluate_run(args.run, source, args.split, source_lang=data["source_lang"],
-                          target_lang=data["target_lang"], beam=args.beam)
+    result = evaluate_run(args.run, source, args.split,
+                          source_lang=translator.data_field("source_lang"),
+                          target_lang=translator.data_field("target_lang"), beam=args.beam)
     if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text("".join(h + "\n" for h in result.hypotheses), encoding="utf-8")
     score = result.score
     if args.json:
@@ -150,23 +156,21 @@ def run_translate(args: argparse.Namespace) -> int:
 
     Example: attnlab translate runs/de-en "Ein Hund rennt." --beam 5
     """
-    texts = list(args.texts)
-    if args.file is not None:
-        if not args.file.is_file():
-            raise UsageError(f"--file not found: {args.file}")
-        texts += [line for line in args.file.read_text(encoding="utf-8").splitlines()
-                  if line.strip()]
-    if not texts and not sys.stdin.isatty():
-        texts = [line.rstrip("\n") for line in sys.stdin if line.strip()]
-    if not texts:
-        raise UsageError("no texts: give them as arguments, with --file, or on standard input")
     if args.beam < 1:
         raise UsageError(f"--beam must be >= 1, got {args.beam}")
     if args.alignment_layer is not None and not args.alignments:
         raise UsageError("--alignment-layer needs --alignments")
+    texts = texts_to_translate(args.texts, args.file)
     translator = Translator.load(args.run)
     layer = alignment_layer(args.alignment_layer, translator.model.config.n_decoder_layers)
-    for t in translator.translate(texts, beam=args.beam, attention=args.alignments):
+    found = translator.translate(texts, beam=args.beam, attention=args.alignments)
+    cut = [n for n, t in enumerate(found, start=1) if t.truncated]
+    if cut:  # one line, however many
+        which = f"text {cut[0]} was" if len(cut) == 1 else (
+            f"{len(cut)} texts (the first: text {cut[0]}) were")
+        print(f"attnlab translate: warning: {which} cut to the model's longest input "
+              f"({translator.tokenizer.max_length} tokens)", file=sys.stderr)
+    for t in found:
         pairs = (word_alignment(translator.tokenizer, t.text, t.ids, t.attention, layer=layer)
                  if args.alignments else None)
         if args.json:
@@ -178,6 +182,39 @@ def run_translate(args: argparse.Namespace) -> int:
             if pairs is not None:
                 print(pharaoh(pairs))
     return 0
+
+
+def texts_to_translate(given: list[str], file: Path | None) -> list[str]:
+    """The texts given as arguments, then the non-blank lines of ``file``; with neither, those
+    of standard input (none when it is closed or a terminal). Each must be valid UTF-8; an
+    argument must not be blank."""
+    texts = [check_utf8(text, f"TEXT {n}") for n, text in enumerate(given, start=1)]
+    blank = next((n for n, text in enumerate(texts, start=1) if not text.strip()), None)
+    if blank is not None:
+        raise UsageError(f"TEXT {blank} is empty; give a sentence to translate")
+    if file is not None:
+        if not file.is_file():
+            raise UsageError(f"--file not found: {file}")
+        texts += [line for line in read_lines(file) if line.strip()]
+    stdin = sys.stdin
+    if not texts and stdin is not None and not stdin.closed and not stdin.isatty():
+        texts = [check_utf8(line.rstrip("\n"), f"standard input, line {n}")
+                 for n, line in enumerate(stdin, start=1) if line.strip()]
+    if not texts:
+        raise UsageError("no texts: give them as arguments, with --file, or on standard input")
+    return texts
+
+
+def check_output(path: Path, option: str) -> None:
+    """Refuse, before any work, an output file that cannot be written: a folder, a path through
+    a file, a folder this user may not write in."""
+    existing = next(p for p in (path, *path.absolute().parents) if p.exists())
+    if existing == path and path.is_dir():
+        raise UsageError(f"{option} {path} is a folder; give a file name")
+    if existing != path and not existing.is_dir():
+        raise UsageError(f"{option} {path}: {existing} is a file, not a folder")
+    if not os.access(existing if existing != path else path, os.W_OK):
+        raise UsageError(f"{option} {path}: permission denied (this user may not write it)")
 
 
 def alignment_layer(value: str | None, n_layers: int) -> int | str | None:

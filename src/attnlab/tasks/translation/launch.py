@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from attnlab.io.run_folder import claim_run_folder
+from attnlab.io.run_folder import check_resumable, claim_run_folder
 from attnlab.tasks.runs import RunControl, saved_configs
 from attnlab.tasks.translation.config import (
     DEFAULT_RECIPE,
@@ -41,6 +41,7 @@ def train_from_options(out_dir: str | os.PathLike, *, data: dict[str, Any],
     run folder (see :func:`attnlab.io.run_folder.claim_run_folder`)."""
     out_dir = Path(out_dir)
     if resume:
+        check_resumable(out_dir)
         saved_data, saved_model, saved_train = saved_configs(out_dir, TranslationDataConfig)
         data_config = dataclasses.replace(saved_data, **data)
         model = {**{k: v for k, v in saved_model.items() if k not in MODEL_FIXED}, **model}

@@ -16,7 +16,12 @@ from attnlab.errors import InputError
 from attnlab.models.seq2seq import Seq2SeqConfig, Seq2SeqTransformer
 from attnlab.tasks.runs import DEFAULT_CONTROL, RunControl, run_tokenizer
 from attnlab.tasks.translation.config import TRANSLATION_DEFAULTS, TranslationDataConfig
-from attnlab.tasks.translation.data import PairBatches, encode_pairs
+from attnlab.tasks.translation.data import (
+    MAX_TRAIN_CHARS,
+    PairBatches,
+    encode_pairs,
+    within_chars,
+)
 from attnlab.tasks.translation.training import translation_trainer
 from attnlab.tasks.translation.translator import MODEL_TYPE
 from attnlab.text import ParallelDataset, TextTokenizer, load_parallel_split
@@ -39,7 +44,7 @@ class TrainedTranslator:
     model: nn.Module  # the model at the end of training
     n_parameters: int
     model_config: Seq2SeqConfig
-    dropped: int  # training pairs left out for their length
+    dropped: int  # training pairs left out for their length (characters or tokens)
 
 
 def load_pairs(data: TranslationDataConfig) -> tuple[ParallelDataset, ParallelDataset]:
@@ -53,12 +58,25 @@ def load_pairs(data: TranslationDataConfig) -> tuple[ParallelDataset, ParallelDa
     return train, dev
 
 
+def _short_pairs(train: ParallelDataset, say: bool) -> tuple[ParallelDataset, int]:
+    """``train`` without the pairs longer than :data:`MAX_TRAIN_CHARS` characters on a side
+    (said on stderr when ``say``), and their count."""
+    sources, targets, dropped = within_chars(train.sources, train.targets)
+    if dropped and say:
+        print(f"dropped {dropped} of {len(train.sources)} training pairs longer than "
+              f"{MAX_TRAIN_CHARS:,} characters", file=sys.stderr)
+    return dataclasses.replace(train, sources=sources, targets=targets), dropped
+
+
 def train_translator(out_dir: str | os.PathLike, data: TranslationDataConfig | None = None,
                      model_options: dict[str, Any] | None = None,
                      train: TrainConfig | None = None, control: RunControl = DEFAULT_CONTROL
                      ) -> TrainedTranslator:
     """Train a :class:`~attnlab.models.seq2seq.Seq2SeqTransformer` on ``data`` into ``out_dir``
-    (created): a joint tokenizer of both sides, then the loop, dev loss and BLEU.
+    (created): a joint tokenizer of both sides, then the loop, dev loss and BLEU. Training
+    pairs with a side over :data:`~attnlab.tasks.translation.data.MAX_TRAIN_CHARS` characters
+    are dropped before the tokenizer is trained, those over ``data.max_tokens`` tokens after;
+    both counts are printed with ``progress``.
 
     ``data`` defaults to Multi30k de→en, ``train`` to ``TrainConfig(**TRANSLATION_DEFAULTS)``;
     ``model_options`` are :class:`~attnlab.models.seq2seq.Seq2SeqConfig` fields besides
@@ -76,22 +94,31 @@ def train_translator(out_dir: str | os.PathLike, data: TranslationDataConfig | N
         raise InputError(f"batch_tokens must be at least world_size x max_tokens "
                          f"({info.world_size} x {data.max_tokens}) under torchrun, so that "
                          f"every process gets rows of every batch; got {data.batch_tokens}")
+    Seq2SeqConfig(vocab_size=data.vocab_size, **options)  # judged before any file is written
     train_set, dev_set = load_pairs(data)
+    train_set, too_long = _short_pairs(train_set, progress and info.is_main)
     tokenizer = run_tokenizer(out_dir, lambda: TextTokenizer.train(
         [*train_set.sources, *train_set.targets], data.vocab_size, kind=data.tokenizer),
         resume=resume, is_main=info.is_main)
+    model_config = Seq2SeqConfig(  # the special ids are the tokenizer's, not two equal defaults
+        vocab_size=tokenizer.vocab_size, pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, **options)
     train_pairs = encode_pairs(tokenizer, train_set.sources, train_set.targets, data.max_tokens)
-    dev_pairs = encode_pairs(tokenizer, dev_set.sources, dev_set.targets)
-    if train_pairs.dropped and progress and info.is_main:
-        print(f"dropped {train_pairs.dropped} of {len(train_set.sources)} training pairs longer "
-              f"than {data.max_tokens} tokens", file=sys.stderr)
-    model_config = Seq2SeqConfig(vocab_size=tokenizer.vocab_size, **options)
+    dev_pairs = encode_pairs(tokenizer, dev_set.sources, dev_set.targets, model_config.max_len)
+    if progress and info.is_main:
+        for pairs, total, what, limit in (
+                (train_pairs, len(train_set.sources), "training pairs", data.max_tokens),
+                (dev_pairs, len(dev_set.sources), f"{data.dev_split} pairs (dev loss)",
+                 model_config.max_len)):
+            if pairs.dropped:
+                print(f"dropped {pairs.dropped} of {total} {what} longer than {limit} tokens",
+                      file=sys.stderr)
     seed_everything(train.seed)
     model = Seq2SeqTransformer(model_config)
     n_parameters = model.num_parameters()
     run_config = {"model_type": MODEL_TYPE, "model": model_config.to_dict(),
                   "data": data.to_dict(), "n_parameters": n_parameters,
-                  "dropped_pairs": train_pairs.dropped}
+                  "dropped_pairs": too_long + train_pairs.dropped}
     bleu_rows = range(min(data.dev_bleu_sentences, len(dev_set.sources)))
     train_batches = PairBatches(train_pairs, train.batch_size, seed=train.seed, drop_last=True,
                                 max_tokens=data.batch_tokens)
@@ -108,4 +135,4 @@ def train_translator(out_dir: str | os.PathLike, data: TranslationDataConfig | N
         dist_info=info)
     result = trainer.fit(resume=resume)
     return TrainedTranslator(out_dir, result, model, n_parameters, model_config,
-                             train_pairs.dropped)
+                             too_long + train_pairs.dropped)

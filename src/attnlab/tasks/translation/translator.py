@@ -11,6 +11,7 @@ heads, ``T`` generated tokens.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ import torch
 from torch import Tensor
 
 from attnlab.errors import InputError
+from attnlab.io.checkpoint import CONFIG_FILE
 from attnlab.io.registry import SEQ2SEQ, load_model
 from attnlab.models.generation import Hypothesis, beam_search_nbest, greedy_search
 from attnlab.models.seq2seq import Seq2SeqTransformer
@@ -90,6 +92,29 @@ class Translator:
             raise FileNotFoundError(f"{run.path} has no tokenizer.json; cannot turn text into "
                                     f"ids")
         return cls(run.model.eval(), run.tokenizer, path=run.path, config=run.config)
+
+    def data_field(self, name: str, *, required: bool = True) -> str | None:
+        """A field of the run's recorded data settings (``config.json``'s ``data``: ``source``,
+        ``source_lang``, ``target_lang``), a non-empty string; ``None`` if absent and not
+        ``required``.
+
+        Raises:
+            InputError: ``data`` is not a dict, or the field is absent (when ``required``) or
+                not a non-empty string; the message names config.json and the field.
+        """
+        where = f"{self.path / CONFIG_FILE}" if self.path else "config.json"
+        data = self.config.get("data", {})
+        if not isinstance(data, dict):
+            raise InputError(f"{where}: field 'data' (the run's data settings) must be a dict, "
+                             f"got {json.dumps(data)[:60]}")
+        value = data.get(name)
+        if value is None and not required:
+            return None
+        if not isinstance(value, str) or not value:
+            found = "it is missing" if value is None else f"got {json.dumps(value)[:60]}"
+            raise InputError(f"{where}: field 'data.{name}' must be a non-empty string; "
+                             f"{found}")
+        return value
 
     def encode(self, texts: Sequence[str]) -> list[list[int]]:
         """Source ids of each text: its pieces, then ``[EOS]`` (no ``[BOS]``), truncated to
