@@ -109,9 +109,6 @@ runpy.run_module("attnlab.cli", run_name="__main__", alter_sys=True)
 """
 
 
-@pytest.mark.xfail(strict=True, reason="runpy imports attnlab/__init__.py and "
-                   "attnlab/cli/__init__.py (torch) before cli/__main__.py runs; needs those "
-                   "two modules to import torch lazily")
 def test_ctrl_c_while_importing_prints_one_line_and_exits_130(tmp_path):
     out = tmp_path / "run"
     done = subprocess.run([sys.executable, "-c", CTRL_C_IN_IMPORT, str(out)], text=True,

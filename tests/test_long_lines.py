@@ -31,17 +31,27 @@ def test_no_real_sentence_reaches_the_limit(data_dir):
         assert max(map(len, lines)) < MAX_TRAIN_CHARS // 3
 
 
-def test_a_megabyte_line_is_dropped_before_the_tokenizer_trains(tmp_path, monkeypatch, capsys,
-                                                                 data_dir):
-    folder = tmp_path / "data"
+def _with_a_huge_line(folder, data_dir, split: str):
+    """64 Multi30k training pairs and 8 dev pairs, with a 1 MB line in ``split`` (the 11th
+    training pair, or the last dev pair)."""
     folder.mkdir()
     for lang in ("de", "en"):
         lines = (data_dir / "multi30k" / f"train.{lang}").read_text(
             encoding="utf-8").splitlines()[:64]
         huge = " ".join(["Wort" if lang == "de" else "word"] * 200_000)  # 1 MB
-        (folder / f"train.{lang}").write_text("\n".join([*lines[:10], huge, *lines[10:]]) + "\n",
-                                              encoding="utf-8")
-        (folder / f"val.{lang}").write_text("\n".join(lines[:8]) + "\n", encoding="utf-8")
+        train, dev = lines, lines[:8]
+        if split == "train":
+            train = [*lines[:10], huge, *lines[10:]]
+        else:
+            dev = [*dev, huge]
+        (folder / f"train.{lang}").write_text("\n".join(train) + "\n", encoding="utf-8")
+        (folder / f"val.{lang}").write_text("\n".join(dev) + "\n", encoding="utf-8")
+    return folder
+
+
+def test_a_megabyte_line_is_dropped_before_the_tokenizer_trains(tmp_path, monkeypatch, capsys,
+                                                                 data_dir):
+    folder = _with_a_huge_line(tmp_path / "data", data_dir, "train")
     train = TextTokenizer.train.__func__
     seen = []
 
@@ -67,15 +77,7 @@ def test_a_megabyte_line_in_the_dev_split_is_left_out_of_the_dev_loss(tmp_path, 
                                                                       data_dir):
     """It used to fail at the first evaluation: ``input_ids has length 389913 ... exceed
     max_len``, naming neither file nor line. Now it is left out of the dev loss, and said."""
-    folder = tmp_path / "data"
-    folder.mkdir()
-    for lang in ("de", "en"):
-        lines = (data_dir / "multi30k" / f"train.{lang}").read_text(
-            encoding="utf-8").splitlines()[:64]
-        huge = " ".join(["Wort" if lang == "de" else "word"] * 200_000)  # 1 MB
-        (folder / f"train.{lang}").write_text("\n".join(lines) + "\n", encoding="utf-8")
-        (folder / f"val.{lang}").write_text("\n".join([*lines[:8], huge]) + "\n",
-                                            encoding="utf-8")
+    folder = _with_a_huge_line(tmp_path / "data", data_dir, "val")
     data = TranslationDataConfig(source=str(folder), vocab_size=200, dev_bleu_sentences=2)
     model = {"d_model": 16, "n_heads": 2, "n_encoder_layers": 1, "n_decoder_layers": 1,
              "d_ff": 32, "max_len": 64}

@@ -9,25 +9,12 @@ import time
 
 import pytest
 
-from attnlab.train import Callback, MetricsLog, TrainConfig
+from attnlab.train import MetricsLog, TrainConfig
 from attnlab.train.optim import lr_factor, time_warmup
-from toy_training import train_toy
+from toy_training import StepClock, train_toy
 
 FAST = dict(batch_size=32, lr=5e-3, log_every=1, label_smoothing=0.0, ema_decay=None,
             eval_steps=None, patience=None)
-
-
-class StepClock(Callback):
-    """A fake ``time.perf_counter`` that moves on one second per optimizer step."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def on_step_end(self, trainer, info) -> None:
-        self.now += 1.0
 
 
 @pytest.mark.parametrize("schedule", ["linear", "cosine"])

@@ -27,6 +27,7 @@ from attnlab.train.sharding import ShardedBatches
 from toy_training import (
     TOKEN_CONFIG,
     NaiveShardMean,
+    StepClock,
     ToyClassifier,
     token_batches,
     toy_loaders,
@@ -238,26 +239,13 @@ def test_time_progress_hand_computed():
     assert lr_factor(15, 12, 4, "inverse_sqrt", time_progress=0.9) == 0.5  # ignores both
 
 
-class _StepClock(Callback):
-    """A fake ``time.perf_counter`` that moves on one second per optimizer step."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def on_step_end(self, trainer, info) -> None:
-        self.now += 1.0
-
-
 @pytest.mark.parametrize("decay_to_time_limit", [True, False])
 def test_the_decay_ends_at_the_time_limit_when_asked(tmp_path, monkeypatch,
                                                      decay_to_time_limit):
     # 16 planned steps, 4 of warm-up; the clock says 1 s a step and the limit is 10 s, so 10
     # steps run. Timed, warm-up gets its share of the time, 10 x 4/16 = 2.5 s, and the decay
     # the 7.5 s after it, reaching 2/15 at step 9; by steps it would still be at 7/12.
-    clock = _StepClock()
+    clock = StepClock()
     monkeypatch.setattr(time, "perf_counter", clock)
     cfg = TrainConfig(epochs=1, warmup_steps=4, schedule="linear", time_limit=10.0,
                       decay_to_time_limit=decay_to_time_limit, **{**FAST, "log_every": 1})
