@@ -4,7 +4,9 @@ A :class:`KVCache` keeps one attention module's projected keys and values betwee
 self-attention cache grows by the new positions on each call; a ``static`` (cross-attention)
 cache is filled from the encoder output once and reused.
 
-Legend: ``B`` batch, ``H`` heads, ``S`` cached key positions, ``d_k``/``d_v`` per-head sizes.
+Legend: ``B`` batch, ``G`` key/value heads (``H`` for multi-head attention; fewer with
+grouped-query attention, which shrinks the cache by ``H/G``), ``S`` cached key positions,
+``d_k``/``d_v`` per-head sizes.
 """
 
 from __future__ import annotations
@@ -29,8 +31,8 @@ class KVCache:
       output) and stores them; later calls reuse them and do not read ``key``/``value``.
 
     Attributes:
-        key: ``(B, H, S, d_k)`` (rotated, with rotary embeddings), or ``None`` while empty.
-        value: ``(B, H, S, d_v)``, or ``None`` while empty.
+        key: ``(B, G, S, d_k)`` (rotated, with rotary embeddings), or ``None`` while empty.
+        value: ``(B, G, S, d_v)``, or ``None`` while empty.
         static: keys/values computed once and reused (cross-attention).
     """
 
@@ -46,5 +48,5 @@ class KVCache:
     def reorder(self, index: Tensor) -> None:
         """Keep the batch rows ``index`` ``(B',)``, in that order (beam search, finished rows)."""
         if self.key is not None:
-            self.key = self.key.index_select(0, index)  # (B', H, S, d_k)
-            self.value = self.value.index_select(0, index)  # (B', H, S, d_v)
+            self.key = self.key.index_select(0, index)  # (B', G, S, d_k)
+            self.value = self.value.index_select(0, index)  # (B', G, S, d_v)

@@ -13,8 +13,13 @@ is what models call; two paths compute the same thing (they agree to 1e-5 in flo
 A query row whose every key is masked gets output 0 and weights 0, never NaN (in forward and
 backward).
 
+With ``enable_gqa=True`` (grouped-query attention) the key and value have ``G`` heads at dim -3
+and the query ``H``, a multiple of ``G``; query head ``h`` reads key/value head ``h // (H/G)``.
+The fused path passes this on to PyTorch's kernel (faster than repeating the keys: see
+``benchmarks/gqa.py``); the explicit path repeats each key/value head for its query heads first.
+
 Legend: ``...`` batch dims (e.g. ``B, H``), ``L`` query length, ``S`` key length,
-``E`` query/key dim (``d_k``), ``Ev`` value dim (``d_v``).
+``E`` query/key dim (``d_k``), ``Ev`` value dim (``d_v``), ``G`` key/value heads.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ __all__ = [
     "attention",
     "attention_scores",
     "check_attention_inputs",
+    "repeat_kv",
     "scaled_dot_product_attention",
 ]
 
@@ -73,6 +79,7 @@ def scaled_dot_product_attention(
     is_causal: bool = False,
     scale: float | None = None,
     need_weights: bool = False,
+    enable_gqa: bool = False,
 ) -> AttentionOutput:
     r"""Attention of each query over the keys: ``softmax(Q Kᵀ · scale + mask) V``.
 
@@ -88,6 +95,9 @@ def scaled_dot_product_attention(
         scale: multiplies the scores; default ``1 / sqrt(E)``. ``scale=1`` means no scaling.
         need_weights: also return the ``(..., L, S)`` weights. This runs the explicit path,
             which costs memory ``O(L·S)`` per head and is slower than the fused kernel.
+        enable_gqa: grouped-query attention: ``key`` ``(..., G, S, E)`` and ``value``
+            ``(..., G, S, Ev)`` with ``G`` dividing the query's heads ``H`` (dim -3); query
+            head ``h`` uses key/value head ``h // (H/G)``. Output and weights have ``H`` heads.
 
     Returns:
         :class:`AttentionOutput` ``(output (..., L, Ev), weights (..., L, S) or None)``. The
@@ -103,7 +113,7 @@ def scaled_dot_product_attention(
         >>> out.shape, w.shape
         (torch.Size([2, 4, 3]), torch.Size([2, 4, 6]))
     """
-    check_attention_inputs(query, key, value, attn_mask, dropout_p, scale)
+    check_attention_inputs(query, key, value, attn_mask, dropout_p, scale, enable_gqa=enable_gqa)
     if attn_mask is not None:
         if attn_mask.dim() == 1:  # (S,): the same keys for every query
             attn_mask = attn_mask.unsqueeze(0)  # (1, S)
@@ -118,9 +128,12 @@ def scaled_dot_product_attention(
     if not need_weights:
         output = F.scaled_dot_product_attention(
             query, key, value, attn_mask=attn_mask, dropout_p=dropout_p,
-            is_causal=is_causal, scale=scale,
+            is_causal=is_causal, scale=scale, enable_gqa=enable_gqa,
         )
         return AttentionOutput(output, None)
+    if enable_gqa:  # (..., G, S, E|Ev) -> (..., H, S, E|Ev): one copy per query head
+        groups = query.shape[-3] // key.shape[-3]
+        key, value = repeat_kv(key, groups), repeat_kv(value, groups)
 
     batch = torch.broadcast_shapes(query.shape[:-2], key.shape[:-2], value.shape[:-2])
     query = query.expand(*batch, *query.shape[-2:])
@@ -137,6 +150,12 @@ def scaled_dot_product_attention(
     return AttentionOutput(output, weights)
 
 
+def repeat_kv(x: Tensor, groups: int) -> Tensor:
+    """Each key/value head ``groups`` times in a row: ``(..., G, S, E)`` -> ``(..., G·groups, S,
+    E)``, so that query head ``h`` meets head ``h // groups`` (Llama's ``repeat_kv``)."""
+    return x if groups == 1 else x.repeat_interleave(groups, dim=-3)  # (..., H, S, E)
+
+
 def attention_scores(
     query: Tensor, key: Tensor, attn_mask: Tensor | None = None, *, scale: float | None = None
 ) -> Tensor:
@@ -151,7 +170,7 @@ def attention_scores(
 
 
 def check_attention_inputs(query, key, value, attn_mask=None, dropout_p=0.0,
-                           scale=None) -> None:
+                           scale=None, *, enable_gqa=False) -> None:
     """Fail early, naming the argument and both shapes, instead of deep inside torch."""
     for name, t in (("query", query), ("key", key), ("value", value)):
         if not isinstance(t, Tensor):
@@ -183,8 +202,12 @@ def check_attention_inputs(query, key, value, attn_mask=None, dropout_p=0.0,
             f"value must have as many rows as key (S): key (..., S, E) = {tuple(key.shape)}, "
             f"value (..., S, Ev) = {tuple(value.shape)}"
         )
+    key_batch, value_batch = key.shape[:-2], value.shape[:-2]
+    if enable_gqa:  # compare batch dims as if each key/value head were repeated
+        _check_groups(query, key, value)
+        key_batch = value_batch = (*key.shape[:-3], query.shape[-3])
     try:
-        batch = torch.broadcast_shapes(query.shape[:-2], key.shape[:-2], value.shape[:-2])
+        batch = torch.broadcast_shapes(query.shape[:-2], key_batch, value_batch)
     except RuntimeError:
         raise ValueError(
             f"batch dims of query {tuple(query.shape)}, key {tuple(key.shape)} and value "
@@ -211,3 +234,17 @@ def check_attention_inputs(query, key, value, attn_mask=None, dropout_p=0.0,
             f"attn_mask of shape {tuple(attn_mask.shape)} does not broadcast to the scores' "
             f"shape (..., L, S) = {target}"
         )
+
+
+def _check_groups(query: Tensor, key: Tensor, value: Tensor) -> None:
+    """With ``enable_gqa``: key and value have ``G`` heads at dim -3, dividing the query's."""
+    if min(query.dim(), key.dim(), value.dim()) < 3:
+        raise ValueError(f"enable_gqa needs a heads dim (..., heads, len, dim): query "
+                         f"{tuple(query.shape)}, key {tuple(key.shape)}, value "
+                         f"{tuple(value.shape)}")
+    H, G = query.shape[-3], key.shape[-3]
+    if value.shape[-3] != G or H % G != 0:
+        raise ValueError(f"enable_gqa: key and value must have the same number of heads G "
+                         f"(dim -3), dividing the query's H: query (..., H, L, E) = "
+                         f"{tuple(query.shape)}, key (..., G, S, E) = {tuple(key.shape)}, value "
+                         f"(..., G, S, Ev) = {tuple(value.shape)}")

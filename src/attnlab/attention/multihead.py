@@ -1,9 +1,11 @@
 """Multi-head attention: project, split into heads, attend per head, concatenate, project back.
 
-With a :class:`~attnlab.attention.cache.KVCache` it decodes incrementally (see there).
+With a :class:`~attnlab.attention.cache.KVCache` it decodes incrementally (see there). With
+``n_kv_heads=G < H`` it is grouped-query attention (Ainslie et al., 2023; ``G = 1``: multi-query,
+Shazeer, 2019): ``G`` key/value heads, each shared by ``H/G`` query heads.
 
-Legend: ``B`` batch, ``H`` heads, ``L`` query length, ``S`` key length, ``D`` ``d_model``,
-``d_k`` query/key dim per head, ``d_v`` value dim per head.
+Legend: ``B`` batch, ``H`` (query) heads, ``G`` key/value heads, ``L`` query length, ``S`` key
+length, ``D`` ``d_model``, ``d_k`` query/key dim per head, ``d_v`` value dim per head.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from attnlab.attention.cache import KVCache
 from attnlab.attention.functional import AttentionOutput, scaled_dot_product_attention
 from attnlab.attention.hooks import HookPoint
 from attnlab.attention.masks import causal_mask, combine_masks, padding_mask
+from attnlab.attention.multihead_checks import check_cache, check_inputs
 
 __all__ = ["KVCache", "MultiHeadAttention"]  # KVCache re-exported: it is part of forward()
 
@@ -35,7 +38,11 @@ class MultiHeadAttention(nn.Module):
         bias: add a bias to the four projections.
         dropout: dropout on the attention weights (training only).
         rotary: optional module applied to the split queries and keys,
-            ``rotary(q (B, H, L, d_k), k (B, H, S, d_k)) -> (q, k)`` (e.g. rotary embeddings).
+            ``rotary(q (B, H, L, d_k), k (B, G, S, d_k)) -> (q, k)`` (e.g. rotary embeddings).
+        n_kv_heads: number of key/value heads ``G``, dividing ``H``; default ``H`` (multi-head
+            attention). Query head ``h`` reads key/value head ``h // (H/G)`` (Llama's
+            ``repeat_kv``); ``k_proj``/``v_proj`` have ``G·d_k``/``G·d_v`` outputs and a cache
+            holds ``G`` heads. ``G = 1`` is multi-query attention.
 
     Shape:
         - query ``(B, L, D)``; key ``(B, S, kdim)``; value ``(B, S, vdim)``. 2-D inputs
@@ -54,6 +61,8 @@ class MultiHeadAttention(nn.Module):
 
     Without ``need_weights`` the fused kernel runs; with it, the explicit path of
     :func:`scaled_dot_product_attention` runs, which writes ``B·H·L·S`` weights and is slower.
+    With ``G < H`` the fused kernel reads the shared key/value heads directly (``enable_gqa``);
+    the explicit path repeats each for its query heads, and its weights are still per query head.
 
     Hook points (:class:`~attnlab.attention.hooks.HookPoint`), called only when hooked:
     ``hook_pattern`` sees the weights of the heads its observers ask for (only those leave the
@@ -61,7 +70,8 @@ class MultiHeadAttention(nn.Module):
     ``head_mask``, before concatenation, with ``query=`` as keyword context, and a hook
     returning a tensor replaces them (head gates). ``hook_query``, ``hook_key`` and
     ``hook_value`` see the per-head queries ``(B, H, L, d_k)`` (after rotary positions, where
-    used), keys ``(B, H, S, d_k)`` and values ``(B, H, S, d_v)`` (the cached ones included),
+    used), keys ``(B, G, S, d_k)`` and values ``(B, G, S, d_v)`` (the cached ones included;
+    :meth:`kv_head` maps a query head to its key/value head),
     with ``mask=`` as keyword context: what the scaled scores of every head get (padding,
     ``attn_mask`` and causality combined; boolean ``True`` = may attend, or additive; ``None``
     = every key); they observe only (a hook's result is not used).
@@ -86,10 +96,12 @@ class MultiHeadAttention(nn.Module):
         bias: bool = True,
         dropout: float = 0.0,
         rotary: nn.Module | None = None,
+        n_kv_heads: int | None = None,
     ) -> None:
         super().__init__()
         for name, size in (("d_model", d_model), ("n_heads", n_heads), ("d_k", d_k),
-                           ("d_v", d_v), ("kdim", kdim), ("vdim", vdim)):
+                           ("d_v", d_v), ("kdim", kdim), ("vdim", vdim),
+                           ("n_kv_heads", n_kv_heads)):
             optional = name not in ("d_model", "n_heads")
             if not (optional and size is None) and (
                     isinstance(size, bool) or not isinstance(size, int) or size < 1):
@@ -100,10 +112,14 @@ class MultiHeadAttention(nn.Module):
                 f"d_model must be divisible by n_heads when d_k/d_v are not given: "
                 f"d_model={d_model}, n_heads={n_heads} (d_model % n_heads = {d_model % n_heads})"
             )
+        if n_kv_heads is not None and n_heads % n_kv_heads != 0:
+            raise ValueError(f"n_kv_heads must divide n_heads={n_heads} (each key/value head "
+                             f"serves n_heads / n_kv_heads query heads), got {n_kv_heads}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         self.d_model = d_model
         self.n_heads = n_heads
+        self.n_kv_heads = n_heads if n_kv_heads is None else n_kv_heads  # G
         self.d_k = d_model // n_heads if d_k is None else d_k
         self.d_v = d_model // n_heads if d_v is None else d_v
         self.kdim = d_model if kdim is None else kdim
@@ -113,16 +129,25 @@ class MultiHeadAttention(nn.Module):
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         self.dropout = dropout
         self.q_proj = nn.Linear(d_model, n_heads * self.d_k, bias=bias)
-        self.k_proj = nn.Linear(self.kdim, n_heads * self.d_k, bias=bias)
-        self.v_proj = nn.Linear(self.vdim, n_heads * self.d_v, bias=bias)
+        self.k_proj = nn.Linear(self.kdim, self.n_kv_heads * self.d_k, bias=bias)
+        self.v_proj = nn.Linear(self.vdim, self.n_kv_heads * self.d_v, bias=bias)
         self.out_proj = nn.Linear(n_heads * self.d_v, d_model, bias=bias)
         self.rotary = rotary
         self.hook_pattern = HookPoint()  # the weights (B, H|h, L, S), computed when hooked
         self.hook_head_output = HookPoint()  # per-head outputs (B, H, L, d_v); hooks may replace
         self.hook_query = HookPoint()  # per-head queries (B, H, L, d_k), with mask= context
-        self.hook_key = HookPoint()  # per-head keys (B, H, S, d_k), with mask= context
-        self.hook_value = HookPoint()  # per-head values (B, H, S, d_v), with mask= context
+        self.hook_key = HookPoint()  # per-head keys (B, G, S, d_k), with mask= context
+        self.hook_value = HookPoint()  # per-head values (B, G, S, d_v), with mask= context
         self.reset_parameters()
+
+    @property
+    def grouped(self) -> bool:
+        """Whether key/value heads are shared (``n_kv_heads < n_heads``)."""
+        return self.n_kv_heads != self.n_heads
+
+    def kv_head(self, head: int) -> int:
+        """The key/value head that query head ``head`` reads: ``head // (H/G)``."""
+        return head // (self.n_heads // self.n_kv_heads)
 
     def reset_parameters(self) -> None:
         """Xavier-uniform projections and zero biases, as ``torch.nn.MultiheadAttention``."""
@@ -148,6 +173,11 @@ class MultiHeadAttention(nn.Module):
             raise ValueError(f"cannot prune all {self.n_heads} heads; at least one must remain")
         if not heads:
             return
+        if self.grouped:  # removing a query head would leave groups of unequal size
+            raise ValueError(f"cannot prune heads of grouped-query attention (n_kv_heads="
+                             f"{self.n_kv_heads} < n_heads={self.n_heads}): each key/value head "
+                             f"is shared by {self.n_heads // self.n_kv_heads} query heads; use "
+                             f"head_mask to silence heads instead")
         keep = [h for h in range(self.n_heads) if h not in heads]
         # rows of the kept heads in the projections' outputs (head-major, as in forward)
         rows_qk = torch.arange(self.n_heads * self.d_k).view(self.n_heads, self.d_k)  # (H, d_k)
@@ -171,7 +201,7 @@ class MultiHeadAttention(nn.Module):
         self.k_proj = shrink(self.k_proj, rows_qk, 0)  # (h*d_k, kdim)
         self.v_proj = shrink(self.v_proj, rows_v, 0)  # (h*d_v, vdim)
         self.out_proj = shrink(self.out_proj, rows_v, 1)  # (D, h*d_v)
-        self.n_heads = len(keep)
+        self.n_heads = self.n_kv_heads = len(keep)  # still multi-head attention
 
     def forward(
         self,
@@ -199,22 +229,22 @@ class MultiHeadAttention(nn.Module):
         key = query if key is None else key
         value = key if value is None else value
         if cache is None:
-            self._check_inputs(query, key, value, attention_mask, head_mask)
+            check_inputs(self, query, key, value, attention_mask, head_mask)
             B, L, _ = query.shape
-            S, H = key.shape[1], self.n_heads
+            S, H, G = key.shape[1], self.n_heads, self.n_kv_heads
 
             # 1) project and split into heads
             q = self.q_proj(query).view(B, L, H, self.d_k).transpose(1, 2)  # (B, H, L, d_k)
-            k = self.k_proj(key).view(B, S, H, self.d_k).transpose(1, 2)  # (B, H, S, d_k)
-            v = self.v_proj(value).view(B, S, H, self.d_v).transpose(1, 2)  # (B, H, S, d_v)
+            k = self.k_proj(key).view(B, S, G, self.d_k).transpose(1, 2)  # (B, G, S, d_k)
+            v = self.v_proj(value).view(B, S, G, self.d_v).transpose(1, 2)  # (B, G, S, d_v)
             if self.rotary is not None:
                 q, k = self.rotary(q, k)
         else:  # 1) project what the cache lacks, then read the cache
-            past = self._check_cache(cache, query, key, value, attention_mask, head_mask,
-                                     is_causal)
+            past = check_cache(self, cache, query, key, value, attention_mask, head_mask,
+                               is_causal)
             B, L, _ = query.shape
             H = self.n_heads
-            q, k, v = self._project_cached(query, key, value, cache, past)  # (B, H, L|S, d)
+            q, k, v = self._project_cached(query, key, value, cache, past)  # (B, H|G, L|S, d)
             if is_causal and past > 0:  # the queries sit at positions past .. past+L-1
                 if L > 1:  # (one query sees every cached key: no mask needed)
                     visible = torch.ones(L, k.shape[2], dtype=torch.bool,
@@ -222,7 +252,7 @@ class MultiHeadAttention(nn.Module):
                     attn_mask = combine_masks(attn_mask, visible)
                 is_causal = False
 
-        # 2) attend per head
+        # 2) attend per head; query head h reads key/value head h // (H/G)
         mask = attn_mask
         if attention_mask is not None:
             mask = combine_masks(attn_mask, padding_mask(attention_mask))  # -> (B, 1|H, L|1, S)
@@ -236,14 +266,16 @@ class MultiHeadAttention(nn.Module):
             dropout_p=self.dropout if self.training else 0.0,
             is_causal=is_causal,
             need_weights=all_heads,
+            enable_gqa=self.grouped,
         )  # (B, H, L, d_v), (B, H, L, S) | None
         if watch:
             if all_heads:
                 observed = weights if wanted is None else weights[:, wanted]  # (B, H|h, L, S)
             else:  # only some heads observed: the rest stayed fused
                 per_head = mask is not None and mask.dim() == 4 and mask.shape[1] == H
+                kv = [self.kv_head(h) for h in wanted]  # each wanted head's key/value head
                 observed = scaled_dot_product_attention(
-                    q[:, wanted], k[:, wanted], v[:, wanted], mask[:, wanted] if per_head else mask,
+                    q[:, wanted], k[:, kv], v[:, kv], mask[:, wanted] if per_head else mask,
                     is_causal=is_causal, need_weights=True,
                 ).weights  # (B, h, L, S)
             self.hook_pattern(observed)
@@ -277,79 +309,27 @@ class MultiHeadAttention(nn.Module):
     def _project_cached(self, query: Tensor, key: Tensor, value: Tensor, cache: KVCache,
                         past: int) -> tuple[Tensor, Tensor, Tensor]:
         """Step 1 with a cache: project the queries and what the cache lacks, update it in
-        place, and return ``q (B, H, L, d_k)`` and all keys/values ``(B, H, S, d_k|d_v)``."""
+        place, and return ``q (B, H, L, d_k)`` and all keys/values ``(B, G, S, d_k|d_v)``."""
         B, L, _ = query.shape
-        H = self.n_heads
+        H, G = self.n_heads, self.n_kv_heads
         q = self.q_proj(query).view(B, L, H, self.d_k).transpose(1, 2)  # (B, H, L, d_k)
         if cache.static and cache.key is not None:  # cross-attention after its first call
             return q, cache.key, cache.value
         S = key.shape[1]
-        k = self.k_proj(key).view(B, S, H, self.d_k).transpose(1, 2)  # (B, H, S, d_k)
-        v = self.v_proj(value).view(B, S, H, self.d_v).transpose(1, 2)  # (B, H, S, d_v)
+        k = self.k_proj(key).view(B, S, G, self.d_k).transpose(1, 2)  # (B, G, S, d_k)
+        v = self.v_proj(value).view(B, S, G, self.d_v).transpose(1, 2)  # (B, G, S, d_v)
         if self.rotary is not None:  # new queries and keys both sit at past .. past+L-1
             q, k = self.rotary(q, k, q_offset=past, k_offset=past)
         if cache.key is not None:
-            k = torch.cat([cache.key, k], dim=2)  # (B, H, past + S, d_k)
-            v = torch.cat([cache.value, v], dim=2)  # (B, H, past + S, d_v)
+            k = torch.cat([cache.key, k], dim=2)  # (B, G, past + S, d_k)
+            v = torch.cat([cache.value, v], dim=2)  # (B, G, past + S, d_v)
         cache.key, cache.value = k, v
         return q, k, v
 
-    def _check_cache(self, cache, query, key, value, attention_mask, head_mask,
-                     is_causal) -> int:
-        """Check the inputs of a cached call; return the position of its first query."""
-        if not isinstance(cache, KVCache):
-            raise TypeError(f"cache must be a KVCache or None, got {type(cache).__name__}")
-        if cache.static and (is_causal or self.rotary is not None):
-            raise ValueError("a static cache (cross-attention) supports neither is_causal nor "
-                             "rotary positions: its keys are not positions of the queries' "
-                             "sequence")
-        reuse = cache.static and cache.key is not None
-        if reuse:  # key and value are not read
-            key = query.new_empty(query.shape[0], 0, self.kdim)
-            value = query.new_empty(query.shape[0], 0, self.vdim)
-        self._check_inputs(query, key, value, None, head_mask)
-        B = query.shape[0]
-        if cache.key is not None and cache.key.shape[0] != B:
-            raise ValueError(f"cache holds keys for batch size {cache.key.shape[0]} but query "
-                             f"{tuple(query.shape)} has batch size {B}; reorder the cache "
-                             f"(cache.reorder(index)) when the batch changes")
-        past = 0 if cache.static else cache.length
-        S = cache.length if reuse else past + key.shape[1]
-        if attention_mask is not None and tuple(attention_mask.shape) != (B, S):
-            raise ValueError(
-                f"attention_mask must have shape (B, S) = {(B, S)} with a cache: S counts the "
-                f"{cache.length} cached keys too (1 = attend, 0 = padding), got "
-                f"{tuple(attention_mask.shape)}"
-            )
-        _check_padding_dtype(attention_mask)
-        return past
-
-    def _check_inputs(self, query, key, value, attention_mask, head_mask) -> None:
-        for name, t, dim in (("query", query, self.d_model), ("key", key, self.kdim),
-                             ("value", value, self.vdim)):
-            if t.dim() != 3 or t.shape[-1] != dim:
-                raise ValueError(f"{name} must have shape (B, len, {dim}), got {tuple(t.shape)}")
-        if key.shape[:2] != value.shape[:2]:
-            raise ValueError(f"key (B, S, kdim) = {tuple(key.shape)} and value (B, S, vdim) = "
-                             f"{tuple(value.shape)} must share batch size and length")
-        if key.shape[0] != query.shape[0]:
-            raise ValueError(f"query {tuple(query.shape)} and key {tuple(key.shape)} must have "
-                             f"the same batch size")
-        if attention_mask is not None and tuple(attention_mask.shape) != tuple(key.shape[:2]):
-            raise ValueError(
-                f"attention_mask must have shape (B, S) = {tuple(key.shape[:2])} "
-                f"(1 = attend, 0 = padding), got {tuple(attention_mask.shape)}"
-            )
-        _check_padding_dtype(attention_mask)
-        if head_mask is not None and tuple(head_mask.shape) not in (
-            (self.n_heads,), (query.shape[0], self.n_heads)
-        ):
-            raise ValueError(f"head_mask must have shape (H,) = ({self.n_heads},) or (B, H) = "
-                             f"({query.shape[0]}, {self.n_heads}), got {tuple(head_mask.shape)}")
-
     @classmethod
     def from_torch(cls, module: nn.MultiheadAttention) -> MultiHeadAttention:
-        """A copy of a ``torch.nn.MultiheadAttention`` with the same weights.
+        """A copy of a ``torch.nn.MultiheadAttention`` with the same weights (multi-head:
+        ``n_kv_heads = n_heads``, as PyTorch has no grouped-query attention).
 
         Note that its boolean masks mean ``True`` = *blocked*; pass ``~mask`` here.
         """
@@ -374,14 +354,7 @@ class MultiHeadAttention(nn.Module):
         return mha.to(module.out_proj.weight.device, module.out_proj.weight.dtype)
 
     def extra_repr(self) -> str:
-        return (f"d_model={self.d_model}, n_heads={self.n_heads}, d_k={self.d_k}, d_v={self.d_v}, "
-                f"kdim={self.kdim}, vdim={self.vdim}, dropout={self.dropout}")
+        grouped = f", n_kv_heads={self.n_kv_heads}" if self.grouped else ""
+        return (f"d_model={self.d_model}, n_heads={self.n_heads}{grouped}, d_k={self.d_k}, "
+                f"d_v={self.d_v}, kdim={self.kdim}, vdim={self.vdim}, dropout={self.dropout}")
 
-
-def _check_padding_dtype(attention_mask: Tensor | None) -> None:
-    """A padding mask holds 0/1; a float mask of 0 / -inf here would be read inverted."""
-    if attention_mask is not None and (attention_mask.is_floating_point()
-                                       or attention_mask.is_complex()):
-        raise ValueError(f"attention_mask must hold 0/1 (bool or integer: 1 = attend, "
-                         f"0 = padding), got dtype {attention_mask.dtype}; pass an additive "
-                         f"float mask (0 / -inf) as attn_mask instead")

@@ -10,10 +10,13 @@ the heads its observers want, and each capture picks its own from it.
 With ``vectors=True`` it also keeps the per-head queries, keys and values of the selected
 modules (``hook_query``/``hook_key``/``hook_value``) and the mask their scores got: what a
 step-by-step explanation of one head needs. They are computed anyway, so keeping them costs
-only the copy.
+only the copy. With grouped-query attention the keys and values are kept as the module's shared
+key/value heads, not repeated per query head: :attr:`AttentionCapture.kv_heads` says which
+key/value head each row is, :meth:`AttentionCapture.kv_row` which row a query head reads.
 
-Legend: ``B`` batch, ``H`` heads of a module, ``h`` selected heads, ``L`` query length,
-``S`` key length, ``d_k``/``d_v`` query-key and value size per head.
+Legend: ``B`` batch, ``H`` heads of a module, ``h`` selected heads, ``G`` key/value heads of a
+module (``H`` unless grouped-query), ``g`` the key/value heads of the selected heads, ``L``
+query length, ``S`` key length, ``d_k``/``d_v`` query-key and value size per head.
 """
 
 from __future__ import annotations
@@ -51,7 +54,13 @@ class AttentionCapture:
         hook_names: dotted names of the observed hook points, aligned with ``names``
             (``layers.0.attn.hook_pattern``).
         queries, keys, values: with ``vectors=True``, name → detached per-head queries
-            ``(B, H|h, L, d_k)``, keys ``(B, H|h, S, d_k)`` and values ``(B, H|h, S, d_v)``.
+            ``(B, H|h, L, d_k)``, keys ``(B, G|g, S, d_k)`` and values ``(B, G|g, S, d_v)``:
+            the key/value heads the captured query heads read, each once (``G = H``, ``g = h``
+            without grouped-query attention).
+        kv_heads: with ``vectors=True``, name → the module's key/value head index of each row
+            of ``keys``/``values`` (all ``G`` in order, or those of the selected heads in order
+            of first use).
+        groups: with ``vectors=True``, name → query heads per key/value head, ``H/G``.
         masks: with ``vectors=True``, name → the mask the scores got, ``(B, 1|H|h, L, S)``
             (boolean ``True`` = may attend, or additive), or ``None`` when every key was seen.
     """
@@ -65,6 +74,8 @@ class AttentionCapture:
     keys: dict[str, Tensor] = field(default_factory=dict)
     values: dict[str, Tensor] = field(default_factory=dict)
     masks: dict[str, Tensor | None] = field(default_factory=dict)
+    kv_heads: dict[str, list[int]] = field(default_factory=dict)
+    groups: dict[str, int] = field(default_factory=dict)
 
     def __getitem__(self, key: int | str) -> Tensor:
         """Weights by layer position among the observed modules, or by dotted name."""
@@ -72,6 +83,17 @@ class AttentionCapture:
         if name not in self.weights:
             raise KeyError(f"no weights captured for {name!r}; captured: {list(self.weights)}")
         return self.weights[name]
+
+    def kv_row(self, name: str, head: int) -> int:
+        """Row of ``keys[name]``/``values[name]`` that query head ``head`` (the module's
+        numbering) reads: that of its key/value head ``head // (H/G)``."""
+        return self.kv_heads[name].index(head // self.groups[name])
+
+    def per_query_head(self, vectors: dict[str, Tensor], name: str) -> Tensor:
+        """``keys`` or ``values`` of ``name`` with one row per captured query head
+        ``(B, H|h, S, d)``, each key/value head repeated for the query heads that share it."""
+        heads = range(self.queries[name].shape[1]) if self.heads is None else self.heads
+        return vectors[name][:, [self.kv_row(name, h) for h in heads]]  # (B, H|h, S, d)
 
     def __len__(self) -> int:
         return len(self.weights)
@@ -133,7 +155,7 @@ def capture(
         for name, hook_name in zip(names, hook_names, strict=True):
             observers.append(points[hook_name].observe(head_list, _recorder(cap, name, head_list)))
             if vectors:
-                observers += _observe_vectors(cap, points, name, head_list)
+                observers += _observe_vectors(cap, points, name, head_list, modules[name])
         yield cap
     finally:
         for observer in observers:
@@ -158,20 +180,26 @@ def _recorder(cap: AttentionCapture, name: str, wanted: list[int] | None):
 
 
 def _observe_vectors(cap: AttentionCapture, points: dict[str, HookPoint], name: str,
-                     wanted: list[int] | None) -> list[Observer]:
+                     wanted: list[int] | None, module: MultiHeadAttention) -> list[Observer]:
     """Observers that keep ``name``'s queries, keys, values and mask in ``cap``."""
-    def keeper(store: dict[str, Tensor], with_mask: bool):
+    kv = list(range(module.n_kv_heads)) if wanted is None else list(
+        dict.fromkeys(module.kv_head(h) for h in wanted))  # key/value heads read, in order
+    cap.kv_heads[name], cap.groups[name] = kv, module.n_heads // module.n_kv_heads
+
+    def keeper(store: dict[str, Tensor], rows: list[int] | None, with_mask: bool):
         def hook(_point: HookPoint, inputs: tuple[Tensor, ...], context: dict, _output) -> None:
-            vectors = inputs[0].detach()  # (B, H, L|S, d)
-            store[name] = vectors if wanted is None else vectors[:, wanted]  # (B, H|h, L|S, d)
+            vectors = inputs[0].detach()  # (B, H|G, L|S, d)
+            store[name] = vectors if rows is None else vectors[:, rows]  # (B, H|h|G|g, L|S, d)
             if with_mask:
                 cap.masks[name] = _head_mask(context["mask"], vectors, wanted)
         return hook
 
-    return [points[_join(name, point)].observe(wanted, keeper(store, point == "hook_query"),
+    kv_rows = None if wanted is None else kv
+    return [points[_join(name, point)].observe(heads, keeper(store, heads, point == "hook_query"),
                                                with_kwargs=True)
-            for point, store in (("hook_query", cap.queries), ("hook_key", cap.keys),
-                                 ("hook_value", cap.values))]
+            for point, store, heads in (("hook_query", cap.queries, wanted),
+                                        ("hook_key", cap.keys, kv_rows),
+                                        ("hook_value", cap.values, kv_rows))]
 
 
 def _head_mask(mask: Tensor | None, queries: Tensor, wanted: list[int] | None) -> Tensor | None:

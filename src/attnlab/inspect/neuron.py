@@ -196,8 +196,9 @@ def _explain(run: HeadPass, cap: AttentionCapture, name: str, attention: str, la
              head: int, i: int, text: str) -> HeadExplanation:
     """The steps of head ``head`` (the only one captured) for query ``i``, in float64."""
     q = cap.queries[name][0, 0, i:i + 1].double()  # (1, d_k)
-    k = cap.keys[name][0, 0].double()  # (S, d_k)
-    v = cap.values[name][0, 0].double()  # (S, d_v)
+    row = cap.kv_row(name, head)  # the key/value head it reads (shared, if grouped-query)
+    k = cap.keys[name][0, row].double()  # (S, d_k)
+    v = cap.values[name][0, row].double()  # (S, d_v)
     mask = cap.masks[name]
     if mask is not None:
         mask = mask[0, 0, i:i + 1]  # (1, S): boolean or additive

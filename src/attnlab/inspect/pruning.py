@@ -43,7 +43,8 @@ def prune_heads(
     """Remove heads from the attention modules of ``model``, in place.
 
     Args:
-        model: any module built from :class:`MultiHeadAttention`.
+        model: any module built from :class:`MultiHeadAttention`; a grouped-query module
+            (``n_kv_heads < n_heads``) cannot be pruned (``ValueError``).
         heads: module (dotted name or position in model order) → head indices in the module's
             current numbering; or ``(layer position, head)`` pairs.
         previous: the record of a model pruned before (from its config), so that the returned
@@ -73,6 +74,10 @@ def prune_heads(
         plan.setdefault(key, []).extend(int(h) for h in removed)
     for name, removed in plan.items():  # check all before changing any
         n = modules[name].n_heads
+        if removed and modules[name].grouped:  # query heads share key/value heads
+            raise ValueError(f"cannot prune heads of {name}: it is grouped-query attention "
+                             f"(n_kv_heads={modules[name].n_kv_heads} < n_heads={n}), whose "
+                             f"key/value heads are shared; use head_mask to silence heads")
         if any(not 0 <= h < n for h in removed):
             raise ValueError(f"heads for {name} must be in [0, {n}), got {sorted(removed)}")
         if len(set(removed)) == n:

@@ -236,8 +236,9 @@ def _vectors(cap, names: list[str], b: int, n: int) -> dict:
         return None if trivial else m
 
     return {"queries": [cap.queries[x][b, :, :n].clone() for x in names],  # (H, L, d_k)
-            "keys": [cap.keys[x][b, :, :n].clone() for x in names],  # (H, L, d_k)
-            "values": [cap.values[x][b, :, :n].clone() for x in names],  # (H, L, d_v)
+            # keys and values per query head (key/value heads repeated if grouped-query)
+            "keys": [cap.per_query_head(cap.keys, x)[b, :, :n] for x in names],  # (H, L, d_k)
+            "values": [cap.per_query_head(cap.values, x)[b, :, :n] for x in names],  # (H, L, d_v)
             "masks": [mask(x) for x in names]}
 
 
