@@ -309,3 +309,17 @@ def test_evaluate_still_translates(mt, capsys, monkeypatch, tmp_path):
     out = tmp_path / "new" / "hyp.txt"
     assert main(["evaluate", str(mt), "--split", "val", "--out", str(out)]) == 0
     assert len(out.read_text().splitlines()) == 1
+
+
+@pytest.mark.parametrize("data", ["sst2", None, {"text_column": "sentence"}])
+def test_evaluate_a_classifier_whose_config_records_no_data_set(tmp_path, capsys, data):
+    """A string, an empty or a source-less ``data`` section is one line naming config.json
+    (a string used to give an AttributeError)."""
+    run = make_tiny_run(tmp_path / "run", train_steps=0)
+    for config_path in [*run.glob("config.json"), *run.glob("*/config.json")]:
+        config = json.loads(config_path.read_text())
+        config["data"] = data
+        config_path.write_text(json.dumps(config))
+    assert main(["evaluate", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "config.json records no data set" in err and "--data" in err

@@ -162,10 +162,12 @@ def data_source_of(run: str | os.PathLike) -> str:
         FileNotFoundError: no checkpoint in ``run``.
         UsageError: the checkpoint does not record its data set.
     """
-    config = load_checkpoint_config(checkpoint_dir(run))
-    source = (config.get("data") or {}).get("source")
-    if not source:
-        raise UsageError(f"{run} does not record its data set; pass --data")
+    folder = checkpoint_dir(run)
+    data = load_checkpoint_config(folder).get("data") or {}
+    source = data.get("source") if isinstance(data, dict) else None
+    if not isinstance(source, str) or not source:
+        raise UsageError(f"{folder / 'config.json'} records no data set (its 'data' section "
+                         f"holds no 'source'); pass --data")
     return source
 
 
