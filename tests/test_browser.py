@@ -29,8 +29,7 @@ playwright_api = pytest.importorskip("playwright.sync_api")
 uvicorn = pytest.importorskip("uvicorn")
 
 from attnlab.inspect.app import create_app  # noqa: E402
-from attnlab.inspect.html import attention_view  # noqa: E402
-from attnlab.inspect.subject import EXAMPLE, load_subject  # noqa: E402
+from attnlab.inspect.subject import EXAMPLE, attention_view, load_subject  # noqa: E402
 from attnlab.tasks.translation.subject import EXAMPLE as TRANSLATION_EXAMPLE  # noqa: E402
 from attnlab.tasks.translation.subject import TranslationSubject  # noqa: E402
 from attnlab.tasks.translation.translator import Translator  # noqa: E402

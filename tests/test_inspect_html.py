@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from attnlab.inspect import capture
-from attnlab.inspect.html import attention_payload, attention_view, embed_json, render_page
-from attnlab.inspect.subject import load_subject
+from attnlab.inspect.html import attention_payload, embed_json, render_page
+from attnlab.inspect.subject import attention_view, load_subject
 from tiny_run import make_tiny_run
 
 XSS = "<img src=x onerror=alert(1)> </script><script>alert(2)</script> <!-- x --> ]]> \u2028"

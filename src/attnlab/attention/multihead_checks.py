@@ -6,19 +6,14 @@ Legend: ``B`` batch, ``H`` heads, ``S`` key length (the cached keys included).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from torch import Tensor
+from torch import Tensor, nn
 
 from attnlab.attention.cache import KVCache
-
-if TYPE_CHECKING:
-    from attnlab.attention.multihead import MultiHeadAttention
 
 __all__ = ["check_cache", "check_inputs"]
 
 
-def check_cache(mha: MultiHeadAttention, cache, query, key, value, attention_mask, head_mask,
+def check_cache(mha: nn.Module, cache, query, key, value, attention_mask, head_mask,
                 is_causal) -> int:
     """Check the inputs of a cached call; return the position of its first query."""
     if not isinstance(cache, KVCache):
@@ -52,7 +47,7 @@ def check_cache(mha: MultiHeadAttention, cache, query, key, value, attention_mas
     return past
 
 
-def check_inputs(mha: MultiHeadAttention, query, key, value, attention_mask, head_mask
+def check_inputs(mha: nn.Module, query, key, value, attention_mask, head_mask
                  ) -> None:
     """Fail early on a call's inputs, naming the argument, the shape expected and the one given."""
     for name, t, dim in (("query", query, mha.d_model), ("key", key, mha.kdim),

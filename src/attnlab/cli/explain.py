@@ -21,7 +21,7 @@ from attnlab.errors import UsageError
 from attnlab.inspect.neuron import HeadChoiceError, HeadExplanation, explain_head
 from attnlab.tasks.registry import open_subject
 from attnlab.tasks.task import Command
-from attnlab.text.reading import check_utf8
+from attnlab.text.files import check_utf8
 
 __all__ = ["COMMAND", "add_arguments", "format_head_json", "format_head_text", "format_json",
            "format_text", "parse_matrix", "run"]

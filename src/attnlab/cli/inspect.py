@@ -26,7 +26,7 @@ from attnlab.inspect.subject import save_pruned_run
 from attnlab.tasks.registry import open_subject
 from attnlab.tasks.task import Command
 from attnlab.text import load_split
-from attnlab.text.reading import check_utf8
+from attnlab.text.files import check_utf8
 
 __all__ = ["HEADS", "SERVE", "SHOW"]
 
@@ -209,7 +209,7 @@ def run_serve(args: argparse.Namespace) -> int:
     interrupted; JSON API at POST /api/attend. A client has 10 s to send a whole request (its
     head of at most 16 KiB, its body of at most 64 KiB), from connecting or from its last
     answer; an idle connection is closed 5 s after its last answer; from 64 open connections
-    on, new requests get 503 (attnlab.inspect.app.ServeLimits).
+    on, new requests get 503 (attnlab.inspect.server.ServeLimits).
 
     Example: attnlab serve runs/sst2 --port 8000
     """

@@ -27,7 +27,7 @@ from attnlab.inspect.rollout import Rollout, attention_rollout
 from attnlab.inspect.statistics import HeadStats, head_statistics
 
 _LAZY = {
-    "AttentionView": "html", "attention_view": "html",
+    "AttentionView": "html", "attention_view": "subject",
     "Subject": "subject", "load_subject": "subject", "save_pruned_run": "subject",
     "HeadReport": "head_report", "head_report": "head_report", "write_report": "head_report",
     "heatmap": "pictures", "head_grid": "pictures", "relevance_plot": "pictures",

@@ -37,17 +37,14 @@ import re
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 
+from attnlab.inspect.attended import Attended
 from attnlab.io.atomic import write_text_atomic
 
-if TYPE_CHECKING:  # types only: the subject draws itself with this module's functions
-    from attnlab.inspect.subject import Attended, Subject
-
-__all__ = ["MAX_VECTOR_TOKENS", "AttentionView", "attention_payload", "attention_view",
-           "embed_json", "model_name", "quantize", "render_page"]
+__all__ = ["MAX_VECTOR_TOKENS", "AttentionView", "attention_payload", "embed_json", "model_name",
+           "quantize", "render_page"]
 
 MAX_VECTOR_TOKENS = 64  # longest sentence whose queries, keys and values the payload carries
 _SCRIPTS = ("neuron.js", "headview.js", "summary.js", "view.js")  # view.js uses the others
@@ -190,21 +187,3 @@ class AttentionView:
         return (f'<iframe srcdoc="{html_lib.escape(self.html, quote=True)}" '
                 f'style="width: 100%; height: {self.height}px; border: 0" '
                 f'sandbox="allow-scripts"></iframe>')
-
-
-def attention_view(subject: Subject, texts: Sequence[str] | str, *, batch_size: int = 16
-                   ) -> AttentionView:
-    """Run ``texts`` through the model and build the explorer page for all of them.
-
-    Args:
-        subject: the model (see :func:`~attnlab.inspect.subject.load_subject`).
-        texts: one sentence or several; the page has a selector for them.
-        batch_size: texts per forward pass.
-    """
-    texts = [texts] if isinstance(texts, str) else list(texts)
-    if not texts:
-        raise ValueError("texts must hold at least one sentence")
-    attended = [a for i in range(0, len(texts), batch_size)
-                for a in subject.attend(texts[i:i + batch_size], vectors=True)]
-    return AttentionView(render_page("view.html",
-                                     attention_payload(subject.name, attended, subject.labels)))

@@ -29,6 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from attnlab.errors import InputError
+from attnlab.inspect.attended import Attended, Encoded
 from attnlab.inspect.capture import attention_modules, capture
 from attnlab.inspect.html import AttentionView, attention_payload, model_name, render_page
 from attnlab.inspect.pictures import head_grid, heatmap, relevance_plot
@@ -41,40 +42,10 @@ from attnlab.io.registry import KEPT_HEADS_KEY, LoadedModel, load_model
 from attnlab.models.prediction import Prediction
 from attnlab.text import TextTokenizer, pad_sequences
 
-__all__ = ["EXAMPLE", "Attended", "Encoded", "Subject", "load_subject", "save_pruned_run"]
+__all__ = ["EXAMPLE", "Attended", "Encoded", "Subject", "attention_view", "load_subject",
+           "save_pruned_run"]
 
 EXAMPLE = "a gripping , funny film"  # the sentence the live app opens on
-
-
-@dataclass(frozen=True)
-class Encoded:
-    """Texts as padded model inputs, with their tokens."""
-
-    input_ids: Tensor  # (B, L) long
-    attention_mask: Tensor  # (B, L) long, 1 = token, 0 = padding
-    special_mask: Tensor  # (B, L) long, 1 = special token ([CLS], [SEP], ...)
-    tokens: list[list[str]]  # per text, its real tokens
-    truncated: list[bool]  # per text, whether it was cut to max_length
-
-
-@dataclass(frozen=True)
-class Attended:
-    """One text seen through the model (padding removed)."""
-
-    text: str
-    tokens: list[str]  # L tokens
-    special: list[int]  # (L,) 1 = special token
-    layer_names: list[str]  # dotted names of the attention modules, in model order
-    weights: list[Tensor]  # per layer (H_l, L, L); H_l differs only after pruning
-    relevance: Tensor  # (L,) attention rollout toward the prediction
-    prediction: Prediction | None  # None for an encoder without a classification head
-    truncated: bool  # the text was longer than max_length tokens
-    # with attend(..., vectors=True), per layer; otherwise None
-    queries: list[Tensor] | None = None  # (H_l, L, d_k), after rotary positions
-    keys: list[Tensor] | None = None  # (H_l, L, d_k)
-    values: list[Tensor] | None = None  # (H_l, L, d_v)
-    masks: list[Tensor | None] | None = None  # (1|H_l, L, L) bool (True = may attend) or
-    #   additive; None where every key was seen
 
 
 @dataclass
@@ -173,8 +144,7 @@ class Subject:
         """Each text's prediction and rollout as lines; pictures of the first text (rollout,
         a layer's heads, one head) and the explorer page of all of them."""
         self.tokenizer.encode(texts)  # refuses a text without tokens before any work
-        attended = [a for i in range(0, len(texts), 16)
-                    for a in self.attend(texts[i:i + 16], vectors=True)]
+        attended = self.attend_batches(texts)
         warnings = [f"text {i} was cut to {self.max_length} tokens (the model's longest input)"
                     for i, a in enumerate(attended) if a.truncated]
         lines = []
@@ -199,11 +169,15 @@ class Subject:
             return heatmap(w[head], first.tokens, title=f"layer {layer}, head {head}")
 
         def view() -> AttentionView:
-            return AttentionView(render_page("view.html", attention_payload(
-                self.name, attended, self.labels)))
+            return _page(self, attended)
 
         return Look(lines, warnings, len(first.weights), first.weights[0].shape[0], picture,
                     view)
+
+    def attend_batches(self, texts: Sequence[str], batch_size: int = 16) -> list[Attended]:
+        """:meth:`attend` with ``vectors=True``, ``batch_size`` texts per forward pass."""
+        return [a for i in range(0, len(texts), batch_size)
+                for a in self.attend(texts[i:i + batch_size], vectors=True)]
 
     def head_pass(self, text: str, attention: str) -> HeadPass:
         """One pass over ``text``; queries and keys are its tokens."""
@@ -215,6 +189,27 @@ class Subject:
     def payload(self, text: str) -> dict:
         """The live app's data for ``text``: prediction, rollout, every head, the vectors."""
         return attention_payload(self.name, self.attend([text], vectors=True), self.labels)
+
+
+def attention_view(subject: Subject, texts: Sequence[str] | str, *, batch_size: int = 16
+                   ) -> AttentionView:
+    """Run ``texts`` through the model and build the explorer page for all of them.
+
+    Args:
+        subject: the model (see :func:`load_subject`).
+        texts: one sentence or several; the page has a selector for them.
+        batch_size: texts per forward pass.
+    """
+    texts = [texts] if isinstance(texts, str) else list(texts)
+    if not texts:
+        raise ValueError("texts must hold at least one sentence")
+    return _page(subject, subject.attend_batches(texts, batch_size))
+
+
+def _page(subject: Subject, attended: list[Attended]) -> AttentionView:
+    """The explorer page of texts already run through ``subject``."""
+    return AttentionView(render_page("view.html", attention_payload(subject.name, attended,
+                                                                    subject.labels)))
 
 
 def _index(what: str, value: int, n: int, where: str) -> int:

@@ -24,13 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from attnlab.errors import InputError
-from attnlab.text.reading import (
-    EXTENSIONS,
-    DataFormatError,
-    candidate_dirs,
-    read_table,
-    read_text,
-)
+from attnlab.text.files import DataFormatError, read_text
+from attnlab.text.reading import EXTENSIONS, candidate_dirs, read_table
 
 __all__ = ["ParallelDataset", "load_parallel_split", "read_lines"]
 

@@ -30,7 +30,7 @@ from torch import Tensor
 
 from attnlab.errors import InputError
 from attnlab.text.batching import by_length, pad_sequences
-from attnlab.text.reading import check_utf8, read_text
+from attnlab.text.files import check_utf8, read_text
 
 __all__ = ["SPECIAL_TOKENS", "TOKENIZER_KINDS", "TextTokenizer", "TokenizedBatch",
            "TokenizedText"]

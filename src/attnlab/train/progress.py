@@ -7,7 +7,7 @@ import sys
 import time
 from typing import Any, TextIO
 
-__all__ = ["ProgressBar", "epoch_line"]
+__all__ = ["ProgressBar", "epoch_line", "thousands"]
 
 
 class ProgressBar:
@@ -103,3 +103,8 @@ def epoch_line(record: Any, improved: bool) -> str:
     if record.val is not None:
         line += f" | val {record.val.describe()}{' *' if improved else ''}"
     return line + f" | {record.seconds:.1f}s"
+
+
+def thousands(x: float) -> str:
+    """A rate as the progress bar shows it: ``23.7k`` from a thousand on, else whole."""
+    return f"{x / 1e3:.1f}k" if x >= 1e3 else f"{x:.0f}"

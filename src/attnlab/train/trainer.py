@@ -52,7 +52,7 @@ from attnlab.train.optim import (
     time_warmup,
     warmup_steps_for,
 )
-from attnlab.train.progress import ProgressBar, epoch_line
+from attnlab.train.progress import ProgressBar, epoch_line, thousands
 from attnlab.train.resume import restore_last, save_last
 from attnlab.train.state import EpochRecord, FitResult, Loss, StepInfo, TrainState
 from attnlab.train.store import RunStore
@@ -252,7 +252,7 @@ class Trainer:
         """Read the pending steps' losses from the device (one synchronisation)."""
         if self.ledger.read_back(self.state, self.config.lr) and self.state.examples:
             self._bar.set_stats(loss=self.state.loss_sum / self.state.examples,
-                                **{"tok/s": _si(self._tokens_per_s())})
+                                **{"tok/s": thousands(self._tokens_per_s())})
 
     def _tokens_per_s(self) -> float:
         elapsed = time.perf_counter() - self._epoch_start
@@ -395,7 +395,3 @@ class Trainer:
 
 class _Boundary(KeyboardInterrupt):
     """Raised by the loop itself at a step boundary after Ctrl-C."""
-
-
-def _si(x: float) -> str:
-    return f"{x / 1e3:.1f}k" if x >= 1e3 else f"{x:.0f}"

@@ -31,7 +31,7 @@ from attnlab.tasks.classification.pipeline import TrainedRun
 from attnlab.tasks.classification.use import evaluate_run, predict
 from attnlab.tasks.options import add_config_options, options_given
 from attnlab.tasks.task import Command, Task
-from attnlab.text.reading import check_utf8, read_text
+from attnlab.text.files import check_utf8, read_text
 from attnlab.train.config import TrainConfig
 
 __all__ = ["CLASSIFICATION", "add_config_groups"]

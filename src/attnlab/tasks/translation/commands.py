@@ -30,8 +30,8 @@ from attnlab.tasks.translation.launch import MODEL_FIXED, OPTION_NAMES, train_fr
 from attnlab.tasks.translation.subject import TranslationSubject
 from attnlab.tasks.translation.translator import MODEL_TYPE, Translator
 from attnlab.tasks.translation.use import evaluate_run
+from attnlab.text.files import check_utf8
 from attnlab.text.parallel import read_lines
-from attnlab.text.reading import check_utf8
 from attnlab.train.config import TrainConfig
 
 __all__ = ["TRANSLATION", "alignment_layer", "check_output", "texts_to_translate"]

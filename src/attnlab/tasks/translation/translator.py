@@ -119,7 +119,7 @@ class Translator:
     def encode(self, texts: Sequence[str]) -> list[list[int]]:
         """Source ids of each text: its pieces, then ``[EOS]`` (no ``[BOS]``), truncated to
         the model's longest input."""
-        return [ids[1:] for ids in self.tokenizer.encode(texts, allow_empty=True)]
+        return [t.ids[1:] for t in self.tokenizer.tokenize(texts)]  # as translate() reads them
 
     def pieces(self, ids: Sequence[int]) -> list[str]:
         """The token string of each id."""

@@ -85,12 +85,12 @@ def attend_translation(translator: Translator, text: str, *, beam: int = 1,
         beam: 1 for greedy search, else the beam size (the best beam is shown).
         max_length: most tokens generated (default as :func:`greedy_search`).
     """
-    if not isinstance(text, str) or not translator.encode([text])[0][:-1]:
+    source_ids = translator.encode([text])[0] if isinstance(text, str) else []  # pieces + [EOS]
+    if len(source_ids) < 2:
         raise InputError(f"text {text!r} has no tokens")
     found = translator.translate([text], beam=beam, max_length=max_length, attention=True)[0]
     model, c = translator.model, translator.model.config
     device = next(model.parameters()).device
-    source_ids = translator.encode([text])[0]  # pieces + [EOS]
     targets = found.ids + [c.eos_token_id] * found.finished  # T
     decoder_ids = [c.bos_token_id, *targets[:-1]]  # T: teacher forcing, as in training
     enc_names, dec_names, cross_names = _module_names(model)
