@@ -1,4 +1,5 @@
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -27,3 +28,19 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+# gloo's threads now and then abort a process as it exits, after its work is done; such a run
+# is started once more (into a fresh folder). Any other failure stands.
+TEARDOWN_ABORT = "terminate called without an active exception"
+
+
+def run_torchrun(command, out: Path, **kwargs) -> tuple[subprocess.CompletedProcess, Path]:
+    """Run ``command(folder, attempt)`` (a torchrun command line writing into ``folder``) into
+    ``out``, and once more into ``out``-again if gloo aborted at exit; the result and folder."""
+    for attempt, folder in enumerate((out, out.with_name(f"{out.name}-again"))):
+        proc = subprocess.run(command(folder, attempt), capture_output=True, text=True,
+                              **kwargs)
+        if proc.returncode == 0 or TEARDOWN_ABORT not in proc.stderr:
+            break
+    return proc, folder

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -24,6 +23,7 @@ from attnlab.train.averaging import ExponentialMovingAverage
 from attnlab.train.optim import build_optimizer, lr_factor, time_progress, warmup_steps_for
 from attnlab.train.progress import ProgressBar
 from attnlab.train.sharding import ShardedBatches
+from conftest import run_torchrun
 from toy_training import (
     TOKEN_CONFIG,
     NaiveShardMean,
@@ -569,10 +569,10 @@ def test_two_processes_match_one_process(tmp_path):
     results = {}
     for n in (1, 2):
         out = tmp_path / f"n{n}"
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(n),
-               "--master_port", str(29500 + os.getpid() % 1000 + n), str(script),
-               "--out", str(out)]
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=110)
+        proc, out = run_torchrun(lambda folder, attempt, n=n: [
+            sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(n),
+            "--master_port", str(29500 + os.getpid() % 1000 + n + 7 * attempt), str(script),
+            "--out", str(folder)], out, env=env, timeout=110)
         assert proc.returncode == 0, proc.stderr[-3000:]
         results[n] = json.loads((out / "weights.json").read_text())
         assert (out / "run" / "last" / "model.safetensors").exists()
@@ -587,12 +587,13 @@ def test_two_processes_match_one_process(tmp_path):
 def _torchrun(script: Path, out: Path, *args: str, n: int = 2) -> dict[str, torch.Tensor]:
     """Run ``script`` under torchrun with ``n`` gloo processes; the weights it wrote."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "src")}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(n),
-           "--master_port", str(29600 + os.getpid() % 1000 + len(args)), str(script),
-           "--out", str(out), *args]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=110)
+    proc, folder = run_torchrun(lambda folder, attempt: [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(n),
+        "--master_port", str(29600 + os.getpid() % 1000 + len(args) + 7 * attempt),
+        str(script), "--out", str(folder), *args], out, env=env, timeout=110)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return {k: torch.tensor(v) for k, v in json.loads((out / "weights.json").read_text()).items()}
+    return {k: torch.tensor(v) for k, v in
+            json.loads((folder / "weights.json").read_text()).items()}
 
 
 def _max_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:

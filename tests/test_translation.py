@@ -8,7 +8,6 @@ import json
 import math
 import os
 import re
-import subprocess
 import sys
 from pathlib import Path
 
@@ -32,6 +31,7 @@ from attnlab.tasks.translation.training import TranslationLoss
 from attnlab.tasks.translation.translator import Translator
 from attnlab.text import TextTokenizer
 from attnlab.train import Callback, TrainConfig
+from conftest import run_torchrun
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -188,11 +188,12 @@ def test_two_processes_train_like_one_under_torchrun(tmp_path, data_dir):
     weights, dev = {}, {}
     for n in (1, 2):
         out = tmp_path / f"n{n}"
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(n),
-               "--master_port", str(28500 + os.getpid() % 1000 + n), "-m", "attnlab.cli",
-               "train", *QUICK, "--dropout", "0", "--attn-dropout", "0", "--max-steps", "6",
-               "--eval-steps", "6", "--dev-bleu-sentences", "0", "--out", str(out)]
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=170)
+        proc, out = run_torchrun(lambda folder, attempt, n=n: [
+            sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(n),
+            "--master_port", str(28500 + os.getpid() % 1000 + n + 7 * attempt), "-m",
+            "attnlab.cli", "train", *QUICK, "--dropout", "0", "--attn-dropout", "0",
+            "--max-steps", "6", "--eval-steps", "6", "--dev-bleu-sentences", "0", "--out",
+            str(folder)], out, env=env, timeout=170)
         assert proc.returncode == 0, proc.stderr[-3000:]
         weights[n] = load_checkpoint(out / "last").weights
         dev[n] = json.loads((out / "result.json").read_text())["best_val"]
