@@ -2,8 +2,9 @@
 
 The commands of a task (``train``, ``evaluate``, ``experiment``, ``predict``, ``translate``)
 come from its :class:`~attnlab.tasks.task.Task`, found from ``--task`` or from the run folder
-named first; the inspection commands (``explain``, ``show``, ``heads``, ``serve``) ask the model
-they open (:func:`~attnlab.tasks.registry.open_subject`). Nothing here asks which task it is.
+named first; the inspection commands (``explain``, ``show``, ``heads``, ``serve``,
+``attribute``) ask the model they open (:func:`~attnlab.tasks.registry.open_subject`). Nothing
+here asks which task it is.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import argparse
 import os
 import sys
 
+from attnlab.cli import attribute as cli_attribute
 from attnlab.cli import explain as cli_explain
 from attnlab.cli import inspect as cli_inspect
 from attnlab.errors import InputError, UsageError
@@ -31,7 +33,7 @@ BROKEN_PIPE = 141  # exit code when the reader of stdout went away: 128 + SIGPIP
 # The inspection commands, in the order `attnlab --help` lists them after the tasks' commands.
 INSPECTION = {
     "explain": cli_explain.COMMAND, "show": cli_inspect.SHOW, "heads": cli_inspect.HEADS,
-    "serve": cli_inspect.SERVE,
+    "serve": cli_inspect.SERVE, "attribute": cli_attribute.ATTRIBUTE,
 }
 
 

@@ -60,9 +60,11 @@ def add_show_arguments(parser: argparse.ArgumentParser) -> None:
 def run_show(args: argparse.Namespace) -> int:
     """Draw a model's attention on sentences (PNG, HTML explorer).
 
-    Print what the model made of each sentence (a prediction and the rollout, or a translation
-    and its word alignment); draw a heat map (--layer and --head), a grid of a layer's heads
-    (--layer), or the overview (neither) to --out; write an HTML explorer with --html.
+    Print what the model made of each sentence (a prediction, the rollout and each
+    attribution method's top tokens, or a translation, its word alignment and each generated
+    token's top source token by integrated gradients); draw a heat map (--layer and --head),
+    a grid of a layer's heads (--layer), or the overview (neither) to --out; write an HTML
+    explorer with --html.
 
     Example: attnlab show all-MiniLM-L6-v2 "a gripping film" --layer 2 --out fig.png --html
     view.html

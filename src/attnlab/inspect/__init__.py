@@ -10,6 +10,8 @@ layer and head counts come from the modules and tensors, never from a model type
   run folder or a pretrained name by :func:`load_subject`; a run of any task opens with
   ``attnlab.tasks.open_subject``)
 * one head step by step on real tokens: :func:`explain_head`
+* which tokens a decision depends on: :func:`attribute` (each of :data:`METHODS`, one
+  :class:`Attribution` per input) over a subject's ``decisions(text)`` (:class:`Decisions`)
 * pictures: :func:`heatmap`, :func:`head_grid`, :func:`relevance_plot` (matplotlib)
 * HTML explorer: :func:`attention_view` (or any subject's ``look(texts).view()``); live app:
   :func:`create_app`
@@ -33,6 +35,8 @@ _LAZY = {
     "heatmap": "pictures", "head_grid": "pictures", "relevance_plot": "pictures",
     "create_app": "app",
     "HeadExplanation": "neuron", "explain_head": "neuron",
+    "attribute": "attribution", "attribute_decisions": "attribution",
+    "Attribution": "attribution", "Decisions": "attribution", "METHODS": "attribution",
     "Inspectable": "protocol", "HeadPass": "protocol", "Look": "protocol",
 }
 

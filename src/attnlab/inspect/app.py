@@ -1,4 +1,5 @@
-"""A live attention explorer: type a sentence, see the prediction, the rollout and every head.
+"""A live attention explorer: type a sentence, see the prediction, the rollout, what mattered
+to the decision (each token's attribution by a method the user picks) and every head.
 
 ``create_app(subject)`` serves any :class:`~attnlab.inspect.protocol.Inspectable`: a
 classifier or encoder (a :class:`~attnlab.inspect.subject.Subject`), or a translation run (the

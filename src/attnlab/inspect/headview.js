@@ -123,5 +123,16 @@
     return maps;
   }
 
-  window.AttnDraw = {color: color, lines: lines, modelView: modelView, THUMB: THUMB};
+  /** Outline the maps of `mv` that show one of `heads` of `layer`. */
+  function markSelected(mv, layer, heads) {
+    var cells = mv.querySelectorAll("canvas.cell");
+    for (var k = 0; k < cells.length; k++) {
+      var c = cells[k];
+      c.classList.toggle("selected", +c.dataset.layer === layer &&
+                                     heads.indexOf(+c.dataset.head) >= 0);
+    }
+  }
+
+  window.AttnDraw = {color: color, lines: lines, modelView: modelView,
+                     markSelected: markSelected, THUMB: THUMB};
 })();

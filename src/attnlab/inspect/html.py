@@ -2,12 +2,13 @@
 
 The page (``view.html``, ``view.css`` and the scripts of :data:`_SCRIPTS` beside this module)
 shows, for each sentence: the prediction (or the translation), the attention rollout over the
-sentence, a head view (query tokens and key tokens in two columns joined by lines whose opacity
-and width follow the weight, one colour per head, several heads overlaid), a neuron view (one
-head's arithmetic for one query: ``q``, each ``k``, ``q∘k``, ``q·k``, the scaled score, the
-softmax weight, ``weight·v`` and their sum; ``neuron.js``) and a model view (a small map for
-every layer × head). Lines and maps are drawn on ``<canvas>``, so sentences of up to 512 tokens stay
-responsive.
+sentence, what mattered to the decision (each token's attribution by a method the user picks,
+with the method's faithfulness when the run has a report; ``mattered.js``), a head view (query
+tokens and key tokens in two columns joined by lines whose opacity and width follow the weight,
+one colour per head, several heads overlaid), a neuron view (one head's arithmetic for one
+query: ``q``, each ``k``, ``q∘k``, ``q·k``, the scaled score, the softmax weight, ``weight·v``
+and their sum; ``neuron.js``) and a model view (a small map for every layer × head). Lines and
+maps are drawn on ``<canvas>``, so sentences of up to 512 tokens stay responsive.
 
 Safety: the data are embedded as JSON in a ``<script type="application/json">`` block with
 ``<``, ``>``, ``&`` and the JavaScript line separators escaped, so no text can close the block
@@ -47,7 +48,8 @@ __all__ = ["MAX_VECTOR_TOKENS", "AttentionView", "attention_payload", "embed_jso
            "quantize", "render_page"]
 
 MAX_VECTOR_TOKENS = 64  # longest sentence whose queries, keys and values the payload carries
-_SCRIPTS = ("neuron.js", "headview.js", "summary.js", "view.js")  # view.js uses the others
+_SCRIPTS = ("neuron.js", "headview.js", "summary.js", "mattered.js",
+            "view.js")  # view.js uses the others
 
 _MARKER = re.compile(r"/\*@ATTNLAB_(CSS|JS|DATA)@\*/")
 _JSON_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028",
@@ -136,15 +138,22 @@ def _vectors(a: Attended, max_tokens: int) -> tuple[list[dict] | None, str | Non
 
 def attention_payload(model_name: str, attended: Sequence[Attended],
                       labels: Sequence[str] | None = None, *,
-                      max_vector_tokens: int = MAX_VECTOR_TOKENS) -> dict:
-    """The JSON-ready data the page draws (see ``view.js`` and ``neuron.js`` for its layout);
-    the model is shown by its name (:func:`model_name`), not its path.
+                      max_vector_tokens: int = MAX_VECTOR_TOKENS,
+                      mattered: Sequence[dict | None] | None = None,
+                      faithfulness: dict | None = None) -> dict:
+    """The JSON-ready data the page draws (see ``view.js``, ``neuron.js`` and ``mattered.js``
+    for its layout); the model is shown by its name (:func:`model_name`), not its path.
 
     Sentences attended with ``vectors=True`` of up to ``max_vector_tokens`` tokens carry their
     queries, keys and values (``"vectors"``); the others say why not (``"vectors_note"``).
+    ``mattered``: per sentence, its "what mattered" row
+    (:func:`~attnlab.inspect.mattered.mattered_block`) or ``None``; ``faithfulness``: the run's
+    faithfulness figures (:func:`~attnlab.inspect.mattered.read_faithfulness`) or ``None``.
     """
+    if mattered is not None and len(mattered) != len(attended):
+        raise ValueError(f"{len(mattered)} 'what mattered' rows for {len(attended)} sentences")
     sentences = []
-    for a in attended:
+    for n, a in enumerate(attended):
         vectors, note = _vectors(a, max_vector_tokens)
         prediction = None
         if a.prediction is not None:
@@ -164,8 +173,10 @@ def attention_payload(model_name: str, attended: Sequence[Attended],
             "truncated": a.truncated,
             "vectors": vectors,
             "vectors_note": note,
+            "mattered": None if mattered is None else mattered[n],
         })
-    return {"model": _shown_name(model_name), "sentences": sentences}
+    return {"model": _shown_name(model_name), "sentences": sentences,
+            "faithfulness": faithfulness}
 
 
 class AttentionView:

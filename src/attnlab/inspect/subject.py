@@ -30,8 +30,11 @@ from torch import Tensor, nn
 
 from attnlab.errors import InputError
 from attnlab.inspect.attended import Attended, Encoded
+from attnlab.inspect.attribution_subject import encoder_decisions
 from attnlab.inspect.capture import attention_modules, capture
+from attnlab.inspect.decisions import Decisions
 from attnlab.inspect.html import AttentionView, attention_payload, model_name, render_page
+from attnlab.inspect.mattered import Mattered, read_faithfulness, what_mattered
 from attnlab.inspect.pictures import head_grid, heatmap, relevance_plot
 from attnlab.inspect.protocol import HeadPass, Look
 from attnlab.inspect.pruning import prune_heads
@@ -141,14 +144,16 @@ class Subject:
 
 
     def look(self, texts: Sequence[str]) -> Look:
-        """Each text's prediction and rollout as lines; pictures of the first text (rollout,
-        a layer's heads, one head) and the explorer page of all of them."""
+        """Each text's prediction, rollout and top tokens by each attribution method as lines;
+        pictures of the first text (rollout, a layer's heads, one head) and the explorer page
+        of all of them."""
         self.tokenizer.encode(texts)  # refuses a text without tokens before any work
         attended = self.attend_batches(texts)
+        mattered = _mattered(self, texts)
         warnings = [f"text {i} was cut to {self.max_length} tokens (the model's longest input)"
                     for i, a in enumerate(attended) if a.truncated]
         lines = []
-        for a in attended:
+        for i, a in enumerate(attended):
             lines.append(a.text)
             if a.prediction is not None:
                 probs = ", ".join(f"{n} {p:.3f}" for n, p in
@@ -156,6 +161,7 @@ class Subject:
                 lines.append(f"  prediction: {a.prediction.label} ({probs})")
             lines.append("  rollout: " + " ".join(f"{t}:{float(r):.2f}" for t, r in
                                                  zip(a.tokens, a.relevance, strict=True)))
+            lines += mattered.lines(i)
         first = attended[0]
 
         def picture(layer: int | None, head: int | None):
@@ -169,7 +175,7 @@ class Subject:
             return heatmap(w[head], first.tokens, title=f"layer {layer}, head {head}")
 
         def view() -> AttentionView:
-            return _page(self, attended)
+            return _page(self, attended, mattered)
 
         return Look(lines, warnings, len(first.weights), first.weights[0].shape[0], picture,
                     view)
@@ -187,8 +193,16 @@ class Subject:
                         tokens, tokens, lambda: self.model(enc.input_ids, enc.attention_mask))
 
     def payload(self, text: str) -> dict:
-        """The live app's data for ``text``: prediction, rollout, every head, the vectors."""
-        return attention_payload(self.name, self.attend([text], vectors=True), self.labels)
+        """The live app's data for ``text``: prediction, rollout, what mattered, every head,
+        the vectors."""
+        return _payload(self, self.attend([text], vectors=True), _mattered(self, [text]))
+
+    def decisions(self, text: str, *, target: str | int | None = None,
+                  reference: str | None = None) -> Decisions:
+        """``text``'s decision (``target``: a label name or index; ``None``: the predicted
+        label) prepared for :func:`~attnlab.inspect.attribute` and faithfulness; an
+        :class:`~attnlab.errors.InputError` without a classification head."""
+        return encoder_decisions(self, text, target=target, reference=reference)
 
 
 def attention_view(subject: Subject, texts: Sequence[str] | str, *, batch_size: int = 16
@@ -203,13 +217,26 @@ def attention_view(subject: Subject, texts: Sequence[str] | str, *, batch_size: 
     texts = [texts] if isinstance(texts, str) else list(texts)
     if not texts:
         raise ValueError("texts must hold at least one sentence")
-    return _page(subject, subject.attend_batches(texts, batch_size))
+    return _page(subject, subject.attend_batches(texts, batch_size), _mattered(subject, texts))
 
 
-def _page(subject: Subject, attended: list[Attended]) -> AttentionView:
+def _mattered(subject: Subject, texts: Sequence[str]) -> Mattered:
+    """What mattered to each text's predicted label, by every method shown (nothing for an
+    encoder without a classification head: it decides nothing)."""
+    return what_mattered(subject, texts) if subject.labels is not None else Mattered({})
+
+
+def _payload(subject: Subject, attended: list[Attended], mattered: Mattered) -> dict:
+    """The page's data for texts already run through ``subject``, with the faithfulness
+    report of its run folder if there is one."""
+    return attention_payload(subject.name, attended, subject.labels,
+                             mattered=mattered.blocks(len(attended)),
+                             faithfulness=read_faithfulness(subject.name))
+
+
+def _page(subject: Subject, attended: list[Attended], mattered: Mattered) -> AttentionView:
     """The explorer page of texts already run through ``subject``."""
-    return AttentionView(render_page("view.html", attention_payload(subject.name, attended,
-                                                                    subject.labels)))
+    return AttentionView(render_page("view.html", _payload(subject, attended, mattered)))
 
 
 def _index(what: str, value: int, n: int, where: str) -> int:

@@ -1,5 +1,6 @@
 /* attnlab attention view. Draws the payload built by attnlab.inspect.html.attention_payload
- * (classifier, encoder) or attnlab.inspect.translation_view.translation_payload:
+ * (classifier, encoder) or attnlab.tasks.translation.view.translation_payload (the "what
+ * mattered" row: mattered.js, data s.mattered and payload.faithfulness):
  *   {model, sentences: [{text, prediction: {label, labels, probs} | null, rollout: [L] | null,
  *    truncated, vectors: [layer] {...} | null, vectors_note,   (vectors: see neuron.js)
  *    and either  tokens, special, heads: [H per layer], layer_names,
@@ -87,6 +88,7 @@
     this.sentence = el("div", "sentence");
     this.rolloutSection.appendChild(this.sentence);
     r.appendChild(this.rolloutSection);
+    this.mattered = AttnMattered.mount(r.appendChild(el("div")));
     r.appendChild(el("h2", "", "Head view"));
     this.buildKindBar(r);
     this.buildHeadControls(r);
@@ -250,6 +252,7 @@
                                             "the neuron view.";
     this.renderPrediction(s);
     this.renderRollout(s);
+    this.mattered.setSentence(s, this.payload.faithfulness);
     this.renderTokens(v);
     this.renderModelView(v);
     this.neuronSection.style.display = s.kinds ? "none" : "";
@@ -262,6 +265,7 @@
     [this.prediction, this.sentence, this.left, this.right, this.modelView].forEach(
       function (e) { e.replaceChildren(); });
     this.neuron.setSentence(null);
+    this.mattered.setSentence(null);
     this.root.dataset.tokens = "0";
     this.root.dataset.lines = "0";
   };
@@ -291,7 +295,7 @@
   };
 
   View.prototype.renderTokens = function (v) {
-    var self = this, explains = !this.current().kinds;
+    var self = this;
     [[this.left, v.query_tokens, v.query_special], [this.right, v.key_tokens, v.key_special]]
       .forEach(function (col, side) {
         col[0].replaceChildren();
@@ -307,7 +311,7 @@
             self.state.focus = null;
             self.drawLines();
           });
-          if (side === 0 && explains) d.addEventListener("click", function () { self.explain(i); });
+          if (side === 0) d.addEventListener("click", function () { self.clickQuery(i); });
           col[0].appendChild(d);
         });
       });
@@ -333,7 +337,7 @@
       })(h);
     }
     this.root.dataset.layer = String(this.state.layer);
-    this.markSelected();
+    D.markSelected(this.modelView, this.state.layer, this.state.heads);
     this.drawLines();
   };
 
@@ -347,6 +351,12 @@
     this.state.heads = heads.filter(function (h) { return h >= 0 && h < H; })
                             .sort(function (a, b) { return a - b; });
     this.renderHeads();
+  };
+
+  /** A click on query token i: its arithmetic (encoder), or what mattered to it (a decision). */
+  View.prototype.clickQuery = function (i) {
+    if (!this.current().kinds) return this.explain(i);
+    if (this.shown() === this.kind()) this.mattered.showDecision(i, this.kind().name);
   };
 
   /** Open the neuron view on query token i, in this layer and the first selected head. */
@@ -381,16 +391,6 @@
     this.root.dataset.maps = String(D.modelView(this.modelView, v, function (layer, h) {
       return self.matrix(layer, h);
     }, function (layer, h) { self.selectHeads([h], layer); }));
-  };
-
-  View.prototype.markSelected = function () {
-    var layer = this.state.layer, heads = this.state.heads;
-    var cells = this.modelView.querySelectorAll("canvas.cell");
-    for (var k = 0; k < cells.length; k++) {
-      var c = cells[k];
-      c.classList.toggle("selected", +c.dataset.layer === layer &&
-                                     heads.indexOf(+c.dataset.head) >= 0);
-    }
   };
 
   window.AttnView = {

@@ -221,6 +221,10 @@ class BertModel(nn.Module):
         self.pooler = BertPooler(config) if add_pooler else None
         self.init_weights()
 
+    def get_input_embeddings(self) -> nn.Embedding:
+        """The word embedding (the Hugging Face name): what attributions hook."""
+        return self.embeddings.word
+
     def init_weights(self) -> None:
         """BERT's initialisation: normal(0, ``initializer_range``) weights, zero biases,
         LayerNorm to identity, a zero [PAD] embedding."""

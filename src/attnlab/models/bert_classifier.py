@@ -74,6 +74,10 @@ class BertForSequenceClassification(nn.Module):
         nn.init.normal_(self.classifier.weight, std=bert.config.initializer_range)
         nn.init.zeros_(self.classifier.bias)
 
+    def get_input_embeddings(self) -> nn.Embedding:
+        """The encoder's word embedding (the Hugging Face name)."""
+        return self.bert.get_input_embeddings()
+
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
                 labels: Tensor | None = None, token_type_ids: Tensor | None = None
                 ) -> ClassifierOutput:

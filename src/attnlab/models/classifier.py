@@ -199,6 +199,10 @@ class TextClassifier(nn.Module):
             loss = F.cross_entropy(logits.float(), labels)
         return ClassifierOutput(logits, loss)
 
+    def get_input_embeddings(self) -> nn.Embedding:
+        """The word embedding (the Hugging Face name): what attributions hook."""
+        return self.embedding
+
     def drop_words(self, input_ids: Tensor) -> Tensor:
         """Replace each word token (id >= ``n_special_tokens``) by ``[UNK]`` with probability
         ``word_dropout``: the model cannot lean on any single word, and learns ``[UNK]``."""

@@ -39,6 +39,10 @@ class SentenceEncoder(nn.Module):
     def config(self) -> BertConfig:
         return self.bert.config
 
+    def get_input_embeddings(self) -> nn.Embedding:
+        """The encoder's word embedding (the Hugging Face name)."""
+        return self.bert.get_input_embeddings()
+
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
                 token_type_ids: Tensor | None = None, **kwargs) -> BertOutput:
         """Same as :meth:`BertModel.forward`."""

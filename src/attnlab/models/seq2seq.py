@@ -240,6 +240,11 @@ class Seq2SeqTransformer(nn.Module):
             return self.output_projection(x)  # (B, T, V)
         return F.linear(x, self.embedding.weight)  # (B, T, D) x (V, D)^T -> (B, T, V)
 
+    def get_input_embeddings(self) -> nn.Embedding:
+        """The source word embedding (the Hugging Face name); the target side's is
+        :attr:`target_embedding` when the embeddings are not tied."""
+        return self.embedding
+
     def new_cache(self) -> DecoderCache:
         """An empty :class:`DecoderCache` for incremental :meth:`decode` calls."""
         return DecoderCache.empty(self.config.n_decoder_layers)

@@ -18,6 +18,12 @@ from pathlib import Path
 from attnlab.errors import UsageError
 from attnlab.inspect.alignment import pharaoh, word_alignment
 from attnlab.models.seq2seq import Seq2SeqConfig
+from attnlab.tasks.faithfulness import (
+    Example,
+    add_faithfulness_arguments,
+    run_faithfulness_command,
+    settings_of,
+)
 from attnlab.tasks.options import add_config_options, options_given
 from attnlab.tasks.task import Command, Task
 from attnlab.tasks.translation.config import (
@@ -31,12 +37,15 @@ from attnlab.tasks.translation.subject import TranslationSubject
 from attnlab.tasks.translation.translator import MODEL_TYPE, Translator
 from attnlab.tasks.translation.use import evaluate_run
 from attnlab.text.files import check_utf8
-from attnlab.text.parallel import read_lines
+from attnlab.text.parallel import load_parallel_split, read_lines
 from attnlab.train.config import TrainConfig
 
 __all__ = ["TRANSLATION", "alignment_layer", "check_output", "texts_to_translate"]
 
 TEST_SPLIT = "test_2016_flickr"  # the split evaluate scores by default
+# faithfulness: cross-attention, attention × gradient and two gradient methods (random and
+# leave-one-out always run)
+FAITHFULNESS_METHODS = ("attention", "attention_grad", "grad_input", "integrated_gradients")
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
@@ -292,6 +301,44 @@ def run_experiment(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- faithfulness -----------------------------------------------------------------------------
+
+
+def add_faithfulness_options(parser: argparse.ArgumentParser) -> None:
+    """The options of ``attnlab faithfulness`` for a translation run."""
+    add_faithfulness_arguments(parser, split=TEST_SPLIT, methods=FAITHFULNESS_METHODS,
+                               measure="log_probability")
+
+
+def run_faithfulness(args: argparse.Namespace) -> int:
+    """How faithful each attribution method is, per reference token, over the source.
+
+    Force-decode the references of a split; for every reference token, attribute it over the
+    source and the target prefix with each method (random with several seeds), remove the top
+    source tokens (deleted; the prefix and specials stay) and measure the drop in the reference
+    token's log-probability: comprehensiveness and sufficiency as AOPC over the bins 1, 5, 10,
+    20, 50 % of the source tokens, deletion and insertion curves, the normalised AOPC, Kendall
+    τ against leave-one-out. Writes faithfulness.json, curves.png and report.md to --out.
+
+    Example: attnlab faithfulness runs/de-en --data multi30k --split test_2016_flickr --limit 100
+    """
+    settings = settings_of(args)
+    subject = TranslationSubject.load(args.run)
+    translator = subject.translator
+    source = args.data or translator.data_field("source", required=False)
+    if not source:
+        raise UsageError(f"{args.run} does not record its data set; pass --data")
+    pairs = load_parallel_split(source, args.split,
+                                source_lang=translator.data_field("source_lang"),
+                                target_lang=translator.data_field("target_lang"))
+    rows = slice(None) if args.limit is None else slice(args.limit)
+    examples = [Example(text, reference=reference) for text, reference in
+                zip(pairs.sources[rows], pairs.targets[rows], strict=True)]
+    about = {"model": subject.name, "task": subject.task, "data": str(source),
+             "split": args.split, "target": "each reference token, force-decoded"}
+    return run_faithfulness_command(args, settings, subject, examples, about)
+
+
 TRANSLATION = Task(
     name="translation",
     summary="translation (parallel text): an encoder-decoder Transformer with a joint subword "
@@ -302,6 +349,7 @@ TRANSLATION = Task(
         "evaluate": Command.of(run_evaluate, add_evaluate_arguments, takes_run=True),
         "translate": Command.of(run_translate, add_translate_arguments, takes_run=True),
         "experiment": Command.of(run_experiment, add_experiment_arguments),
+        "faithfulness": Command.of(run_faithfulness, add_faithfulness_options, takes_run=True),
     },
     open_subject=TranslationSubject.load,
 )

@@ -16,9 +16,12 @@ import torch
 from attnlab.errors import InputError
 from attnlab.inspect.alignment import align, pharaoh, word_attention
 from attnlab.inspect.capture import attention_modules
+from attnlab.inspect.decisions import Decisions
 from attnlab.inspect.html import model_name
+from attnlab.inspect.mattered import DEFAULT_METHOD, what_mattered
 from attnlab.inspect.pictures import cross_attention_grid, cross_attention_map
 from attnlab.inspect.protocol import HeadPass, Look
+from attnlab.tasks.translation.attribution import translation_decisions
 from attnlab.tasks.translation.translator import Translator
 from attnlab.tasks.translation.view import attend_translation, translation_payload, translation_view
 
@@ -49,15 +52,21 @@ class TranslationSubject:
         return cls(Translator.load(spec), model_name(spec))
 
     def look(self, texts: Sequence[str], *, beam: int = 1, words: bool = False) -> Look:
-        """Translate ``texts``; lines of translations and word alignments; pictures of the
-        first one's cross-attention (pieces, or words with ``words``); the page of all."""
+        """Translate ``texts``; lines of translations, word alignments and, for each generated
+        token, its top source token by integrated gradients; pictures of the first one's
+        cross-attention (pieces, or words with ``words``); the page of all (with every
+        attribution method in its "what mattered" row)."""
         found = self.translator.translate(texts, beam=beam, attention=True)
         merged = [word_attention(self.translator.tokenizer, t.text, t.ids, t.attention)
                   for t in found]
+        # beam search's output is not the greedy one the attributions explain by default
+        references = None if beam == 1 else [t.translation for t in found]
+        explained = what_mattered(self, texts, methods=(DEFAULT_METHOD,),
+                                  references=references)
         lines = []
-        for t, w in zip(found, merged, strict=True):
+        for i, (t, w) in enumerate(zip(found, merged, strict=True)):
             lines += [t.text, f"  translation: {t.translation}",
-                      f"  alignment: {pharaoh(align(w.weights))}"]
+                      f"  alignment: {pharaoh(align(w.weights))}", *explained.lines(i)]
         weights, rows, columns = ((merged[0].weights, merged[0].target_words,
                                    merged[0].source_words) if words else
                                   (found[0].attention, found[0].target_tokens,
@@ -80,8 +89,20 @@ class TranslationSubject:
 
         warnings = [f"text {i} was cut to the model's longest input"
                     for i, t in enumerate(found) if t.truncated]
-        return Look(lines, warnings, n_layers, n_heads, picture,
-                    lambda: translation_view(self.translator, texts, beam=beam, name=self.name))
+
+        def view():
+            every = what_mattered(self, texts, references=references, known=explained)
+            return translation_view(self.translator, texts, beam=beam, name=self.name,
+                                    mattered=every)
+
+        return Look(lines, warnings, n_layers, n_heads, picture, view)
+
+    def decisions(self, text: str, *, target: str | int | None = None,
+                  reference: str | None = None) -> Decisions:
+        """Forced decoding of ``reference`` (``None``: the greedy translation) after ``text``,
+        one decision per target token, ``[EOS]`` included, prepared for
+        :func:`~attnlab.inspect.attribute` (see :mod:`attnlab.tasks.translation.attribution`)."""
+        return translation_decisions(self.translator, text, target=target, reference=reference)
 
     def head_pass(self, text: str, attention: str) -> HeadPass:
         """Translate ``text`` greedily; the pass feeds the source and ``[BOS]`` + the
@@ -106,6 +127,8 @@ class TranslationSubject:
                         generated=found.translation)
 
     def payload(self, text: str) -> dict:
-        """The live app's data: the translation and its three kinds of attention."""
-        return translation_payload(self.translator, [attend_translation(self.translator, text)],
-                                   self.name)
+        """The live app's data: the translation, its three kinds of attention and what
+        mattered to each generated token."""
+        attended = attend_translation(self.translator, text)
+        return translation_payload(self.translator, [attended], self.name,
+                                   mattered=what_mattered(self, [text]))

@@ -32,6 +32,7 @@ from attnlab.errors import InputError
 from attnlab.inspect.alignment import merge_pieces, source_piece_words, target_piece_words
 from attnlab.inspect.capture import attention_modules, capture
 from attnlab.inspect.html import AttentionView, model_name, quantize, render_page
+from attnlab.inspect.mattered import Mattered, read_faithfulness
 from attnlab.models.seq2seq import Seq2SeqTransformer
 from attnlab.tasks.translation.translator import Translator
 from attnlab.text.tokenizer import SPECIAL_TOKENS
@@ -43,6 +44,7 @@ KIND_LABELS = {"self": "encoder self-attention (source \u00d7 source)",
                "decoder": "decoder self-attention (target \u00d7 target, causal)",
                "cross": "cross-attention (target \u00d7 source)"}
 DEFAULT_KIND = "cross"  # the kind the page opens on
+DECISION_KINDS = ("cross", "decoder")  # kinds whose query row t is the step that chose token t
 
 
 @dataclass(frozen=True)
@@ -155,8 +157,9 @@ def _matrices(weights: Tensor, query_tokens: list[str], key_tokens: list[str],
             "attention": [[quantize(w[h]) for h in range(w.shape[0])] for w in weights]}
 
 
-def _sentence(translator: Translator, a: TranslationAttended) -> dict:
-    """The page's data for one translated sentence."""
+def _sentence(translator: Translator, a: TranslationAttended, mattered: dict | None = None
+              ) -> dict:
+    """The page's data for one translated sentence (``mattered``: its "what mattered" row)."""
     tokenizer = translator.tokenizer
     S, T = len(a.source_tokens), len(a.target_tokens)
     source_words = source_piece_words(tokenizer, a.text, S)
@@ -172,24 +175,44 @@ def _sentence(translator: Translator, a: TranslationAttended) -> dict:
                   _kind("cross", a.cross_names, a.cross, target, source)],
         "prediction": None, "rollout": None, "vectors": None,
         "vectors_note": "the neuron view is available for encoder (classification) runs only",
+        "mattered": mattered,
     }
 
 
 def translation_payload(translator: Translator, attended: Sequence[TranslationAttended],
-                        name: str | None = None) -> dict:
+                        name: str | None = None, *, mattered: Mattered | None = None) -> dict:
     """The JSON-ready data the page draws (see ``view.js``); the model is shown by ``name``
-    (default its folder, :func:`~attnlab.inspect.html.model_name`)."""
+    (default its folder, :func:`~attnlab.inspect.html.model_name`). ``mattered``: the
+    attributions of the same sentences and translations, shown as the "what mattered" row
+    (with the run's faithfulness report, if it has one)."""
+    rows = [None] * len(attended) if mattered is None else mattered.blocks(
+        len(attended), [_cross(a, mattered, i) for i, a in enumerate(attended)],
+        DECISION_KINDS)
     return {"model": model_name(name if name is not None else translator.path),
-            "task": "translation", "sentences": [_sentence(translator, a) for a in attended]}
+            "task": "translation",
+            "sentences": [_sentence(translator, a, row) for a, row in zip(attended, rows,
+                                                                          strict=True)],
+            "faithfulness": None if mattered is None else read_faithfulness(translator.path)}
+
+
+def _cross(a: TranslationAttended, mattered: Mattered, i: int) -> Tensor | None:
+    """The cross-attention shown beside sentence ``i``'s attributions: the last decoder
+    layer's, mean of its heads ``(T, S)``; none if the attributions explain other tokens."""
+    explained = [atts[i] for atts in mattered.by_method.values()]
+    if not explained or explained[0].targets != a.target_tokens:
+        return None
+    return a.cross[-1].mean(0)  # (H, T, S) -> (T, S)
 
 
 def translation_view(translator: Translator, texts: Sequence[str] | str, *, beam: int = 1,
-                     name: str | None = None) -> AttentionView:
+                     name: str | None = None, mattered: Mattered | None = None
+                     ) -> AttentionView:
     """Translate ``texts`` and build the explorer page for all of them (see
-    :func:`attend_translation`; ``name``: the model as shown)."""
+    :func:`attend_translation`; ``name``: the model as shown; ``mattered``: the attributions
+    of the same translations, see :func:`translation_payload`)."""
     texts = [texts] if isinstance(texts, str) else list(texts)
     if not texts:
         raise InputError("texts must hold at least one sentence")
     attended = [attend_translation(translator, t, beam=beam) for t in texts]
-    return AttentionView(render_page("view.html", translation_payload(translator, attended,
-                                                                      name)))
+    return AttentionView(render_page("view.html", translation_payload(
+        translator, attended, name, mattered=mattered)))
