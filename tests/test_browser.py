@@ -7,37 +7,22 @@ nothing."""
 
 from __future__ import annotations
 
-import socket
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+from attnlab.inspect.app import create_app
+from attnlab.inspect.subject import EXAMPLE, attention_view, load_subject
+from attnlab.tasks.translation.subject import EXAMPLE as TRANSLATION_EXAMPLE
+from attnlab.tasks.translation.subject import TranslationSubject
+from attnlab.tasks.translation.translator import Translator
+from attnlab.tasks.translation.view import attend_translation, translation_view
+from browser_helpers import BROWSER_MARKS, READY, serve
+from tiny_run import XSS, make_tiny_run
+from tiny_translation import make_tiny_translation_run
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not CHROMIUM.exists(),
-                       reason="Chromium not found at /usr/bin/chromium (apt-get install -y "
-                              "chromium) - browser tests skipped"),
-]
-
-playwright_api = pytest.importorskip("playwright.sync_api")
-uvicorn = pytest.importorskip("uvicorn")
-
-from attnlab.inspect.app import create_app  # noqa: E402
-from attnlab.inspect.subject import EXAMPLE, attention_view, load_subject  # noqa: E402
-from attnlab.tasks.translation.subject import EXAMPLE as TRANSLATION_EXAMPLE  # noqa: E402
-from attnlab.tasks.translation.subject import TranslationSubject  # noqa: E402
-from attnlab.tasks.translation.translator import Translator  # noqa: E402
-from attnlab.tasks.translation.view import attend_translation, translation_view  # noqa: E402
-from tiny_run import XSS, make_tiny_run  # noqa: E402
-from tiny_translation import make_tiny_translation_run  # noqa: E402
-
-READY = '#attnlab-view[data-ready="1"]'
+pytestmark = BROWSER_MARKS
 
 
 @pytest.fixture(scope="module")
@@ -47,51 +32,7 @@ def subject(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(subject):
-    yield from _serve(create_app(subject))
-
-
-def _serve(app):
-    """Run ``app`` with uvicorn on a free loopback port; yield its address."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error")
-    srv = uvicorn.Server(config)
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not srv.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            pytest.fail("the attnlab app did not start within 30 s")
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(timeout=10)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with playwright_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=ARGS)
-        yield b
-        b.close()
-
-
-@pytest.fixture
-def page(browser):
-    """A page that records every dialog (none may appear) and every request."""
-    context = browser.new_context()
-    pg = context.new_page()
-    pg.dialogs, pg.requests = [], []
-
-    def on_dialog(dialog):
-        pg.dialogs.append(dialog.message)
-        dialog.dismiss()
-
-    pg.on("dialog", on_dialog)
-    pg.on("request", lambda r: pg.requests.append(r.url))
-    yield pg
-    context.close()
+    yield from serve(create_app(subject))
 
 
 def state(pg) -> dict:
@@ -374,7 +315,7 @@ def translator(tmp_path_factory, data_dir):
 
 @pytest.fixture(scope="module")
 def translation_server(translator):
-    yield from _serve(create_app(TranslationSubject(translator, "de-en")))
+    yield from serve(create_app(TranslationSubject(translator, "de-en")))
 
 
 def columns(pg) -> tuple[list[str], list[str]]:

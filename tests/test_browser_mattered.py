@@ -9,38 +9,20 @@ from __future__ import annotations
 
 import json
 import re
-import socket
-import threading
-import time
-from pathlib import Path
 
 import pytest
 import torch
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+from attnlab.inspect.app import create_app
+from attnlab.inspect.attribution import attribute
+from attnlab.inspect.html import AttentionView, render_page
+from attnlab.inspect.subject import attention_view, load_subject
+from attnlab.tasks.translation.view import attend_translation
+from browser_helpers import BROWSER_MARKS, READY, serve
+from tiny_run import XSS
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not CHROMIUM.exists(),
-                       reason="Chromium not found at /usr/bin/chromium (apt-get install -y "
-                              "chromium) - browser tests skipped"),
-]
+pytestmark = BROWSER_MARKS
 
-playwright_api = pytest.importorskip("playwright.sync_api")
-uvicorn = pytest.importorskip("uvicorn")
-
-from attnlab.inspect.app import create_app  # noqa: E402
-from attnlab.inspect.attribution import attribute  # noqa: E402
-from attnlab.inspect.html import AttentionView, render_page  # noqa: E402
-from attnlab.inspect.subject import attention_view, load_subject  # noqa: E402
-from attnlab.tasks.translation.subject import TranslationSubject  # noqa: E402
-from attnlab.tasks.translation.view import attend_translation  # noqa: E402
-from tiny_run import XSS, make_tiny_run  # noqa: E402
-from tiny_translation import make_tiny_translation_run  # noqa: E402
-
-READY = '#attnlab-view[data-ready="1"]'
 ROW = "#attnlab-view .mattered"
 METHOD = f"{ROW} select[aria-label='attribution method']"
 HOSTILE = "</script><img src=x onerror=alert(1)>"
@@ -53,66 +35,16 @@ REPORT = {"split": "dev", "n": 872, "data": "sst2",
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    folder = make_tiny_run(tmp_path_factory.mktemp("run") / "run")
-    (folder / "faithfulness").mkdir()
-    (folder / "faithfulness" / "faithfulness.json").write_text(json.dumps(REPORT))
-    return folder
-
-
-@pytest.fixture(scope="module")
-def subject(run):
-    return load_subject(run)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with playwright_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=ARGS)
-        yield b
-        b.close()
-
-
-@pytest.fixture
-def page(browser):
-    """A page that records every dialog (none may appear) and every request."""
-    context = browser.new_context()
-    pg = context.new_page()
-    pg.dialogs, pg.requests = [], []
-
-    def on_dialog(dialog):
-        pg.dialogs.append(dialog.message)
-        dialog.dismiss()
-
-    pg.on("dialog", on_dialog)
-    pg.on("request", lambda r: pg.requests.append(r.url))
-    yield pg
-    context.close()
+def subject(classifier_run):
+    """The tiny classifier, its run folder holding a faithfulness report."""
+    (classifier_run / "faithfulness").mkdir()
+    (classifier_run / "faithfulness" / "faithfulness.json").write_text(json.dumps(REPORT))
+    return load_subject(classifier_run)
 
 
 @pytest.fixture(scope="module")
 def server(subject):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(create_app(subject), host="127.0.0.1", port=port,
-                                       log_level="error"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not srv.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            pytest.fail("the attnlab app did not start within 30 s")
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(timeout=10)
-
-
-@pytest.fixture(scope="module")
-def translation(tmp_path_factory, data_dir):
-    return TranslationSubject.load(make_tiny_translation_run(tmp_path_factory.mktemp("tr")
-                                                             / "de-en"))
+    yield from serve(create_app(subject))
 
 
 def row(pg) -> dict:

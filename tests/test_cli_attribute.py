@@ -14,35 +14,11 @@ import torch
 from attnlab.cli import main
 from attnlab.inspect.attribution import METHODS, attribute
 from attnlab.inspect.mattered import SHOWN_METHODS
-from attnlab.inspect.subject import load_subject
-from attnlab.tasks.translation.subject import TranslationSubject
-from tiny_run import make_tiny_run
-from tiny_translation import make_tiny_translation_run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 TEXT = "a good film"
 SOURCE = "Zwei Männer."  # a short output of the tiny run: few decisions to attribute
-
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    return make_tiny_run(tmp_path_factory.mktemp("run") / "run")
-
-
-@pytest.fixture(scope="module")
-def subject(run):
-    return load_subject(run)
-
-
-@pytest.fixture(scope="module")
-def translation_run(tmp_path_factory, data_dir):
-    return make_tiny_translation_run(tmp_path_factory.mktemp("tr") / "de-en")
-
-
-@pytest.fixture(scope="module")
-def translation(translation_run):
-    return TranslationSubject.load(translation_run)
 
 
 def by_hand_top(tokens, special, scores, k=3, stop=None):
@@ -60,11 +36,11 @@ def run_cli(capsys, *argv) -> tuple[int, str, str]:
 
 # --- a classifier -------------------------------------------------------------------------------
 
-def test_plain_output_is_the_librarys(run, subject, capsys):
-    code, out, err = run_cli(capsys, str(run), TEXT)
+def test_plain_output_is_the_librarys(classifier_run, classifier, capsys):
+    code, out, err = run_cli(capsys, str(classifier_run), TEXT)
     assert code == 0 and err == ""
-    [a] = attribute(subject, TEXT)  # integrated gradients, pad baseline, 50 steps
-    [seen] = subject.attend([TEXT])
+    [a] = attribute(classifier, TEXT)  # integrated gradients, pad baseline, 50 steps
+    [seen] = classifier.attend([TEXT])
     lines = out.splitlines()
     assert lines[0] == TEXT
     assert lines[1].startswith(f"integrated_gradients for {seen.prediction.label} "
@@ -80,47 +56,48 @@ def test_plain_output_is_the_librarys(run, subject, capsys):
     assert gap and float(gap[1]) == pytest.approx(a.completeness_gap[0], rel=0.05)
 
 
-def test_json_has_tokens_scores_method_and_target(run, subject, capsys):
-    code, out, _ = run_cli(capsys, str(run), TEXT, "--method", "grad_input", "--json")
+def test_json_has_tokens_scores_method_and_target(classifier_run, classifier, capsys):
+    code, out, _ = run_cli(capsys, str(classifier_run), TEXT, "--method", "grad_input", "--json")
     data = json.loads(out)
-    [a] = attribute(subject, TEXT, method="grad_input")
+    [a] = attribute(classifier, TEXT, method="grad_input")
     assert code == 0 and data["method"] == "grad_input"
-    assert data["tokens"] == subject.attend([TEXT])[0].tokens
+    assert data["tokens"] == classifier.attend([TEXT])[0].tokens
     assert len(data["scores"]) == len(data["tokens"])
     assert data["scores"] == pytest.approx(a.scores[0].tolist(), abs=1e-7)
-    assert data["target"] == subject.attend([TEXT])[0].prediction.label
+    assert data["target"] == classifier.attend([TEXT])[0].prediction.label
 
 
-def test_target_steps_baseline_and_layer_reach_the_library(run, subject, capsys):
-    code, out, _ = run_cli(capsys, str(run), TEXT, "--target", "negative", "--steps", "8",
-                           "--baseline", "zero", "--json")
+def test_target_steps_baseline_and_layer_reach_the_library(classifier_run, classifier, capsys):
+    code, out, _ = run_cli(capsys, str(classifier_run), TEXT, "--target", "negative",
+                           "--steps", "8", "--baseline", "zero", "--json")
     data = json.loads(out)
-    [a] = attribute(subject, TEXT, target="negative", steps=8, baseline="zero")
-    probs = subject.attend([TEXT])[0].prediction.probs
+    [a] = attribute(classifier, TEXT, target="negative", steps=8, baseline="zero")
+    probs = classifier.attend([TEXT])[0].prediction.probs
     assert code == 0 and data["target"] == "negative"
     assert data["probability"] == pytest.approx(probs[0], abs=1e-6)
     assert data["scores"] == pytest.approx(a.scores[0].tolist(), abs=1e-6)
     assert data["details"]["steps"] == 8 and data["details"]["baseline"] == "zero"
     # an index works as a label; --layer picks the attention layer read
-    code, out, _ = run_cli(capsys, str(run), TEXT, "--target", "0", "--method", "attention",
-                           "--layer", "0", "--json")
+    code, out, _ = run_cli(capsys, str(classifier_run), TEXT, "--target", "0",
+                           "--method", "attention", "--layer", "0", "--json")
     data = json.loads(out)
-    [a] = attribute(subject, TEXT, method="attention", layer=0, target=0)
+    [a] = attribute(classifier, TEXT, method="attention", layer=0, target=0)
     assert data["target"] == "negative" and data["details"]["layer"] == 0
     assert data["scores"] == pytest.approx(a.scores[0].tolist(), abs=1e-7)
 
 
-def test_method_all_lists_every_method(run, subject, capsys):
-    code, out, _ = run_cli(capsys, str(run), TEXT, "--method", "all")
+def test_method_all_lists_every_method(classifier_run, classifier, capsys):
+    code, out, _ = run_cli(capsys, str(classifier_run), TEXT, "--method", "all")
     lines = out.splitlines()
     assert code == 0 and lines[1].startswith("target: ")
     assert [line.split(":")[0].strip() for line in lines[2:]] == list(METHODS)
     for line in lines[2:]:
         method = line.split(":")[0].strip()
-        [a] = attribute(subject, TEXT, method=method)
+        [a] = attribute(classifier, TEXT, method=method)
         shown = [pair.split()[0] for pair in line.split(": ", 1)[1].split(" · ")]
         assert shown == by_hand_top(a.tokens, a.special, a.scores[0].tolist())
-    code, out, _ = run_cli(capsys, str(run), TEXT, "--method", "all", "--json", "--layer", "1")
+    code, out, _ = run_cli(capsys, str(classifier_run), TEXT, "--method", "all", "--json",
+                           "--layer", "1")
     data = json.loads(out)
     assert [d["method"] for d in data] == list(METHODS)
     assert data[0]["details"]["layer"] == 1  # --layer goes to the methods that read a layer
@@ -136,8 +113,8 @@ def test_method_all_lists_every_method(run, subject, capsys):
     (["--layer", "0"], "--layer applies to the methods attention, attention_grad only"),
     (["--reference", "a film"], "--reference is for translation runs"),
 ])
-def test_bad_options_are_one_line_and_exit_2(run, capsys, argv, message):
-    code, out, err = run_cli(capsys, str(run), TEXT, *argv)
+def test_bad_options_are_one_line_and_exit_2(classifier_run, capsys, argv, message):
+    code, out, err = run_cli(capsys, str(classifier_run), TEXT, *argv)
     assert code == 2 and out == ""
     assert err.count("\n") == 1 and err.startswith("attnlab attribute: error: ")
     assert message in err
@@ -168,9 +145,9 @@ def test_help_comes_from_the_docstring(capsys):
 
 # --- show ---------------------------------------------------------------------------------------
 
-def test_show_prints_what_mattered_per_method(run, subject, capsys):
+def test_show_prints_what_mattered_per_method(classifier_run, classifier, capsys):
     texts = [TEXT, "i hated it"]
-    assert main(["show", str(run), *texts]) == 0
+    assert main(["show", str(classifier_run), *texts]) == 0
     out = capsys.readouterr().out.splitlines()
     for i, text in enumerate(texts):
         block = out[out.index(text) + 1:(out.index(texts[i + 1]) if i + 1 < len(texts)
@@ -181,7 +158,7 @@ def test_show_prints_what_mattered_per_method(run, subject, capsys):
         assert "random" not in SHOWN_METHODS
         for line in lines:
             method = re.match(r"  what mattered \((\w+)\): ", line)[1]
-            [a] = attribute(subject, text, method=method)
+            [a] = attribute(classifier, text, method=method)
             pairs = line.split("): ", 1)[1].split(" · ")
             assert [p.split()[0] for p in pairs] == by_hand_top(a.tokens, a.special,
                                                                 a.scores[0].tolist())

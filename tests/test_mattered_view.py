@@ -27,10 +27,8 @@ from attnlab.inspect.mattered import (
     top_tokens,
 )
 from attnlab.inspect.subject import attention_view, load_subject
-from attnlab.tasks.translation.subject import TranslationSubject
 from attnlab.tasks.translation.view import attend_translation
 from tiny_run import make_tiny_run
-from tiny_translation import make_tiny_translation_run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -43,22 +41,6 @@ REPORT = {"model": "run", "data": "/somewhere/private/sst2", "split": "dev", "n"
                                                "deletion_curve": [1.0, 0.5], "seconds": 3.5},
                       "random": {"comprehensiveness": 0.101, "sufficiency": 0.230,
                                  "seeds": [0, 1, 2], "spread": {"comprehensiveness": 0.004}}}}
-
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    return make_tiny_run(tmp_path_factory.mktemp("run") / "run")
-
-
-@pytest.fixture(scope="module")
-def subject(run):
-    return load_subject(run)
-
-
-@pytest.fixture(scope="module")
-def translation(tmp_path_factory, data_dir):
-    return TranslationSubject.load(make_tiny_translation_run(tmp_path_factory.mktemp("tr")
-                                                             / "de-en"))
 
 
 def rows(entry: dict) -> torch.Tensor:
@@ -78,10 +60,10 @@ def check_block(block: dict, subject, text: str) -> None:
         assert (entry["gap"] is None) == (entry["name"] != "integrated_gradients")
 
 
-def test_classifier_payload_carries_every_methods_scores(subject):
-    payload = subject.payload(TEXT)
+def test_classifier_payload_carries_every_methods_scores(classifier):
+    payload = classifier.payload(TEXT)
     [s] = payload["sentences"]
-    check_block(s["mattered"], subject, TEXT)
+    check_block(s["mattered"], classifier, TEXT)
     assert s["mattered"]["tokens"] == s["tokens"]  # the same tokens as the rollout row
     assert s["mattered"]["targets"] == [s["prediction"]["label"]]
     assert s["mattered"]["source_length"] is None and s["mattered"]["cross"] is None
@@ -89,24 +71,24 @@ def test_classifier_payload_carries_every_methods_scores(subject):
     json.loads(embed_json(payload))  # JSON-ready, no NaN
 
 
-def test_show_html_page_holds_the_row(run, subject, tmp_path):
-    page = subject.look([TEXT, "i hated it"]).view().html
+def test_show_html_page_holds_the_row(classifier_run, classifier, tmp_path):
+    page = classifier.look([TEXT, "i hated it"]).view().html
     data = json.loads(re.search(r'id="attnlab-data" type="application/json">(.*?)</script>',
                                 page, re.S)[1])
     assert [s["mattered"]["targets"] for s in data["sentences"]] == [
-        [a.prediction.label] for a in subject.attend([TEXT, "i hated it"])]
-    check_block(data["sentences"][1]["mattered"], subject, "i hated it")
+        [a.prediction.label] for a in classifier.attend([TEXT, "i hated it"])]
+    check_block(data["sentences"][1]["mattered"], classifier, "i hated it")
     assert "<script src" not in page and "window.AttnMattered" in page  # the script inline
 
 
-def test_live_app_answers_carry_the_row(subject):
+def test_live_app_answers_carry_the_row(classifier):
     pytest.importorskip("fastapi")
     from fastapi.testclient import TestClient
 
-    client = TestClient(create_app(subject), base_url="http://127.0.0.1:8000")
+    client = TestClient(create_app(classifier), base_url="http://127.0.0.1:8000")
     answer = client.post("/api/attend", json={"text": TEXT})
     assert answer.status_code == 200
-    check_block(answer.json()["sentences"][0]["mattered"], subject, TEXT)
+    check_block(answer.json()["sentences"][0]["mattered"], classifier, TEXT)
     page = client.get("/").text  # the example, analysed in the page, has its row too
     assert '"mattered":{"tokens":["[CLS]"' in page
 
@@ -129,19 +111,19 @@ def test_quadratic_methods_are_left_out_of_long_inputs(tmp_path):
     assert MAX_QUADRATIC_TOKENS == 64
 
 
-def test_a_sentence_encoder_has_no_row(subject):
-    encoder = dataclasses.replace(subject, labels=None)  # the same model, no head to explain
+def test_a_sentence_encoder_has_no_row(classifier):
+    encoder = dataclasses.replace(classifier, labels=None)  # the same model, no head to explain
     [s] = encoder.payload(TEXT)["sentences"]
     assert s["mattered"] is None and s["prediction"] is None
 
 
-def test_faithfulness_report_is_read_with_only_its_numbers(run, subject, tmp_path):
-    folder = run / "faithfulness"
+def test_faithfulness_report_is_read_with_only_its_numbers(classifier_run, classifier, tmp_path):
+    folder = classifier_run / "faithfulness"
     folder.mkdir()
     try:
         (folder / "faithfulness.json").write_text(json.dumps(REPORT))
-        payload = subject.payload(TEXT)
-        assert attention_view(subject, TEXT).html.count('"comprehensiveness":0.312') == 1
+        payload = classifier.payload(TEXT)
+        assert attention_view(classifier, TEXT).html.count('"comprehensiveness":0.312') == 1
     finally:
         (folder / "faithfulness.json").unlink()
         folder.rmdir()
@@ -186,19 +168,19 @@ def test_a_report_with_odd_fields_keeps_what_is_sound(tmp_path):
                                            "methods": {"saliency": {"comprehensiveness": 0.2}}}
 
 
-def test_top_tokens_rank_by_score_without_specials(subject):
-    [a] = attribute(subject, "the best movie of the year", method="leave_one_out")
+def test_top_tokens_rank_by_score_without_specials(classifier):
+    [a] = attribute(classifier, "the best movie of the year", method="leave_one_out")
     scores = a.scores[0].tolist()
     expected = sorted((i for i, s in enumerate(a.special) if not s), key=lambda i: -scores[i])
     assert top_tokens(a, k=4) == [(a.tokens[i], scores[i]) for i in expected[:4]]
     assert all(not a.special[a.tokens.index(t)] for t, _ in top_tokens(a, k=10))
 
 
-def test_hostile_tokens_stay_data_in_the_page(subject):
-    [a] = attribute(subject, TEXT, method="saliency")
+def test_hostile_tokens_stay_data_in_the_page(classifier):
+    [a] = attribute(classifier, TEXT, method="saliency")
     hostile = dataclasses.replace(a, tokens=[HOSTILE, *a.tokens[1:]], targets=[HOSTILE],
                                   details={HOSTILE: HOSTILE})
-    [s] = subject.payload(TEXT)["sentences"]
+    [s] = classifier.payload(TEXT)["sentences"]
     s["mattered"] = mattered_block({HOSTILE: hostile})
     payload = {"model": HOSTILE, "sentences": [s],
                "faithfulness": {"split": HOSTILE, "n": 1, "data": HOSTILE,
@@ -209,8 +191,8 @@ def test_hostile_tokens_stay_data_in_the_page(subject):
     assert json.loads(data) == payload
 
 
-def test_no_finite_score_no_page(subject):
-    [a] = attribute(subject, TEXT, method="saliency")
+def test_no_finite_score_no_page(classifier):
+    [a] = attribute(classifier, TEXT, method="saliency")
     broken = dataclasses.replace(a, scores=torch.full_like(a.scores, math.nan))
     with pytest.raises(ValueError, match="nan"):
         mattered_block({"saliency": broken})

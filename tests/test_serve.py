@@ -26,21 +26,9 @@ from attnlab.inspect.app import (  # noqa: E402
     make_server,
     serve,
 )
-from attnlab.inspect.subject import load_subject  # noqa: E402
-from tiny_run import make_tiny_run  # noqa: E402
 
 HEAD = (b"POST /api/attend HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
         b"Content-Length: %d\r\n\r\n")
-
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    return make_tiny_run(tmp_path_factory.mktemp("run") / "run")
-
-
-@pytest.fixture(scope="module")
-def subject(run):
-    return load_subject(run)
 
 
 class Records(logging.Handler):
@@ -142,29 +130,30 @@ def test_bind_refuses_a_port_in_use(taken_port):
         bind_sockets("127.0.0.1", taken_port)
 
 
-def test_serve_a_port_in_use_is_one_line_and_exit_2(run, taken_port, capsys, monkeypatch):
+def test_serve_a_port_in_use_is_one_line_and_exit_2(classifier_run, taken_port, capsys,
+                                                    monkeypatch):
     def no_server(*args, **kwargs):
         raise AssertionError("uvicorn started although the port is taken")
 
     monkeypatch.setattr(uvicorn.Server, "run", no_server)
-    assert main(["serve", str(run), "--port", str(taken_port)]) == 2
+    assert main(["serve", str(classifier_run), "--port", str(taken_port)]) == 2
     out, err = capsys.readouterr()
     assert "serving" not in out  # nothing announced before the port is bound
     assert err.count("\n") == 1 and f"port {taken_port} is already in use" in err
     assert err.startswith("attnlab serve: error:")
 
 
-def test_serve_library_raises_input_error(subject, taken_port):
+def test_serve_library_raises_input_error(classifier, taken_port):
     with pytest.raises(InputError, match=f"port {taken_port} is already in use"):
-        serve(subject, host="127.0.0.1", port=taken_port)
+        serve(classifier, host="127.0.0.1", port=taken_port)
 
 
 @pytest.mark.parametrize("option,message", [
     (["--port", "70000"], "--port must be in [0, 65535], got 70000"),
     (["--max-chars", "0"], "--max-chars must be >= 1, got 0"),
 ])
-def test_serve_bad_options_are_one_line(run, option, message, capsys):
-    assert main(["serve", str(run), *option]) == 2
+def test_serve_bad_options_are_one_line(classifier_run, option, message, capsys):
+    assert main(["serve", str(classifier_run), *option]) == 2
     assert message in capsys.readouterr().err
 
 
@@ -182,10 +171,10 @@ def test_serve_help_states_the_limits(capsys):
 
 # --- a client that leaves mid-body -----------------------------------------------------------
 
-def test_client_leaving_mid_body_leaves_no_traceback(subject):
+def test_client_leaving_mid_body_leaves_no_traceback(classifier):
     """Content-Length 60000, 1000 bytes sent, then gone: the request ends quietly."""
     sock = loopback_socket()
-    server = uvicorn.Server(uvicorn.Config(create_app(subject), log_config=None,
+    server = uvicorn.Server(uvicorn.Config(create_app(classifier), log_config=None,
                                            log_level="info"))
     with running(server, [sock]) as (port, records):
         for _ in range(3):
@@ -211,8 +200,8 @@ def bounded(app, limits=FAST):
         yield server, port, records
 
 
-def test_an_idle_connection_is_closed_within_the_timeout(subject):
-    with bounded(create_app(subject)) as (server, port, records):
+def test_an_idle_connection_is_closed_within_the_timeout(classifier):
+    with bounded(create_app(classifier)) as (server, port, records):
         with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
             waited = closed_within(s, 6.0)  # sends nothing at all
         assert waited is not None and waited < FAST.request_timeout + 2.5
@@ -221,10 +210,10 @@ def test_an_idle_connection_is_closed_within_the_timeout(subject):
 
 
 @pytest.mark.parametrize("part", ["head", "body"])
-def test_a_slow_client_is_cut_off_at_the_request_timeout(subject, part):
+def test_a_slow_client_is_cut_off_at_the_request_timeout(classifier, part):
     """One byte every 0.05 s never completes the request within the timeout."""
     head = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n" + b"X-Slow: " + b"y" * 200
-    with bounded(create_app(subject)) as (server, port, records):
+    with bounded(create_app(classifier)) as (server, port, records):
         with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
             if part == "body":
                 s.sendall(HEAD % 2000)
@@ -235,8 +224,8 @@ def test_a_slow_client_is_cut_off_at_the_request_timeout(subject, part):
         assert records.tracebacks() == []
 
 
-def test_keep_alive_connection_is_closed_after_its_answer(subject):
-    with bounded(create_app(subject)) as (_, port, _records):
+def test_keep_alive_connection_is_closed_after_its_answer(classifier):
+    with bounded(create_app(classifier)) as (_, port, _records):
         with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
             body = b'{"text": "a good film"}'
             s.sendall(HEAD % len(body) + body)

@@ -22,19 +22,15 @@ from attnlab.tasks.translation.subject import TranslationSubject
 from attnlab.tasks.translation.translator import Translator
 from attnlab.tasks.translation.view import attend_translation, translation_payload
 from tiny_run import XSS, make_tiny_run
-from tiny_translation import make_tiny_translation_run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 SOURCE = "Ein Mann fährt Fahrrad."
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory, data_dir):
-    return make_tiny_translation_run(tmp_path_factory.mktemp("tv") / "de-en")
 
 
 @pytest.fixture(scope="module")
-def run(run_dir):
-    return Translator.load(run_dir)
+def run(translation_run):
+    return Translator.load(translation_run)
 
 
 def decoded(kind: dict, layer: int) -> torch.Tensor:
@@ -131,10 +127,10 @@ def test_page_is_self_contained_and_hostile_text_stays_data(run):
     assert json.loads(block)["sentences"][0]["text"] == XSS
 
 
-def test_show_html_writes_a_translation_page(run_dir, tmp_path, capsys):
+def test_show_html_writes_a_translation_page(translation_run, tmp_path, capsys):
     capsys.readouterr()
     out = tmp_path / "view.html"
-    assert main(["show", str(run_dir), SOURCE, "Zwei Männer.", "--html", str(out),
+    assert main(["show", str(translation_run), SOURCE, "Zwei Männer.", "--html", str(out),
                  "--beam", "2"]) == 0
     assert f"wrote {out}" in capsys.readouterr().out
     data = json.loads(re.search(r'<script id="attnlab-data" type="application/json">(.*?)'
@@ -186,11 +182,11 @@ def serve_calls(monkeypatch):
     return calls
 
 
-def test_serve_example_defaults_by_kind_of_run(run_dir, tmp_path, serve_calls, capsys):
-    assert main(["serve", str(run_dir)]) == 0
+def test_serve_example_defaults_by_kind_of_run(translation_run, tmp_path, serve_calls, capsys):
+    assert main(["serve", str(translation_run)]) == 0
     assert serve_calls[-1][1]["example"] == TRANSLATION_EXAMPLE
     assert "serving de-en on http://127.0.0.1:8000/" in capsys.readouterr().out
-    assert main(["serve", str(run_dir), "--example", "Zwei Männer."]) == 0
+    assert main(["serve", str(translation_run), "--example", "Zwei Männer."]) == 0
     assert serve_calls[-1][1]["example"] == "Zwei Männer."
     classifier = make_tiny_run(tmp_path / "clf")
     assert main(["serve", str(classifier)]) == 0

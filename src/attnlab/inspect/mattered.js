@@ -20,12 +20,7 @@
 (function () {
   "use strict";
 
-  function el(tag, cls, text) {
-    var e = document.createElement(tag);
-    if (cls) e.className = cls;
-    if (text !== undefined) e.textContent = text;
-    return e;
-  }
+  var el = window.AttnSummary.el;  // summary.js comes first in the page
 
   function words(name) { return name.replace(/_/g, " "); }
 

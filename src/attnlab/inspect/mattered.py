@@ -54,8 +54,8 @@ def top_tokens(attribution: Attribution, row: int = 0, k: int = TOP, *,
 
 
 def format_top(pairs: Sequence[tuple[str, float]]) -> str:
-    """``film 0.41 · gripping 0.30 · funny 0.12`` (three significant figures at most)."""
-    return " \u00b7 ".join(f"{token} {score:.3g}" for token, score in pairs) or "(no tokens)"
+    """``film 0.410 · gripping 0.300 · funny 0.120`` (three significant figures)."""
+    return " \u00b7 ".join(f"{token} {score:#.3g}" for token, score in pairs) or "(no tokens)"
 
 
 def format_tops(attribution: Attribution) -> str:

@@ -1,10 +1,11 @@
 /* attnlab: what the view shows of a sentence above the head view: the prediction (a
  * classifier), the translation (a translation run) and the attention rollout. Used by view.js;
- * text only through textContent.
+ * text only through textContent (`el`, which mattered.js uses too).
  */
 (function () {
   "use strict";
 
+  /** A new `tag` element with class `cls` and text `text` (as text, never markup). */
   function el(tag, cls, text) {
     var e = document.createElement(tag);
     if (cls) e.className = cls;
@@ -64,5 +65,5 @@
     });
   }
 
-  window.AttnSummary = {prediction: prediction, rollout: rollout};
+  window.AttnSummary = {prediction: prediction, rollout: rollout, el: el};
 })();
