@@ -34,7 +34,8 @@ FIGURES = (  # (key in faithfulness.json, column title)
 
 def read_result(path: Path) -> dict:
     """The faithfulness.json at ``path`` (a file, its folder, or a run folder above it)."""
-    for candidate in (path, path / "faithfulness.json", path / "faithfulness" / "faithfulness.json"):
+    folders = (path, path / "faithfulness")
+    for candidate in (path, *(folder / "faithfulness.json" for folder in folders)):
         if candidate.is_file():
             return json.loads(candidate.read_text(encoding="utf-8"))
     raise SystemExit(f"no faithfulness.json at {path}")

@@ -5,6 +5,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import sys
 import time
 from pathlib import Path
@@ -22,6 +24,8 @@ from attnlab.inspect.head_report import (
     write_report,
 )
 from attnlab.inspect.html import model_name
+from attnlab.inspect.roles_probe import head_roles
+from attnlab.inspect.roles_report import format_roles, roles_figure
 from attnlab.inspect.subject import save_pruned_run
 from attnlab.tasks.registry import open_subject
 from attnlab.tasks.task import Command
@@ -122,11 +126,23 @@ def _picture_path(out: Path) -> Path:
 
 def add_heads_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``attnlab heads``."""
-    parser.add_argument("run", type=Path, help="a training run or checkpoint folder")
-    parser.add_argument("--data", default="sst2",
-                        help="data set name (looked up under $ATTNLAB_DATA) or folder")
+    parser.add_argument("run", type=Path, help="a training run or checkpoint folder (with "
+                        "--roles, also a pretrained name: all-MiniLM-L6-v2)")
+    parser.add_argument("--data", help="data set name (looked up under $ATTNLAB_DATA) or folder "
+                        "[default: sst2; with --roles, a few fixed sentences]")
     parser.add_argument("--split", default="dev", help="split measured on (default dev)")
-    parser.add_argument("--out", type=Path, help="report folder (default RUN/heads)")
+    parser.add_argument("--out", type=Path, help="report folder (default RUN/heads); with "
+                        "--roles, a heat map of heads x roles (PNG unless another suffix)")
+    parser.add_argument("--roles", action="store_true",
+                        help="score every head on the roles of the literature (previous-token, "
+                             "[CLS], [SEP], punctuation, broad, duplicate-token, induction) "
+                             "instead of importance; needs no labelled data")
+    parser.add_argument("--json", action="store_true", help="with --roles: print a JSON dict")
+    parser.add_argument("--repeat-length", type=int, default=20,
+                        help="with --roles: random tokens per half of a repeated sequence")
+    parser.add_argument("--sequences", type=int, default=4,
+                        help="with --roles: random repeated sequences averaged over")
+    parser.add_argument("--seed", type=int, default=0, help="with --roles: seeds the tokens")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-examples", type=int,
                         help="use only the first N examples of the split")
@@ -143,8 +159,15 @@ def run_heads(args: argparse.Namespace) -> int:
     with that head masked; accuracy against the share of heads pruned. Writes report.md,
     pruning_curve.png and heads.json; with --prune, prunes for real.
 
-    Example: attnlab heads runs/sst2 --data sst2
+    With --roles: every head's role scores instead (see attnlab.inspect.roles), as a table,
+    --json, and a heat map to --out.
+
+    Example: attnlab heads runs/sst2 --data sst2; attnlab heads runs/sst2 --roles --out r.png
     """
+    if args.roles:
+        return _run_roles(args)
+    if args.json:
+        raise UsageError("--json needs --roles")
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.prune is not None and not (0 < args.prune < 1 and args.pruned_out):
@@ -153,14 +176,15 @@ def run_heads(args: argparse.Namespace) -> int:
     if subject.labels is None:
         raise UsageError(f"heads measures a classifier's heads on labelled data; {args.run} "
                          f"({subject.task}) has no classification head")
-    data = load_split(args.data, args.split)
+    data = load_split(args.data or "sst2", args.split)
     texts, labels = data.texts, data.labels
     if args.max_examples is not None:
         if args.max_examples < 1:
             raise UsageError(f"--max-examples must be >= 1, got {args.max_examples}")
         texts, labels = texts[:args.max_examples], labels[:args.max_examples]
     start = time.perf_counter()
-    report = head_report(subject, texts, labels, data_name=data_name(args.data, args.split),
+    report = head_report(subject, texts, labels,
+                         data_name=data_name(args.data or "sst2", args.split),
                          batch_size=args.batch_size)
     paths = write_report(report, args.out or args.run / "heads")
     print(format_table(report))
@@ -179,6 +203,32 @@ def run_heads(args: argparse.Namespace) -> int:
               f"{result.accuracy[1]:.4f}, parameters {result.parameters[0]:,} -> "
               f"{result.parameters[1]:,}, forward pass over the data {result.seconds[0]:.2f} s "
               f"-> {result.seconds[1]:.2f} s")
+    return 0
+
+
+def _run_roles(args: argparse.Namespace) -> int:
+    """``attnlab heads RUN --roles``: the role table (or --json), the heat map to --out."""
+    for option, value in (("--prune", args.prune), ("--pruned-out", args.pruned_out)):
+        if value is not None:
+            raise UsageError(f"{option} does not apply with --roles")
+    for option, value, least in (("--repeat-length", args.repeat_length, 2),
+                                 ("--sequences", args.sequences, 1),
+                                 ("--max-examples", args.max_examples or 1, 1)):
+        if value < least:
+            raise UsageError(f"{option} must be >= {least}, got {value}")
+    out = _picture_path(args.out) if args.out is not None else None
+    if out is not None and out.is_dir():
+        raise UsageError(f"--out {out} is a folder; give a file name for the heat map")
+    texts = None
+    if args.data is not None:
+        texts = load_split(args.data, args.split).texts[:args.max_examples or 8]
+    subject = open_subject(args.run)
+    table = head_roles(subject, texts, repeat_length=args.repeat_length,
+                       sequences=args.sequences, seed=args.seed)
+    print(json.dumps(table.to_dict(), indent=1) if args.json else format_roles(table))
+    if out is not None:
+        with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
+            _save(roles_figure(table), out)  # "wrote" stays off a JSON stdout
     return 0
 
 

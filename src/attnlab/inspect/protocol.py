@@ -30,6 +30,8 @@ class HeadPass:
     key_tokens: list[str]
     forward: Callable[[], object]  # runs the pass (under capture)
     generated: str | None = None  # the text the model generated first, if any (a translation)
+    # with ids_pass: where the given ids start among the query tokens and among the key tokens
+    offsets: tuple[int, int] = (0, 0)
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,15 @@ class Inspectable(Protocol):
 
     def head_pass(self, text: str, attention: str) -> HeadPass:
         """The pass that shows one kind of attention (one of :attr:`attention_kinds`)."""
+
+    def ordinary_ids(self) -> list[int]:
+        """The token ids a probe may draw: the vocabulary less special tokens (the random
+        repeated sequences of :func:`~attnlab.inspect.roles_probe.head_roles`)."""
+
+    def ids_pass(self, ids: Sequence[int], attention: str) -> HeadPass:
+        """A pass on token ``ids`` (no text, no generation), wrapped as the model's inputs are
+        (``[CLS] ids [SEP]``, ``[BOS] ids``, ...); :attr:`HeadPass.offsets` says where ``ids``
+        start among the query and the key tokens."""
 
     def payload(self, text: str) -> dict:
         """The live app's data for one sentence (see ``view.js``)."""

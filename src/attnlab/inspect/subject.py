@@ -10,7 +10,8 @@ mask its scores got: what the neuron view needs to redo one head's arithmetic.
 
 A :class:`Subject` meets :class:`~attnlab.inspect.protocol.Inspectable`: :meth:`Subject.look`
 is what ``attnlab show`` prints and draws, :meth:`Subject.head_pass` what the neuron view
-captures, :meth:`Subject.payload` what the live app draws.
+captures, :meth:`Subject.payload` what the live app draws, :meth:`Subject.ids_pass` what the
+head-role probe runs on random tokens.
 
 Legend: ``B`` batch, ``H`` heads, ``L`` tokens, ``C`` classes, ``d_k``/``d_v`` query-key and
 value size per head.
@@ -46,7 +47,7 @@ from attnlab.models.prediction import Prediction
 from attnlab.text import TextTokenizer, pad_sequences
 
 __all__ = ["EXAMPLE", "Attended", "Encoded", "Subject", "attention_view", "load_subject",
-           "save_pruned_run"]
+           "checked_ids", "ordinary_ids", "save_pruned_run"]
 
 EXAMPLE = "a gripping , funny film"  # the sentence the live app opens on
 
@@ -192,6 +193,23 @@ class Subject:
         return HeadPass(self.model, model_name(self.name), list(attention_modules(self.model)),
                         tokens, tokens, lambda: self.model(enc.input_ids, enc.attention_mask))
 
+    def ordinary_ids(self) -> list[int]:
+        """The vocabulary less special tokens: ids a probe may draw."""
+        return ordinary_ids(self.tokenizer)
+
+    def ids_pass(self, ids: Sequence[int], attention: str) -> HeadPass:
+        """One pass on ``[CLS] ids [SEP]``; ``ids`` start at position 1 on both sides."""
+        wrapped = [self.tokenizer.bos_token_id, *checked_ids(ids, self.tokenizer),
+                   self.tokenizer.eos_token_id]
+        if len(wrapped) > self.max_length:
+            raise InputError(f"ids must fit the model's longest input with [CLS] and [SEP] "
+                             f"({self.max_length} tokens), got {len(ids)} ids")
+        input_ids = torch.tensor([wrapped])  # (1, L)
+        tokens = [self.tokenizer.tokenizer.id_to_token(i) for i in wrapped]
+        return HeadPass(self.model, model_name(self.name), list(attention_modules(self.model)),
+                        tokens, tokens, lambda: self.model(input_ids, torch.ones_like(input_ids)),
+                        offsets=(1, 1))
+
     def payload(self, text: str) -> dict:
         """The live app's data for ``text``: prediction, rollout, what mattered, every head,
         the vectors."""
@@ -203,6 +221,22 @@ class Subject:
         label) prepared for :func:`~attnlab.inspect.attribute` and faithfulness; an
         :class:`~attnlab.errors.InputError` without a classification head."""
         return encoder_decisions(self, text, target=target, reference=reference)
+
+
+def ordinary_ids(tokenizer: TextTokenizer) -> list[int]:
+    """``tokenizer``'s ids less its special tokens (``[PAD]``, ``[CLS]``, ...)."""
+    special = {i for i, t in tokenizer.tokenizer.get_added_tokens_decoder().items() if t.special}
+    return [i for i in range(tokenizer.vocab_size) if i not in special]
+
+
+def checked_ids(ids: Sequence[int], tokenizer: TextTokenizer) -> list[int]:
+    """``ids`` as a list of ints in the vocabulary, or an error naming the first wrong one."""
+    ids = [int(i) for i in ids]
+    wrong = [i for i in ids if not 0 <= i < tokenizer.vocab_size]
+    if not ids or wrong:
+        raise InputError(f"ids must be a non-empty list of ids in [0, {tokenizer.vocab_size}), "
+                         f"got {wrong[0] if wrong else 'none'}")
+    return ids
 
 
 def attention_view(subject: Subject, texts: Sequence[str] | str, *, batch_size: int = 16

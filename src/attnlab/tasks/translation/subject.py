@@ -21,6 +21,7 @@ from attnlab.inspect.html import model_name
 from attnlab.inspect.mattered import DEFAULT_METHOD, what_mattered
 from attnlab.inspect.pictures import cross_attention_grid, cross_attention_map
 from attnlab.inspect.protocol import HeadPass, Look
+from attnlab.inspect.subject import checked_ids, ordinary_ids
 from attnlab.tasks.translation.attribution import translation_decisions
 from attnlab.tasks.translation.translator import Translator
 from attnlab.tasks.translation.view import attend_translation, translation_payload, translation_view
@@ -125,6 +126,31 @@ class TranslationSubject:
         return HeadPass(model, self.name, modules, queries, keys,
                         lambda: model(input_ids, mask, decoder_input_ids),
                         generated=found.translation)
+
+    def ordinary_ids(self) -> list[int]:
+        """The joint vocabulary less special tokens: ids a probe may draw."""
+        return ordinary_ids(self.translator.tokenizer)
+
+    def ids_pass(self, ids: Sequence[int], attention: str) -> HeadPass:
+        """One teacher-forced pass with source ``ids + [EOS]`` and target ``[BOS] + ids``:
+        ``ids`` start at position 0 of the source and 1 of the target."""
+        model, c = self.translator.model, self.translator.model.config
+        ids = checked_ids(ids, self.translator.tokenizer)
+        if len(ids) + 1 > c.max_len:
+            raise InputError(f"ids must fit the model's longest input with [EOS] ({c.max_len} "
+                             f"tokens), got {len(ids)} ids")
+        source, target = [*ids, c.eos_token_id], [c.bos_token_id, *ids]
+        input_ids, decoder_input_ids = torch.tensor([source]), torch.tensor([target])  # (1, S|T)
+        stack, attr = _STACKS[attention]
+        names = {id(m): n for n, m in attention_modules(model).items()}
+        modules = [names[id(getattr(layer, attr))] for layer in getattr(model, stack).layers]
+        pieces = self.translator.pieces
+        queries = pieces(source) if attention == "self" else pieces(target)
+        keys = pieces(target) if attention == "decoder" else pieces(source)
+        offsets = (0 if attention == "self" else 1, 1 if attention == "decoder" else 0)
+        return HeadPass(model, self.name, modules, queries, keys,
+                        lambda: model(input_ids, torch.ones_like(input_ids), decoder_input_ids),
+                        offsets=offsets)
 
     def payload(self, text: str) -> dict:
         """The live app's data: the translation, its three kinds of attention and what
