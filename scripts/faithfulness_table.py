@@ -79,7 +79,10 @@ def markdown(groups: dict[str, dict], seconds: dict[str, list[float]]) -> str:
         for method in ranked:
             cells = []
             for key, _ in FIGURES:
-                mean, std = table[method].get(key, (float("nan"), 0.0))
+                if key not in table[method]:
+                    cells.append("–")  # not measured (e.g. --naopc-beam 0)
+                    continue
+                mean, std = table[method][key]
                 cells.append(f"{mean:.3f} ± {std:.3f}" if std else f"{mean:.3f}")
             lines.append(f"| {name} | {method} | " + " | ".join(cells) + " |")
     for name, times in seconds.items():

@@ -15,6 +15,8 @@ from typing import Any, Protocol, runtime_checkable
 
 from torch import nn
 
+from attnlab.inspect.decisions import Decisions
+
 __all__ = ["HeadPass", "Inspectable", "Look"]
 
 
@@ -74,3 +76,10 @@ class Inspectable(Protocol):
 
     def payload(self, text: str) -> dict:
         """The live app's data for one sentence (see ``view.js``)."""
+
+    def decisions(self, text: str, *, target: str | int | None = None,
+                  reference: str | None = None) -> Decisions:
+        """``text`` prepared for :func:`~attnlab.inspect.attribution.attribute`: the decisions
+        to explain (a label, or each target token of ``reference`` or of the model's own
+        output) and what the methods ask of the model. Raises ``InputError`` where the model
+        makes no decision (a sentence encoder)."""
