@@ -9,6 +9,7 @@ from attnlab.io.checkpoint import (
     load_weights,
     save_checkpoint,
 )
+from attnlab.io.families import FAMILIES, load_family
 from attnlab.io.pretrained import (
     KNOWN_MODELS,
     load_pretrained,
@@ -29,12 +30,14 @@ __all__ = [
     "KNOWN_MODELS",
     "Checkpoint",
     "CheckpointError",
+    "FAMILIES",
     "LoadedModel",
     "RunFolder",
     "build_model",
     "checkpoint_dir",
     "config_differences",
     "load_checkpoint",
+    "load_family",
     "load_bert_classifier",
     "load_model",
     "load_pretrained",

@@ -4,6 +4,8 @@ Knows only :mod:`attnlab.attention` (weights are loaded by :mod:`attnlab.io`).""
 
 from attnlab.models.bert import BertConfig, BertModel, BertOutput, mean_pool
 from attnlab.models.bert_classifier import BertClassifierConfig, BertForSequenceClassification
+from attnlab.models.causal_generation import greedy_generate
+from attnlab.models.causal_lm import CausalCache
 from attnlab.models.classifier import ClassifierConfig, ClassifierOutput, TextClassifier
 from attnlab.models.generation import (
     Hypothesis,
@@ -13,6 +15,8 @@ from attnlab.models.generation import (
     greedy_search,
     sequence_scores,
 )
+from attnlab.models.gpt2 import GPT2Config, GPT2LMHeadModel
+from attnlab.models.llama import LlamaConfig, LlamaForCausalLM
 from attnlab.models.prediction import Prediction
 from attnlab.models.sentence_encoder import SentenceEncoder
 from attnlab.models.seq2seq import Seq2SeqConfig, Seq2SeqOutput, Seq2SeqTransformer
@@ -25,11 +29,16 @@ __all__ = [
     "BertForSequenceClassification",
     "BertModel",
     "BertOutput",
+    "CausalCache",
     "ClassifierConfig",
     "ClassifierOutput",
     "DecoderCache",
     "DecoderLayer",
+    "GPT2Config",
+    "GPT2LMHeadModel",
     "Hypothesis",
+    "LlamaConfig",
+    "LlamaForCausalLM",
     "SentenceEncoder",
     "Seq2SeqConfig",
     "Seq2SeqOutput",
@@ -39,6 +48,7 @@ __all__ = [
     "beam_search",
     "beam_search_nbest",
     "greedy",
+    "greedy_generate",
     "greedy_search",
     "mean_pool",
     "sequence_scores",

@@ -51,6 +51,7 @@ __all__ = [
     "Hypothesis",
     "beam_search",
     "beam_search_nbest",
+    "evaluating",
     "greedy",
     "greedy_search",
     "sequence_scores",
@@ -121,7 +122,7 @@ def greedy_search(model: Seq2SeqTransformer, input_ids: Tensor,
     max_length = _check_inputs(model, input_ids, attention_mask, max_length)
     _check_length_penalty(length_penalty)
     c = model.config
-    with torch.no_grad(), _evaluating(model), recording(model, input_ids, attention_mask,
+    with torch.no_grad(), evaluating(model), recording(model, input_ids, attention_mask,
                                                          attention) as recorder:
         decoder = _Decoder(model, input_ids, attention_mask, use_cache, recorder)
         B = input_ids.shape[0]
@@ -155,7 +156,7 @@ def beam_search_nbest(model: Seq2SeqTransformer, input_ids: Tensor,
     _check_beam(beam, n_best, length_penalty, early_stopping)
     max_length = _check_inputs(model, input_ids, attention_mask, max_length)
     c, K = model.config, beam
-    with torch.no_grad(), _evaluating(model), recording(model, input_ids, attention_mask,
+    with torch.no_grad(), evaluating(model), recording(model, input_ids, attention_mask,
                                                          attention) as recorder:
         decoder = _Decoder(model, input_ids, attention_mask, use_cache, recorder)
         B, V = input_ids.shape[0], c.vocab_size
@@ -217,7 +218,7 @@ def sequence_scores(model: Seq2SeqTransformer, input_ids: Tensor,
     for b, t in enumerate(targets):
         labels[b, :len(t)] = torch.tensor(t, dtype=torch.long)
     inputs = torch.cat([labels.new_full((len(targets), 1), c.bos_token_id), labels[:, :-1]], 1)
-    with torch.no_grad(), _evaluating(model):
+    with torch.no_grad(), evaluating(model):
         logits = model(input_ids, attention_mask, inputs).logits  # (B, T, V)
     log_probs = F.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), -1)
     picked = log_probs.gather(2, labels[:, :, None]).squeeze(2)  # (B, T)
@@ -346,7 +347,7 @@ def _check_length_penalty(length_penalty: float) -> None:
 
 
 @contextmanager
-def _evaluating(model: torch.nn.Module) -> Iterator[None]:
+def evaluating(model: torch.nn.Module) -> Iterator[None]:
     """Run in eval mode (no dropout), then restore the mode the model had."""
     was_training = model.training
     model.eval()

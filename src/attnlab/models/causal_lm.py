@@ -1,0 +1,86 @@
+"""What the decoder-only language models (GPT-2, the Llama layout) share: their key/value cache,
+their positions and the checks of their inputs.
+
+A decoder-only model is called as ``model(input_ids, attention_mask, position_ids=...,
+cache=...) -> logits (B, L, V)`` and offers ``new_cache()`` and ``max_positions``; that is all
+:mod:`attnlab.models.causal_generation` asks of it.
+
+Legend: ``B`` batch, ``L`` new positions, ``S`` key positions (cached + new).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from attnlab.attention.cache import KVCache
+
+__all__ = ["CausalCache", "check_causal_inputs", "default_positions", "positions_from_mask"]
+
+
+@dataclass
+class CausalCache:
+    """The self-attention keys and values of every layer, kept between decoding steps (one
+    growing :class:`~attnlab.attention.cache.KVCache` per layer; there is no cross-attention)."""
+
+    layers: list[KVCache]
+
+    @classmethod
+    def empty(cls, n_layers: int) -> CausalCache:
+        """A cache for ``n_layers`` layers with nothing decoded yet."""
+        return cls([KVCache() for _ in range(n_layers)])
+
+    @property
+    def length(self) -> int:
+        """Positions cached so far (padding included)."""
+        return self.layers[0].length if self.layers else 0
+
+    def reorder(self, index: Tensor) -> None:
+        """Keep the batch rows ``index`` ``(B',)`` in every layer."""
+        for cache in self.layers:
+            cache.reorder(index)
+
+
+def default_positions(input_ids: Tensor, past: int) -> Tensor:
+    """``past .. past+L-1`` for every row ``(1, L)``: Hugging Face's forward without
+    ``position_ids``."""
+    L = input_ids.shape[1]
+    return torch.arange(past, past + L, device=input_ids.device)[None]  # (1, L)
+
+
+def positions_from_mask(attention_mask: Tensor) -> Tensor:
+    """Positions counted from each row's first real token ``(B, S)``, ``0`` at padding: what
+    Hugging Face's ``generate`` passes, so a left-padded row starts at position 0."""
+    positions = attention_mask.long().cumsum(-1) - 1  # (B, S)
+    return positions.masked_fill(attention_mask == 0, 0)
+
+
+def check_causal_inputs(model: nn.Module, input_ids: Tensor, attention_mask: Tensor | None,
+                        position_ids: Tensor | None, cache: CausalCache | None) -> int:
+    """Check a decoder-only model's inputs; return the number of cached positions."""
+    if not isinstance(input_ids, Tensor) or input_ids.dim() != 2:
+        shape = tuple(input_ids.shape) if isinstance(input_ids, Tensor) else type(input_ids)
+        raise ValueError(f"input_ids must be a (B, L) tensor, got {shape}")
+    if input_ids.dtype.is_floating_point or input_ids.dtype == torch.bool:
+        raise TypeError(f"input_ids must be integer token ids, got dtype {input_ids.dtype}")
+    vocab = model.get_input_embeddings().num_embeddings
+    if input_ids.numel() and not (0 <= int(input_ids.min()) and int(input_ids.max()) < vocab):
+        raise ValueError(f"input_ids must be in [0, vocab_size={vocab}), got values in "
+                         f"[{int(input_ids.min())}, {int(input_ids.max())}]")
+    B, L = input_ids.shape
+    past = 0 if cache is None else cache.length
+    if cache is not None and len(cache.layers) != len(model.layers):
+        raise ValueError(f"cache has {len(cache.layers)} layers, the model {len(model.layers)}; "
+                         f"make it with model.new_cache()")
+    if past + L > model.max_positions:
+        raise ValueError(f"{past} cached + {L} new positions exceed the model's "
+                         f"{model.max_positions} positions; truncate the input")
+    if attention_mask is not None and tuple(attention_mask.shape) != (B, past + L):
+        raise ValueError(f"attention_mask must have shape (B, cached + new) = {(B, past + L)}, "
+                         f"got {tuple(attention_mask.shape)}")
+    if position_ids is not None and tuple(position_ids.shape) not in ((B, L), (1, L)):
+        raise ValueError(f"position_ids must have shape (B, L) = {(B, L)}, got "
+                         f"{tuple(position_ids.shape)}")
+    return past
