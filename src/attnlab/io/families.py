@@ -16,6 +16,7 @@ import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,8 @@ from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from attnlab.errors import InputError
+from attnlab.io.pretrained import bert_weight_names
+from attnlab.models.bert import BertConfig, BertModel
 from attnlab.models.gpt2 import GPT2Config, GPT2LMHeadModel
 from attnlab.models.llama import LlamaConfig, LlamaForCausalLM
 
@@ -112,6 +115,53 @@ def llama_weights(config: LlamaConfig) -> dict[str, Source]:
     return table
 
 
+# --- encoders on attnlab's BERT: RoBERTa, DistilBERT -------------------------------------------
+
+def roberta_config(data: dict[str, Any]) -> BertConfig:
+    """BERT's config.json fields, with RoBERTa's positions (after ``pad_token_id``)."""
+    bert = {k: v for k, v in data.items() if k != "model_type"}  # BertConfig wants "bert"
+    return BertConfig.from_dict({**bert, "positions_after_padding": True})
+
+
+def roberta_weights(config: BertConfig) -> dict[str, Source]:
+    """Our name -> the RoBERTa checkpoint tensor: BERT's names, without the pooler."""
+    return {ours: Source(hf) for hf, ours in
+            bert_weight_names(config, with_pooler=False).items()}
+
+
+# DistilBERT's config.json names -> BertConfig's (LayerNorm eps is fixed at 1e-12 in both).
+_DISTILBERT_FIELDS = {"vocab_size": "vocab_size", "dim": "hidden_size",
+                      "n_layers": "num_hidden_layers", "n_heads": "num_attention_heads",
+                      "hidden_dim": "intermediate_size", "activation": "hidden_act",
+                      "max_position_embeddings": "max_position_embeddings",
+                      "dropout": "hidden_dropout_prob",
+                      "attention_dropout": "attention_probs_dropout_prob",
+                      "pad_token_id": "pad_token_id", "initializer_range": "initializer_range"}
+
+
+def distilbert_config(data: dict[str, Any]) -> BertConfig:
+    """A BERT without token types under DistilBERT's field names. Sinusoidal positions need
+    nothing more: the checkpoint stores their table as the position embedding."""
+    mapped = {ours: data[theirs] for theirs, ours in _DISTILBERT_FIELDS.items() if theirs in data}
+    return BertConfig(**mapped, type_vocab_size=0, layer_norm_eps=1e-12)
+
+
+def distilbert_weights(config: BertConfig) -> dict[str, Source]:
+    """Our name -> the DistilBERT checkpoint tensor (``q_lin``, ``sa_layer_norm``, ``ffn.lin1``)."""
+    table = {"embeddings.word.weight": Source("embeddings.word_embeddings.weight"),
+             "embeddings.position.weight": Source("embeddings.position_embeddings.weight")}
+    layer = {"attn.q_proj": "attention.q_lin", "attn.k_proj": "attention.k_lin",
+             "attn.v_proj": "attention.v_lin", "attn.out_proj": "attention.out_lin",
+             "attn_norm": "sa_layer_norm", "ffn_in": "ffn.lin1", "ffn_out": "ffn.lin2",
+             "ffn_norm": "output_layer_norm"}
+    for part in ("weight", "bias"):
+        table[f"embeddings.norm.{part}"] = Source(f"embeddings.LayerNorm.{part}")
+        for i in range(config.num_hidden_layers):
+            table.update({f"layers.{i}.{ours}.{part}": Source(f"transformer.layer.{i}.{hf}.{part}")
+                          for ours, hf in layer.items()})
+    return table
+
+
 FAMILIES: dict[str, Family] = {
     "gpt2": Family("gpt2", GPT2Config.from_dict, GPT2LMHeadModel, gpt2_weights,
                    prefix="transformer.",
@@ -119,6 +169,15 @@ FAMILIES: dict[str, Family] = {
     "llama": Family("llama", LlamaConfig.from_dict, LlamaForCausalLM, llama_weights,
                     prefix="model.", ignored=r"layers\.\d+\.self_attn\.rotary_emb\.inv_freq"
                                              r"|lm_head\.weight"),
+    # The encoder only: a pooler or a masked-LM head in the file is left out.
+    "roberta": Family("roberta", roberta_config, partial(BertModel, add_pooler=False),
+                      roberta_weights, prefix="roberta.",
+                      ignored=r"pooler\..*|lm_head\..*"
+                              r"|embeddings\.(position_ids|token_type_ids)"),
+    "distilbert": Family("distilbert", distilbert_config, partial(BertModel, add_pooler=False),
+                         distilbert_weights, prefix="distilbert.",
+                         ignored=r"vocab_(transform|layer_norm|projector)\..*"
+                                 r"|embeddings\.position_ids"),
 }
 
 

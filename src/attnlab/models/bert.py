@@ -41,19 +41,23 @@ class BertConfig:
     intermediate_size: int = 3072  # F, feed-forward inner size
     hidden_act: str = "gelu"  # only exact (erf) GELU, as BERT
     max_position_embeddings: int = 512  # longest input L
-    type_vocab_size: int = 2  # token types (segments A/B)
+    type_vocab_size: int = 2  # token types (segments A/B); 0: none (DistilBERT)
     layer_norm_eps: float = 1e-12  # LayerNorm epsilon
     hidden_dropout_prob: float = 0.1  # dropout on embeddings and sub-layer outputs
     attention_probs_dropout_prob: float = 0.1  # dropout on attention weights
     pad_token_id: int = 0  # id of [PAD]
     initializer_range: float = 0.02  # std of the normal init of fresh weights
+    # RoBERTa's positions: a real token's is pad_token_id + 1 + the real tokens before it,
+    # padding's is pad_token_id (found from input_ids == pad_token_id); False: 0..L-1.
+    positions_after_padding: bool = False
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
                      "intermediate_size", "max_position_embeddings", "type_vocab_size"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise InputError(f"BertConfig.{name} must be an integer >= 1, got {value!r}")
+            value, least = getattr(self, name), 0 if name == "type_vocab_size" else 1
+            if not isinstance(value, int) or isinstance(value, bool) or value < least:
+                raise InputError(f"BertConfig.{name} must be an integer >= {least}, "
+                                 f"got {value!r}")
         if self.hidden_size % self.num_attention_heads != 0:
             raise InputError(
                 f"BertConfig.hidden_size ({self.hidden_size}) must be divisible by "
@@ -70,6 +74,16 @@ class BertConfig:
         if not 0 <= self.pad_token_id < self.vocab_size:
             raise InputError(f"BertConfig.pad_token_id must be in [0, vocab_size={self.vocab_size})"
                              f", got {self.pad_token_id}")
+        if self.max_length < 1:
+            raise InputError(f"BertConfig.max_position_embeddings ({self.max_position_embeddings})"
+                             f" leaves no position after pad_token_id ({self.pad_token_id})")
+
+    @property
+    def max_length(self) -> int:
+        """The longest input: ``max_position_embeddings``, less ``pad_token_id + 1`` when
+        positions start after padding's (RoBERTa: 514 - 2 = 512)."""
+        offset = self.pad_token_id + 1 if self.positions_after_padding else 0
+        return self.max_position_embeddings - offset
 
     # Keys of a Hugging Face config.json that change the architecture, with the only value we
     # support; any other value is an error rather than a silently different model.
@@ -113,21 +127,31 @@ class BertOutput:
 
 
 class BertEmbeddings(nn.Module):
-    """``LayerNorm(word[ids] + position[0..L) + token_type[types])``, then dropout."""
+    """``LayerNorm(word[ids] + position[0..L) + token_type[types])``, then dropout; without
+    token types when ``type_vocab_size == 0``, RoBERTa's positions when
+    ``positions_after_padding``."""
 
     def __init__(self, config: BertConfig) -> None:
         super().__init__()
         D = config.hidden_size
         self.word = nn.Embedding(config.vocab_size, D, padding_idx=config.pad_token_id)
         self.position = nn.Embedding(config.max_position_embeddings, D)
-        self.token_type = nn.Embedding(config.type_vocab_size, D)
+        types = config.type_vocab_size
+        self.token_type = nn.Embedding(types, D) if types else None  # DistilBERT has none
+        self.pad_token_id = config.pad_token_id if config.positions_after_padding else None
         self.norm = nn.LayerNorm(D, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, input_ids: Tensor, token_type_ids: Tensor) -> Tensor:
         L = input_ids.shape[1]
-        positions = self.position.weight[:L]  # (L, D), broadcast over the batch
-        x = self.word(input_ids) + positions + self.token_type(token_type_ids)  # (B, L, D)
+        if self.pad_token_id is None:
+            positions = self.position.weight[:L]  # (L, D), broadcast over the batch
+        else:
+            real = input_ids.ne(self.pad_token_id).long()  # (B, L)
+            positions = self.position(real.cumsum(1) * real + self.pad_token_id)  # (B, L, D)
+        x = self.word(input_ids) + positions  # (B, L, D)
+        if self.token_type is not None:
+            x = x + self.token_type(token_type_ids)  # (B, L, D)
         return self.dropout(self.norm(x))
 
 
@@ -289,9 +313,11 @@ class BertModel(nn.Module):
         if input_ids.dtype.is_floating_point or input_ids.dtype == torch.bool:
             raise TypeError(f"input_ids must be integer token ids, got dtype {input_ids.dtype}")
         B, L = input_ids.shape
-        if L > cfg.max_position_embeddings:
+        if L > cfg.max_length:
+            after_padding = (f" less pad_token_id + 1 = {cfg.max_length} positions"
+                             if cfg.positions_after_padding else "")
             raise ValueError(f"input_ids has length L={L}, longer than max_position_embeddings="
-                             f"{cfg.max_position_embeddings}; truncate the input")
+                             f"{cfg.max_position_embeddings}{after_padding}; truncate the input")
         if input_ids.numel() and not (0 <= int(input_ids.min()) and
                                       int(input_ids.max()) < cfg.vocab_size):
             raise ValueError(f"input_ids must be in [0, vocab_size={cfg.vocab_size}), got values "
