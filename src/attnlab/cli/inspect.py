@@ -26,7 +26,9 @@ from attnlab.inspect.head_report import (
 from attnlab.inspect.html import model_name
 from attnlab.inspect.roles_probe import head_roles
 from attnlab.inspect.roles_report import format_roles, roles_figure
+from attnlab.inspect.roles_view import roles_page
 from attnlab.inspect.subject import save_pruned_run
+from attnlab.io.atomic import write_text_atomic
 from attnlab.tasks.registry import open_subject
 from attnlab.tasks.task import Command
 from attnlab.text import load_split
@@ -138,6 +140,8 @@ def add_heads_arguments(parser: argparse.ArgumentParser) -> None:
                              "[CLS], [SEP], punctuation, broad, duplicate-token, induction) "
                              "instead of importance; needs no labelled data")
     parser.add_argument("--json", action="store_true", help="with --roles: print a JSON dict")
+    parser.add_argument("--html", type=Path, help="with --roles: write the heat map of heads x "
+                        "roles as one self-contained HTML page")
     parser.add_argument("--repeat-length", type=int, default=20,
                         help="with --roles: random tokens per half of a repeated sequence")
     parser.add_argument("--sequences", type=int, default=4,
@@ -160,14 +164,15 @@ def run_heads(args: argparse.Namespace) -> int:
     pruning_curve.png and heads.json; with --prune, prunes for real.
 
     With --roles: every head's role scores instead (see attnlab.inspect.roles), as a table,
-    --json, and a heat map to --out.
+    --json, a heat map to --out and an HTML page of it to --html.
 
     Example: attnlab heads runs/sst2 --data sst2; attnlab heads runs/sst2 --roles --out r.png
     """
     if args.roles:
         return _run_roles(args)
-    if args.json:
-        raise UsageError("--json needs --roles")
+    for option, value in (("--json", args.json), ("--html", args.html)):
+        if value:
+            raise UsageError(f"{option} needs --roles")
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.prune is not None and not (0 < args.prune < 1 and args.pruned_out):
@@ -207,7 +212,8 @@ def run_heads(args: argparse.Namespace) -> int:
 
 
 def _run_roles(args: argparse.Namespace) -> int:
-    """``attnlab heads RUN --roles``: the role table (or --json), the heat map to --out."""
+    """``attnlab heads RUN --roles``: the role table (or --json), the heat map to --out and
+    as an HTML page to --html."""
     for option, value in (("--prune", args.prune), ("--pruned-out", args.pruned_out)):
         if value is not None:
             raise UsageError(f"{option} does not apply with --roles")
@@ -219,6 +225,8 @@ def _run_roles(args: argparse.Namespace) -> int:
     out = _picture_path(args.out) if args.out is not None else None
     if out is not None and out.is_dir():
         raise UsageError(f"--out {out} is a folder; give a file name for the heat map")
+    if args.html is not None and args.html.is_dir():
+        raise UsageError(f"--html {args.html} is a folder; give a file name for the page")
     texts = None
     if args.data is not None:
         texts = load_split(args.data, args.split).texts[:args.max_examples or 8]
@@ -229,6 +237,9 @@ def _run_roles(args: argparse.Namespace) -> int:
     if out is not None:
         with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
             _save(roles_figure(table), out)  # "wrote" stays off a JSON stdout
+    if args.html is not None:
+        page = write_text_atomic(args.html, roles_page(table))
+        print(f"wrote {page}", file=sys.stderr if args.json else sys.stdout)
     return 0
 
 
