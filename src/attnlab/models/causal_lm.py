@@ -10,6 +10,8 @@ Legend: ``B`` batch, ``L`` new positions, ``S`` key positions (cached + new).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -17,7 +19,8 @@ from torch import Tensor, nn
 
 from attnlab.attention.cache import KVCache
 
-__all__ = ["CausalCache", "check_causal_inputs", "default_positions", "positions_from_mask"]
+__all__ = ["CausalCache", "CausalLM", "check_causal_inputs", "default_positions",
+           "positions_from_mask"]
 
 
 @dataclass
@@ -84,3 +87,46 @@ def check_causal_inputs(model: nn.Module, input_ids: Tensor, attention_mask: Ten
         raise ValueError(f"position_ids must have shape (B, L) = {(B, L)}, got "
                          f"{tuple(position_ids.shape)}")
     return past
+
+
+class CausalLM(nn.Module):
+    """The forward pass GPT-2 and the Llama layout share: checks, default positions, the layers
+    with their caches, the final norm and the (tied or own) output projection.
+
+    A family sets ``layers``, ``final_norm``, ``lm_head`` (``None``: tied to the input
+    embedding) and ``max_positions``, and defines :meth:`get_input_embeddings` and
+    :meth:`embed`; a family whose positions enter inside the layers (rotary) also overrides
+    :meth:`positions`.
+    """
+
+    layers: nn.ModuleList
+    final_norm: nn.Module
+    lm_head: nn.Linear | None
+
+    def embed(self, input_ids: Tensor, position_ids: Tensor) -> Tensor:
+        """The input vectors ``(B, L, D)`` of ``input_ids`` at ``position_ids``."""
+        raise NotImplementedError
+
+    @contextmanager
+    def positions(self, position_ids: Tensor) -> Iterator[None]:
+        """Make ``position_ids`` known to the layers for one pass (nothing by default)."""
+        yield
+
+    def new_cache(self) -> CausalCache:
+        """An empty key/value cache, one per layer."""
+        return CausalCache.empty(len(self.layers))
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None, *,
+                position_ids: Tensor | None = None, cache: CausalCache | None = None) -> Tensor:
+        """Next-token logits ``(B, L, V)``; ``attention_mask`` ``(B, S)`` covers the cached and
+        the new positions, ``position_ids`` default to ``past .. past+L-1``."""
+        past = check_causal_inputs(self, input_ids, attention_mask, position_ids, cache)
+        if position_ids is None:
+            position_ids = default_positions(input_ids, past)  # (1, L)
+        x = self.embed(input_ids, position_ids)  # (B, L, D)
+        with self.positions(position_ids):
+            for i, layer in enumerate(self.layers):
+                x = layer(x, attention_mask, None if cache is None else cache.layers[i])
+        x = self.final_norm(x)  # (B, L, D)
+        head = self.get_input_embeddings() if self.lm_head is None else self.lm_head
+        return x @ head.weight.T  # (B, L, D) x (D, V) -> (B, L, V)

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from attnlab.attention.multihead import KVCache, MultiHeadAttention
 from attnlab.errors import InputError
-from attnlab.models.causal_lm import CausalCache, check_causal_inputs, default_positions
+from attnlab.models.causal_lm import CausalLM
 
 __all__ = ["GPT2Block", "GPT2Config", "GPT2LMHeadModel"]
 
@@ -116,7 +116,7 @@ class GPT2Block(nn.Module):
         return x + self.dropout(self.ffn_out(hidden))  # (B, L, D)
 
 
-class GPT2LMHeadModel(nn.Module):
+class GPT2LMHeadModel(CausalLM):
     """GPT-2 with its language-model head: next-token logits at every position.
 
     Args:
@@ -166,20 +166,6 @@ class GPT2LMHeadModel(nn.Module):
         """The token embedding (the Hugging Face name): what attributions hook."""
         return self.wte
 
-    def new_cache(self) -> CausalCache:
-        """An empty key/value cache, one per layer."""
-        return CausalCache.empty(len(self.layers))
-
-    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None, *,
-                position_ids: Tensor | None = None, cache: CausalCache | None = None) -> Tensor:
-        """Next-token logits ``(B, L, V)``; see the class docstring for shapes."""
-        past = check_causal_inputs(self, input_ids, attention_mask, position_ids, cache)
-        if position_ids is None:
-            position_ids = default_positions(input_ids, past)  # (1, L)
-        x = self.wte(input_ids) + self.wpe(position_ids)  # (B, L, D)
-        x = self.dropout(x)
-        for i, layer in enumerate(self.layers):
-            x = layer(x, attention_mask, None if cache is None else cache.layers[i])  # (B, L, D)
-        x = self.final_norm(x)
-        weight = self.wte.weight if self.lm_head is None else self.lm_head.weight  # (V, D)
-        return x @ weight.T  # (B, L, D) x (D, V) -> (B, L, V)
+    def embed(self, input_ids: Tensor, position_ids: Tensor) -> Tensor:
+        """Token plus learned position vectors, dropped out ``(B, L, D)``."""
+        return self.dropout(self.wte(input_ids) + self.wpe(position_ids))  # (B, L, D)

@@ -16,6 +16,8 @@ heads, ``d_k`` head size, ``F`` intermediate size, ``N`` layers, ``V`` vocabular
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -25,7 +27,7 @@ from torch import Tensor, nn
 
 from attnlab.attention.multihead import KVCache, MultiHeadAttention
 from attnlab.errors import InputError
-from attnlab.models.causal_lm import CausalCache, check_causal_inputs, default_positions
+from attnlab.models.causal_lm import CausalLM
 
 __all__ = ["LlamaBlock", "LlamaConfig", "LlamaForCausalLM", "LlamaRotary", "RMSNorm"]
 
@@ -175,7 +177,7 @@ class LlamaBlock(nn.Module):
         return x + self.mlp(self.ffn_norm(x))  # (B, L, D)
 
 
-class LlamaForCausalLM(nn.Module):
+class LlamaForCausalLM(CausalLM):
     """A Llama-layout model with its language-model head: next-token logits at every position.
 
     Args:
@@ -207,23 +209,15 @@ class LlamaForCausalLM(nn.Module):
         """The token embedding (the Hugging Face name): what attributions hook."""
         return self.embed_tokens
 
-    def new_cache(self) -> CausalCache:
-        """An empty key/value cache, one per layer (``G`` heads each)."""
-        return CausalCache.empty(len(self.layers))
+    def embed(self, input_ids: Tensor, position_ids: Tensor) -> Tensor:
+        """Token vectors ``(B, L, D)``; positions enter inside attention (rotary)."""
+        return self.embed_tokens(input_ids)  # (B, L, D)
 
-    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None, *,
-                position_ids: Tensor | None = None, cache: CausalCache | None = None) -> Tensor:
-        """Next-token logits ``(B, L, V)``."""
-        past = check_causal_inputs(self, input_ids, attention_mask, position_ids, cache)
-        if position_ids is None:
-            position_ids = default_positions(input_ids, past)  # (1, L)
-        x = self.embed_tokens(input_ids)  # (B, L, D)
+    @contextmanager
+    def positions(self, position_ids: Tensor) -> Iterator[None]:
+        """The rotary embedding reads ``position_ids`` for this pass only."""
         self.rotary.position_ids = position_ids
         try:
-            for i, layer in enumerate(self.layers):
-                x = layer(x, attention_mask, None if cache is None else cache.layers[i])
+            yield
         finally:
             self.rotary.position_ids = None
-        x = self.final_norm(x)
-        weight = self.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
-        return x @ weight.T  # (B, L, D) x (D, V) -> (B, L, V)
