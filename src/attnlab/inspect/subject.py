@@ -33,27 +33,35 @@ from attnlab.errors import InputError
 from attnlab.inspect.attended import Attended, Encoded
 from attnlab.inspect.attribution_subject import encoder_decisions
 from attnlab.inspect.capture import attention_modules, capture
+from attnlab.inspect.causal_subject import CausalSubject
 from attnlab.inspect.decisions import Decisions
 from attnlab.inspect.html import AttentionView, attention_payload, model_name, render_page
 from attnlab.inspect.mattered import Mattered, read_faithfulness, what_mattered
-from attnlab.inspect.pictures import head_grid, heatmap, relevance_plot
 from attnlab.inspect.protocol import HeadPass, Look
 from attnlab.inspect.pruning import prune_heads
 from attnlab.inspect.rollout import attention_rollout
+from attnlab.inspect.subject_parts import (
+    TextPasses,
+    checked_ids,
+    picture_of,
+    text_vectors,
+)
 from attnlab.io.checkpoint import FORMAT, save_checkpoint
+from attnlab.io.families import load_family, read_config
 from attnlab.io.pretrained import load_pretrained
 from attnlab.io.registry import KEPT_HEADS_KEY, LoadedModel, load_model
+from attnlab.models.bert import BertConfig
 from attnlab.models.prediction import Prediction
 from attnlab.text import TextTokenizer, pad_sequences
 
 __all__ = ["EXAMPLE", "Attended", "Encoded", "Subject", "attention_view", "load_subject",
-           "checked_ids", "ordinary_ids", "save_pruned_run"]
+           "save_pruned_run"]
 
 EXAMPLE = "a gripping , funny film"  # the sentence the live app opens on
 
 
 @dataclass
-class Subject:
+class Subject(TextPasses):
     """A model to inspect and what turns text into its inputs.
 
     Attributes:
@@ -140,7 +148,7 @@ class Subject:
                 layer_names=list(names),
                 weights=[w[b, :, :n, :n].clone() for w in layers],  # (H_l, L, L)
                 relevance=relevance[b, :n].clone(), prediction=prediction,
-                truncated=enc.truncated[b], **(_vectors(cap, names, b, n) if vectors else {})))
+                truncated=enc.truncated[b], **(text_vectors(cap, names, b, n) if vectors else {})))
         return out
 
 
@@ -166,14 +174,8 @@ class Subject:
         first = attended[0]
 
         def picture(layer: int | None, head: int | None):
-            if layer is None:
-                return relevance_plot(first.tokens, first.relevance,
-                                      title=f"attention rollout ({self.pooling} pooling)")
-            w = first.weights[_index("layer", layer, len(first.weights), self.name)]  # (H, L, L)
-            if head is None:
-                return head_grid(w, first.tokens, layer=layer)
-            head = _index("head", head, w.shape[0], f"layer {layer}")
-            return heatmap(w[head], first.tokens, title=f"layer {layer}, head {head}")
+            return picture_of(first, layer, head, name=self.name,
+                              rollout_title=f"attention rollout ({self.pooling} pooling)")
 
         def view() -> AttentionView:
             return _page(self, attended, mattered)
@@ -185,17 +187,6 @@ class Subject:
         """:meth:`attend` with ``vectors=True``, ``batch_size`` texts per forward pass."""
         return [a for i in range(0, len(texts), batch_size)
                 for a in self.attend(texts[i:i + batch_size], vectors=True)]
-
-    def head_pass(self, text: str, attention: str) -> HeadPass:
-        """One pass over ``text``; queries and keys are its tokens."""
-        enc = self.encode([text])
-        tokens = enc.tokens[0]
-        return HeadPass(self.model, model_name(self.name), list(attention_modules(self.model)),
-                        tokens, tokens, lambda: self.model(enc.input_ids, enc.attention_mask))
-
-    def ordinary_ids(self) -> list[int]:
-        """The vocabulary less special tokens: ids a probe may draw."""
-        return ordinary_ids(self.tokenizer)
 
     def ids_pass(self, ids: Sequence[int], attention: str) -> HeadPass:
         """One pass on ``[CLS] ids [SEP]``; ``ids`` start at position 1 on both sides."""
@@ -221,22 +212,6 @@ class Subject:
         label) prepared for :func:`~attnlab.inspect.attribute` and faithfulness; an
         :class:`~attnlab.errors.InputError` without a classification head."""
         return encoder_decisions(self, text, target=target, reference=reference)
-
-
-def ordinary_ids(tokenizer: TextTokenizer) -> list[int]:
-    """``tokenizer``'s ids less its special tokens (``[PAD]``, ``[CLS]``, ...)."""
-    special = {i for i, t in tokenizer.tokenizer.get_added_tokens_decoder().items() if t.special}
-    return [i for i in range(tokenizer.vocab_size) if i not in special]
-
-
-def checked_ids(ids: Sequence[int], tokenizer: TextTokenizer) -> list[int]:
-    """``ids`` as a list of ints in the vocabulary, or an error naming the first wrong one."""
-    ids = [int(i) for i in ids]
-    wrong = [i for i in ids if not 0 <= i < tokenizer.vocab_size]
-    if not ids or wrong:
-        raise InputError(f"ids must be a non-empty list of ids in [0, {tokenizer.vocab_size}), "
-                         f"got {wrong[0] if wrong else 'none'}")
-    return ids
 
 
 def attention_view(subject: Subject, texts: Sequence[str] | str, *, batch_size: int = 16
@@ -273,38 +248,15 @@ def _page(subject: Subject, attended: list[Attended], mattered: Mattered) -> Att
     return AttentionView(render_page("view.html", _payload(subject, attended, mattered)))
 
 
-def _index(what: str, value: int, n: int, where: str) -> int:
-    """``value`` as an index into ``n`` things (negative counts from the end), or an error
-    naming ``what`` and the valid range."""
-    if not -n <= value < n:
-        raise InputError(f"{what} must be in [0, {n}) for {where}, got {value}")
-    return value % n
-
-
-def _vectors(cap, names: list[str], b: int, n: int) -> dict:
-    """Text ``b``'s queries, keys, values and masks per layer, cut to its ``n`` tokens."""
-    def mask(name: str) -> Tensor | None:
-        m = cap.masks.get(name)
-        if m is None:
-            return None
-        m = m[b, :, :n, :n].clone()  # (1|H, L, L)
-        trivial = bool(m.all()) if m.dtype == torch.bool else not bool(m.any())
-        return None if trivial else m
-
-    return {"queries": [cap.queries[x][b, :, :n].clone() for x in names],  # (H, L, d_k)
-            # keys and values per query head (key/value heads repeated if grouped-query)
-            "keys": [cap.per_query_head(cap.keys, x)[b, :, :n] for x in names],  # (H, L, d_k)
-            "values": [cap.per_query_head(cap.values, x)[b, :, :n] for x in names],  # (H, L, d_v)
-            "masks": [mask(x) for x in names]}
-
-
-def load_subject(spec: str | os.PathLike, *, device: str = "cpu") -> Subject:
+def load_subject(spec: str | os.PathLike, *, device: str = "cpu") -> Subject | CausalSubject:
     """Open a model to inspect: a run/checkpoint folder or a pretrained model name.
 
     Args:
         spec: a checkpoint folder (``config.json``, ``model.safetensors``, ``tokenizer.json``),
             a run folder holding ``best/`` or ``last/``, or a pretrained name such as
-            ``all-MiniLM-L6-v2`` (a sentence encoder: no prediction, mean pooling).
+            ``all-MiniLM-L6-v2`` (a sentence encoder: no prediction, mean pooling), or a Hugging
+            Face folder of a family of :data:`~attnlab.io.families.FAMILIES` (an encoder as
+            all-MiniLM-L6-v2; a decoder as a :class:`CausalSubject`).
         device: where the weights go.
 
     Raises:
@@ -315,8 +267,30 @@ def load_subject(spec: str | os.PathLike, *, device: str = "cpu") -> Subject:
     if (path.is_dir() and not _is_pretrained_dir(path)) or (
             not path.is_dir() and path.parent != Path(".")):
         return _load_run(path, device)
+    if path.is_dir() and not _is_bert_dir(path):  # a family of the registry, or its error
+        family, config = read_config(path)
+        return _FAMILY_SUBJECTS[family.kind](path, config, load_family(path).to(device))
     encoder = load_pretrained(str(spec), device=device)
     return Subject(encoder, encoder.tokenizer, labels=None, pooling="mean", name=str(spec))
+
+
+def _encoder_subject(path: Path, config: BertConfig, model: nn.Module) -> Subject:
+    """A family's encoder as a sentence encoder (as all-MiniLM-L6-v2): mean pooling, no labels."""
+    tokenizer = TextTokenizer.load(path / "tokenizer.json", max_length=config.max_length)
+    return Subject(model, tokenizer, labels=None, pooling="mean", name=str(path))
+
+
+# What each kind of family opens as (``Family.kind``): an encoder, or a language model.
+_FAMILY_SUBJECTS = {"encoder": _encoder_subject, "decoder": CausalSubject.open}
+
+
+def _is_bert_dir(path: Path) -> bool:
+    """A folder whose config.json BERT's reader accepts (all-MiniLM-L6-v2's layout)."""
+    try:
+        BertConfig.from_dict(json.loads((path / "config.json").read_text(encoding="utf-8")))
+        return True
+    except (InputError, TypeError, ValueError, AttributeError):
+        return False
 
 
 def _is_pretrained_dir(path: Path) -> bool:

@@ -56,6 +56,7 @@ class Family:
     weights: Callable[[Any], dict[str, Source]]  # our config -> our name -> Source
     prefix: str  # stripped from checkpoint names (a task model nests the base model under it)
     ignored: str  # regex of checkpoint tensors that are not weights (buffers, tied copies)
+    kind: str  # "encoder" (hidden states of every token) or "decoder" (next-token logits)
 
 
 # --- GPT-2 -----------------------------------------------------------------------------------
@@ -165,19 +166,19 @@ def distilbert_weights(config: BertConfig) -> dict[str, Source]:
 FAMILIES: dict[str, Family] = {
     "gpt2": Family("gpt2", GPT2Config.from_dict, GPT2LMHeadModel, gpt2_weights,
                    prefix="transformer.",
-                   ignored=r"h\.\d+\.attn\.(bias|masked_bias)|lm_head\.weight"),
+                   ignored=r"h\.\d+\.attn\.(bias|masked_bias)|lm_head\.weight", kind="decoder"),
     "llama": Family("llama", LlamaConfig.from_dict, LlamaForCausalLM, llama_weights,
                     prefix="model.", ignored=r"layers\.\d+\.self_attn\.rotary_emb\.inv_freq"
-                                             r"|lm_head\.weight"),
+                                             r"|lm_head\.weight", kind="decoder"),
     # The encoder only: a pooler or a masked-LM head in the file is left out.
     "roberta": Family("roberta", roberta_config, partial(BertModel, add_pooler=False),
                       roberta_weights, prefix="roberta.",
                       ignored=r"pooler\..*|lm_head\..*"
-                              r"|embeddings\.(position_ids|token_type_ids)"),
+                              r"|embeddings\.(position_ids|token_type_ids)", kind="encoder"),
     "distilbert": Family("distilbert", distilbert_config, partial(BertModel, add_pooler=False),
                          distilbert_weights, prefix="distilbert.",
                          ignored=r"vocab_(transform|layer_norm|projector)\..*"
-                                 r"|embeddings\.position_ids"),
+                                 r"|embeddings\.position_ids", kind="encoder"),
 }
 
 

@@ -21,7 +21,7 @@ from attnlab.inspect.html import model_name
 from attnlab.inspect.mattered import DEFAULT_METHOD, what_mattered
 from attnlab.inspect.pictures import cross_attention_grid, cross_attention_map
 from attnlab.inspect.protocol import HeadPass, Look
-from attnlab.inspect.subject import checked_ids, ordinary_ids
+from attnlab.inspect.subject_parts import checked_ids, ordinary_ids
 from attnlab.tasks.translation.attribution import translation_decisions
 from attnlab.tasks.translation.translator import Translator
 from attnlab.tasks.translation.view import attend_translation, translation_payload, translation_view
