@@ -23,7 +23,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from tokenizers.processors import TemplateProcessing
 
 from attnlab.cli import main
-from attnlab.inspect import capture
+from attnlab.inspect import capture, create_app, load_subject
 from attnlab.io.families import load_family
 
 transformers = pytest.importorskip("transformers")
@@ -170,3 +170,22 @@ def test_an_unsupported_family_is_one_line(folders, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
     assert "'t5'" in err and "gpt2" in err and "llama" in err and "roberta" in err
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_the_live_app_answers_on_every_family(folders, name):
+    """``serve``'s app on a family folder: the page, then one sentence's tokens and heads; the
+    weights it sends are the model's own (as captured)."""
+    fastapi_testclient = pytest.importorskip("fastapi.testclient")
+    client = fastapi_testclient.TestClient(create_app(load_subject(folders[name])),
+                                           base_url="http://127.0.0.1:8000")
+    assert client.get("/").status_code == 200
+    r = client.post("/api/attend", json={"text": TEXT})
+    assert r.status_code == 200
+    sentence = r.json()["sentences"][0]
+    assert sentence["tokens"] == tokens_of(name) and sentence["heads"] == [4, 4]
+    weights, _ = captured(folders[name], name)
+    n = len(sentence["tokens"])
+    raw = base64.b64decode(sentence["attention"][0][1])
+    sent = torch.frombuffer(bytearray(raw), dtype=torch.uint8).view(n, n).float() / 255
+    assert (sent - weights[0][1]).abs().max() <= 0.5 / 255 + 1e-6
