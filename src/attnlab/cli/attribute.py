@@ -11,7 +11,7 @@ import json
 
 from attnlab.cli.inspect import MODEL_HELP
 from attnlab.errors import InputError, UsageError
-from attnlab.inspect.attribution import LAYERED, METHODS, Attribution, attribute
+from attnlab.inspect.attribution import LAYERED, METHODS, Attribution, attribute, check_options
 from attnlab.inspect.mattered import DEFAULT_METHOD, format_top, format_tops, top_tokens
 from attnlab.tasks.registry import open_subject
 from attnlab.tasks.task import Command
@@ -69,18 +69,23 @@ def run_attribute(args: argparse.Namespace) -> int:
     if args.reference is not None:
         check_utf8(args.reference, "--reference")
     subject = open_subject(args.model)
+    inputs = [args.text]
     found = []
-    for method in METHODS if args.method == ALL else (args.method,):
-        # with --method all, --layer goes to the methods that read one layer
-        layer = args.layer if args.method != ALL or method in LAYERED else None
-        try:
+    try:  # an InputError such as "steps must be ...": name the option
+        if args.method == ALL and hasattr(subject, "decisions"):  # prepared once, for all
+            check_options(METHODS[0], args.steps, args.baseline, None, 0)
+            inputs = [subject.decisions(args.text, target=args.target,
+                                        reference=args.reference)]
+        for method in METHODS if args.method == ALL else (args.method,):
+            # with --method all, --layer goes to the methods that read one layer
+            layer = args.layer if args.method != ALL or method in LAYERED else None
             [attribution] = attribute(
-                subject, [args.text], method=method, target=args.target, steps=args.steps,
+                subject, inputs, method=method, target=args.target, steps=args.steps,
                 references=None if args.reference is None else [args.reference],
                 baseline=args.baseline, layer=layer)
-        except InputError as err:  # "steps must be ...": name the option
-            raise _as_option(err) from None
-        found.append(attribution)
+            found.append(attribution)
+    except InputError as err:
+        raise _as_option(err) from None
     if args.json:
         shown = found[0].to_dict() if args.method != ALL else [a.to_dict() for a in found]
         print(json.dumps(shown, ensure_ascii=False, allow_nan=False))

@@ -23,12 +23,11 @@ import torch
 from torch import Tensor
 
 from attnlab.inspect.capture import attention_modules
-from attnlab.inspect.decisions import Decisions
+from attnlab.inspect.decisions import TOKENS_PER_PASS, Decisions
 
 __all__ = ["attention", "attention_grad", "gauss_legendre", "grad_input", "integrated_gradients",
            "leave_one_out", "random_scores", "rollout", "saliency", "value_zeroing"]
 
-TOKENS_PER_PASS = 16384  # rows x tokens of one batched forward/backward (bounds the memory)
 
 
 # --- attention ---------------------------------------------------------------------------

@@ -20,14 +20,14 @@ from torch import Tensor, nn
 
 from attnlab.errors import InputError
 from attnlab.inspect.capture import attention_modules
-from attnlab.inspect.decisions import Decisions, delete_tokens
+from attnlab.inspect.decisions import TOKENS_PER_PASS, Decisions, delete_tokens
+from attnlab.inspect.html import model_name
 from attnlab.inspect.rollout import attention_rollout
 from attnlab.inspect.value_zeroing import normalise_rows, recording, zeroing_distances
 
 __all__ = ["EncoderDecisions", "encoder_decisions", "input_embeddings", "replaced_output",
            "resolve_target"]
 
-TOKENS_PER_PASS = 16384  # rows x tokens of one forward of probability()
 
 
 def encoder_decisions(subject, text: str, *, target: str | int | None = None,
@@ -41,18 +41,19 @@ def encoder_decisions(subject, text: str, *, target: str | int | None = None,
             ``target`` is not one of its labels.
     """
     if subject.labels is None:
-        raise InputError(f"{subject.name} has no classification head (a sentence encoder): "
-                         f"it makes no decision, so there is nothing to attribute; fine-tune "
-                         f"it on labelled data first")
+        raise InputError(f"{model_name(subject.name)} has no classification head (a sentence "
+                         f"encoder): it makes no decision, so there is nothing to attribute; "
+                         f"fine-tune it on labelled data first")
     if reference is not None:
-        raise InputError(f"reference is for translation runs; {subject.name} is a classifier "
-                         f"(give target=LABEL instead)")
+        raise InputError(f"reference is for translation runs; {model_name(subject.name)} is a "
+                         f"classifier (give target=LABEL instead)")
     enc = subject.encode([text])
     if bool(enc.special_mask[0].all()):
         raise InputError(f"text {text!r} has no tokens")
     model = subject.model.eval() if subject.model.training else subject.model
-    engine = EncoderDecisions(model, enc.input_ids, input_embeddings(model, subject.name),
-                              subject.pooling, [bool(s) for s in enc.special_mask[0]],
+    embedding = input_embeddings(model, model_name(subject.name))
+    engine = EncoderDecisions(model, enc.input_ids, embedding, subject.pooling,
+                              [bool(s) for s in enc.special_mask[0]],
                               subject.tokenizer.pad_token_id)
     with torch.no_grad():
         probs = torch.softmax(engine.logits(enc.input_ids, enc.attention_mask).double(), -1)[0]

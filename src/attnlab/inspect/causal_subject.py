@@ -85,8 +85,7 @@ class CausalSubject(TextPasses):
             logits = self.model(enc.input_ids, enc.attention_mask)  # (B, L, V)
         names = [n for n in cap.names if n in cap.weights]
         layers = [cap.weights[n] for n in names]  # (B, H, L, L)
-        mean = [w.mean(1, keepdim=True) for w in layers]  # (B, 1, L, L)
-        joint = attention_rollout(mean, enc.attention_mask).joint  # (B, L, L)
+        joint = attention_rollout(layers, enc.attention_mask).joint  # (B, L, L)
         attended, nexts = [], []
         for b, text in enumerate(texts):
             n = len(enc.tokens[b])

@@ -20,8 +20,9 @@ from torch import Tensor, nn
 
 from attnlab.errors import InputError
 
-__all__ = ["BASELINES", "DecisionModel", "Decisions", "delete_tokens"]
+__all__ = ["BASELINES", "TOKENS_PER_PASS", "DecisionModel", "Decisions", "delete_tokens"]
 
+TOKENS_PER_PASS = 16384  # rows x tokens of one batched forward (bounds the memory)
 BASELINES = ("pad", "zero")  # integrated gradients' starting points (see DecisionModel.baseline)
 
 

@@ -54,6 +54,7 @@ from attnlab.inspect.faithfulness_bounds import (
     Prober,
     aopc_bounds,
     measured,
+    tokens_in,
 )
 
 __all__ = ["BINS", "CURVE", "LOG_FLOOR", "MEASURES", "InputFaithfulness", "MethodFaithfulness",
@@ -63,12 +64,6 @@ __all__ = ["BINS", "CURVE", "LOG_FLOOR", "MEASURES", "InputFaithfulness", "Metho
 BINS: tuple[int, ...] = (1, 5, 10, 20, 50)  # ERASER's AOPC bins, % of the removable tokens
 CURVE: tuple[int, ...] = tuple(range(0, 101, 10))  # deletion/insertion curve steps, %
 Probability = Callable[[Tensor, Tensor], Tensor]  # (keep (N, L) bool, rows (N,)) -> (N,)
-
-
-def tokens_in(percent: int, n: int) -> int:
-    """How many of ``n`` removable tokens the top ``percent`` % holds: ``ceil(percent·n/100)``,
-    computed on integers (no float rounding)."""
-    return -(-percent * n // 100)
 
 
 def ordering(scores: Tensor, removable: Tensor) -> Tensor:
@@ -153,12 +148,14 @@ def measure_input(scores: Mapping[str, Tensor], removable: Sequence[bool],
             for name, (gone, only) in probes.items()}  # (D,) comprehensiveness, sufficiency
     bounds = (aopc_bounds(keep_all, full_m, prober, bins=bins, measure=measure, beam=beam)
               if beam > 0 else None)
+    ranges = None if bounds is None else (  # (lo, hi) per figure, shared by every method
+        _widened(bounds.comprehensiveness, [a[0] for a in aopc.values()]),
+        _widened(bounds.sufficiency, [a[1] for a in aopc.values()]))
     result = {}
     for name, (gone, only) in probes.items():
         comp, suff = aopc[name]
-        naopc = (None, None) if bounds is None else (
-            _normalised(comp, [a[0] for a in aopc.values()], bounds.comprehensiveness),
-            _normalised(suff, [a[1] for a in aopc.values()], bounds.sufficiency))
+        naopc = (None, None) if ranges is None else (
+            _normalised(comp, *ranges[0]), _normalised(suff, *ranges[1]))
         tau = None if reference is None or reference not in scores else _mean_defined(
             [kendall_tau_b(scores[name][d][keep_all], scores[reference][d][keep_all])
              for d in range(n_decisions)])
@@ -200,12 +197,18 @@ def _probe(orders: Mapping[str, Tensor], removable: Tensor, counts: Sequence[int
             for i, name in enumerate(orders)}
 
 
-def _normalised(value: Tensor, others: list[Tensor], search: tuple[Tensor, Tensor]
-                ) -> float | None:
-    """NAOPC of ``value`` (D,): bounds from the search, widened to every ordering measured;
-    the mean over the decisions where they differ, ``None`` where none does."""
-    lo = torch.stack([search[0], *others]).min(0).values  # (D,)
-    hi = torch.stack([search[1], *others]).max(0).values  # (D,)
+def _widened(search: tuple[Tensor, Tensor], measured_aopc: list[Tensor]
+             ) -> tuple[Tensor, Tensor]:
+    """The lowest and highest AOPC ``(D,)`` each: the search's, widened to every ordering
+    measured."""
+    lo = torch.stack([search[0], *measured_aopc]).min(0).values  # (D,)
+    hi = torch.stack([search[1], *measured_aopc]).max(0).values  # (D,)
+    return lo, hi
+
+
+def _normalised(value: Tensor, lo: Tensor, hi: Tensor) -> float | None:
+    """NAOPC of ``value`` (D,) between ``lo`` and ``hi``: the mean over the decisions where
+    they differ, ``None`` where none does."""
     width = hi - lo
     defined = width > 1e-9 * torch.clamp(hi.abs(), min=1.0)
     if not defined.any():

@@ -28,12 +28,18 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["LOG_FLOOR", "MEASURES", "Bounds", "Prober", "aopc_bounds", "measured"]
+__all__ = ["LOG_FLOOR", "MEASURES", "Bounds", "Prober", "aopc_bounds", "measured", "tokens_in"]
 
 MEASURES = ("probability", "log_probability")  # m, the figure whose drop AOPC measures
 LOG_FLOOR = 1e-12  # log_probability: log(max(p, LOG_FLOOR)), so that p = 0 stays finite
 SEARCHES = 4  # per decision: comprehensiveness max, min; sufficiency max, min
 
+
+
+def tokens_in(percent: int, n: int) -> int:
+    """How many of ``n`` removable tokens the top ``percent`` % holds: ``ceil(percent·n/100)``,
+    computed on integers (no float rounding)."""
+    return -(-percent * n // 100)
 
 def measured(p: Tensor, measure: str) -> Tensor:
     """``m(p)``: the probability itself, or its log floored at :data:`LOG_FLOOR`."""
@@ -117,7 +123,7 @@ def aopc_bounds(removable: Tensor, full: Tensor, prober: Prober, *, bins: Sequen
         beam: states kept per decision and search (>= 1).
     """
     n = int(removable.sum())
-    counts = [-(-p * n // 100) for p in bins]  # ceil(p·n/100), as faithfulness.tokens_in
+    counts = [tokens_in(p, n) for p in bins]
     D, L = full.numel(), removable.numel()
     search = _Search(removable, full, prober, measure)
     groups = torch.arange(D * SEARCHES)  # group g: decision g // 4, search g % 4

@@ -13,6 +13,8 @@ from __future__ import annotations
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
+from attnlab.inspect.faithfulness import SCALARS
+
 __all__ = ["ATTENTION_METHODS", "SPREADS", "beats_random", "curves_figure", "report_text",
            "verdict"]
 
@@ -44,8 +46,7 @@ def beats_random(result: dict, method: str, metric: str = "comprehensiveness"
 def verdict(result: dict) -> list[str]:
     """The findings: the most faithful method and its lead, the floor, attention vs random."""
     methods = result["methods"]
-    ranked = sorted((m for m in methods if m != "random"),
-                    key=lambda m: methods[m]["comprehensiveness"], reverse=True)
+    ranked = _ranked(methods)
     floor = methods["random"]
     spread = floor["spread"].get("comprehensiveness")
     lines = [f"Random floor: comprehensiveness {floor['comprehensiveness']:.3f}"
@@ -71,12 +72,18 @@ def verdict(result: dict) -> list[str]:
             lines.append(beats_random(result, method, "sufficiency")[1] + ".")
     shown = [m for m in ("attention", "rollout") if m in methods]
     if shown:
-        wins = [m for m in shown if beats_random(result, m)[0]]
+        wins = [m for m in shown if m in beating]
         lines.append("Attention as explanation: " + (
             f"{' and '.join(wins)} beat{'s' if len(wins) == 1 else ''} random beyond its "
             f"spread" if wins else f"{' and '.join(shown)} do{'es' if len(shown) == 1 else ''} "
             f"not beat random beyond its spread") + " in comprehensiveness.")
     return lines
+
+
+def _ranked(methods: dict) -> list[str]:
+    """The methods other than random, the most comprehensive first."""
+    return sorted((m for m in methods if m != "random"),
+                  key=lambda m: methods[m]["comprehensiveness"], reverse=True)
 
 
 def _number(value, digits: int = 3) -> str:
@@ -86,18 +93,15 @@ def _number(value, digits: int = 3) -> str:
 def table(result: dict) -> list[str]:
     """The Markdown table: one row per method, the most comprehensive first, random last."""
     methods = result["methods"]
-    order = sorted((m for m in methods if m != "random"),
-                   key=lambda m: methods[m]["comprehensiveness"], reverse=True)
+    order = _ranked(methods)
     lines = ["| method | comprehensiveness ↑ | sufficiency ↓ | NAOPC comp. ↑ | NAOPC suff. ↓ "
              "| τ vs leave-one-out | deletion AUC ↓ | insertion AUC ↑ | seconds |",
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    keys = ("comprehensiveness", "sufficiency", "naopc_comprehensiveness", "naopc_sufficiency",
-            "kendall_tau_loo", "deletion_auc", "insertion_auc")
     for name in [*order, "random"]:
         m = methods[name]
         spread = m.get("spread", {})
         cells = [_number(m[key]) + (f" ± {spread[key]:.3f}" if spread.get(key) is not None
-                                    else "") for key in keys]
+                                    else "") for key in SCALARS]
         lines.append(f"| {name} | {' | '.join(cells)} | {m['seconds']:.1f} |")
     return lines
 
@@ -162,7 +166,7 @@ def curves_figure(result: dict) -> Figure:
     fig = Figure(figsize=(10, 4))
     steps = result["curve"]
     palette = [c for i, c in enumerate(colormaps["tab10"].colors) if i != 7]  # 7: tab10's gray
-    colours = {name: "black" if name == "random" else palette[i % len(palette)]
+    colours = {name: palette[i % len(palette)]
                for i, name in enumerate(m for m in result["methods"] if m != "random")}
     colours["random"] = "black"
     for ax, key, title in zip(fig.subplots(1, 2), ("deletion_curve", "insertion_curve"),

@@ -70,17 +70,20 @@ def _asset(name: str) -> str:
     return resources.files("attnlab.inspect").joinpath(name).read_text(encoding="utf-8")
 
 
-def render_page(template: str, data: object) -> str:
-    """Fill ``template`` (``view.html`` or ``app.html``) with the inline style, script and data.
+def render_page(template: str, data: object, *, scripts: tuple[str, ...] = _SCRIPTS,
+                css: str | None = "view.css") -> str:
+    """Fill ``template`` (``view.html``, ``app.html``, ``roles.html``) with the inline style
+    (``css``; ``None``: the template has its own), ``scripts`` in order, and ``data``.
 
     The markers are replaced in one pass, so nothing inside the inserted parts is replaced.
     """
-    assets = {"view.css": _asset("view.css"), **{name: _asset(name) for name in _SCRIPTS}}
+    names = (*scripts, *(() if css is None else (css,)))
+    assets = {name: _asset(name) for name in names}
     for name, text in assets.items():
         if re.search(r"</(script|style)", text, re.IGNORECASE):
             raise ValueError(f"{name} must not contain a closing </script> or </style> tag")
-    parts = {"CSS": assets["view.css"], "JS": "\n".join(assets[n] for n in _SCRIPTS),
-             "DATA": embed_json(data)}
+    parts = {"CSS": "" if css is None else assets[css],
+             "JS": "\n".join(assets[n] for n in scripts), "DATA": embed_json(data)}
     return _MARKER.sub(lambda m: parts[m.group(1)], _asset(template))
 
 

@@ -18,9 +18,9 @@ the role needs it, the tokens or the positions the pattern is expected to hit:
   ``exclude_bos``) is left out of both sums; the current token is kept (its
   ``exclude_current_token=False`` default).
 * the in-context learning score of Olsson et al. 2022 needs per-position losses of a model that
-  predicts the next token: :func:`in_context_score` takes them. No subject attnlab runs today
-  (classifiers, the translator, sentence encoders) predicts the next token of its input, so
-  :func:`~attnlab.inspect.roles_probe.head_roles` does not compute it.
+  predicts the next token: :func:`in_context_score` takes them.
+  :func:`~attnlab.inspect.roles_probe.head_roles` sees only attention patterns, so it does not
+  compute it.
 
 Legend: ``H`` heads, ``Q`` query tokens, ``K`` key tokens, ``B`` sequences, ``T`` positions.
 """
@@ -175,8 +175,8 @@ def in_context_score(losses: Tensor, *, early: int = 50, late: int = 500) -> flo
     minus that at position ``early`` (negative: the model predicts better later in its
     context). ``losses``: per-position next-token losses ``(T,)`` or ``(B, T)``.
 
-    This is the hook for models that predict the next token; none of the subjects attnlab
-    runs today does (classifiers, the translator, sentence encoders have no such losses)."""
+    The hook for models that predict the next token; :func:`~attnlab.inspect.roles_probe.
+    head_roles` does not compute it (it sees only attention patterns)."""
     losses = torch.as_tensor(losses, dtype=torch.float64)
     if losses.dim() == 1:
         losses = losses[None]  # (1, T)

@@ -115,7 +115,7 @@ def head_roles(subject: Inspectable, texts: Sequence[str] | None = None, *,
              "exclusions": "duplicate/induction: only second-half queries count; attention to "
                            "tokens before the sequence ([CLS], [BOS]) is left out; the current "
                            "token is kept",
-             "in_context_score": "not computed: the model does not predict the next token"}
+             "in_context_score": "not computed by head_roles (it needs next-token losses)"}
     return RoleTable(model_name(subject.name), heads, probe)
 
 

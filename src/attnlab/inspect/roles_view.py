@@ -12,16 +12,11 @@ written unshaded; the ``k`` best heads of each role are marked.
 
 from __future__ import annotations
 
-import re
-from importlib import resources
-
-from attnlab.inspect.html import embed_json
+from attnlab.inspect.html import render_page
 from attnlab.inspect.roles_probe import RoleTable
 from attnlab.inspect.roles_report import PICTURED
 
 __all__ = ["roles_page", "roles_payload"]
-
-_MARKER = re.compile(r"/\*@ATTNLAB_(JS|DATA)@\*/")
 
 
 def roles_payload(table: RoleTable, name: str | None = None, k: int = 3) -> dict:
@@ -35,12 +30,5 @@ def roles_payload(table: RoleTable, name: str | None = None, k: int = 3) -> dict
 def roles_page(table: RoleTable, name: str | None = None, k: int = 3) -> str:
     """The whole HTML page (no network, script and data inline) for ``table``; ``name`` is the
     model as shown (default ``table.model``), ``k`` the best heads marked per role."""
-    script = _asset("roles.js")
-    if re.search(r"</(script|style)", script, re.IGNORECASE):
-        raise ValueError("roles.js must not contain a closing </script> or </style> tag")
-    parts = {"JS": script, "DATA": embed_json(roles_payload(table, name, k))}
-    return _MARKER.sub(lambda m: parts[m.group(1)], _asset("roles.html"))  # one pass
-
-
-def _asset(name: str) -> str:
-    return resources.files("attnlab.inspect").joinpath(name).read_text(encoding="utf-8")
+    return render_page("roles.html", roles_payload(table, name, k), scripts=("roles.js",),
+                       css=None)

@@ -1,7 +1,7 @@
 """Files: atomic writes, safetensors checkpoints, the registry of model types, pretrained
 loading. Knows models by their public constructors and configs only."""
 
-from attnlab.io.atomic import write_text_atomic
+from attnlab.io.atomic import write_bytes_atomic, write_text_atomic
 from attnlab.io.checkpoint import (
     Checkpoint,
     CheckpointError,
@@ -46,5 +46,6 @@ __all__ = [
     "resolve_model_dir",
     "save_bert_classifier",
     "save_checkpoint",
+    "write_bytes_atomic",
     "write_text_atomic",
 ]

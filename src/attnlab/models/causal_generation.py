@@ -59,10 +59,11 @@ def greedy_generate(model: nn.Module, input_ids: Tensor, attention_mask: Tensor 
     done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)  # (B,)
     cache = model.new_cache() if use_cache else None
     new = tokens  # the tokens the model has not seen yet
+    unpadded = bool(mask.all())  # generated positions are never padding: decided once
     with torch.no_grad(), evaluating(model):
         for _ in range(max_new_tokens):
             seen = new if use_cache else tokens
-            logits = model(seen, None if bool(mask.all()) else mask,
+            logits = model(seen, None if unpadded else mask,
                            position_ids=positions[:, -seen.shape[1]:], cache=cache)  # (B, t, V)
             token = logits[:, -1].argmax(dim=-1)  # (B,)
             if eos_token_id is not None:

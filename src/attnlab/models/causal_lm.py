@@ -40,11 +40,6 @@ class CausalCache:
         """Positions cached so far (padding included)."""
         return self.layers[0].length if self.layers else 0
 
-    def reorder(self, index: Tensor) -> None:
-        """Keep the batch rows ``index`` ``(B',)`` in every layer."""
-        for cache in self.layers:
-            cache.reorder(index)
-
 
 def default_positions(input_ids: Tensor, past: int) -> Tensor:
     """``past .. past+L-1`` for every row ``(1, L)``: Hugging Face's forward without

@@ -114,31 +114,38 @@ class LlamaRotary(nn.Module):
     paired (:class:`~attnlab.attention.RotaryEmbedding`'s layout).
 
     One instance serves every layer. Rows of a batch can sit at different positions (left
-    padding): the model sets :attr:`position_ids` ``(B|1, L)`` for the duration of a forward;
-    without it the rows sit at ``offset .. offset+L-1``.
+    padding): the model sets :attr:`cos_sin`, the angles of its ``position_ids`` ``(B|1, L)``,
+    once for the duration of a forward (every layer reads them); without them the rows sit at
+    ``offset .. offset+L-1``.
     """
 
     def __init__(self, d_k: int, theta: float) -> None:
         super().__init__()
         inv_freq = 1.0 / (theta ** (torch.arange(0, d_k, 2, dtype=torch.float32) / d_k))
         self.register_buffer("inv_freq", inv_freq, persistent=False)  # (d_k/2,)
-        self.position_ids: Tensor | None = None
+        self.cos_sin: tuple[Tensor, Tensor] | None = None
 
-    def rotate(self, x: Tensor, positions: Tensor) -> Tensor:
-        """Rotate ``x`` ``(B, H, L, d_k)`` whose rows sit at ``positions`` ``(B|1, L)``."""
+    def angles(self, positions: Tensor) -> tuple[Tensor, Tensor]:
+        """cos and sin ``(B|1, 1, L, d_k)``, in float32, of rows at ``positions`` ``(B|1, L)``."""
         angles = positions[..., None].float() * self.inv_freq.float()  # (B|1, L, d_k/2)
         angles = torch.cat([angles, angles], dim=-1)[:, None]  # (B|1, 1, L, d_k)
-        cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
+        return angles.cos(), angles.sin()
+
+    @staticmethod
+    def rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+        """Rotate ``x`` ``(B, H, L, d_k)`` by the angles' ``cos`` and ``sin``."""
+        cos, sin = cos.to(x.dtype), sin.to(x.dtype)
         x1, x2 = x.chunk(2, dim=-1)  # (B, H, L, d_k/2) each
         return x * cos + torch.cat([-x2, x1], dim=-1) * sin  # (B, H, L, d_k)
 
     def forward(self, q: Tensor, k: Tensor, *, q_offset: int = 0, k_offset: int = 0
                 ) -> tuple[Tensor, Tensor]:
         """Rotate queries ``(B, H, L, d_k)`` and keys ``(B, G, L, d_k)`` of the same positions."""
-        positions = self.position_ids
-        if positions is None:
-            positions = torch.arange(q_offset, q_offset + q.shape[2], device=q.device)[None]
-        return self.rotate(q, positions), self.rotate(k, positions)
+        cos_sin = self.cos_sin
+        if cos_sin is None:
+            cos_sin = self.angles(
+                torch.arange(q_offset, q_offset + q.shape[2], device=q.device)[None])
+        return self.rotate(q, *cos_sin), self.rotate(k, *cos_sin)
 
 
 class SwiGLU(nn.Module):
@@ -215,9 +222,9 @@ class LlamaForCausalLM(CausalLM):
 
     @contextmanager
     def positions(self, position_ids: Tensor) -> Iterator[None]:
-        """The rotary embedding reads ``position_ids`` for this pass only."""
-        self.rotary.position_ids = position_ids
+        """The rotary embedding reads the angles of ``position_ids`` for this pass only."""
+        self.rotary.cos_sin = self.rotary.angles(position_ids)  # once for every layer
         try:
             yield
         finally:
-            self.rotary.position_ids = None
+            self.rotary.cos_sin = None

@@ -11,6 +11,7 @@ metrics are :mod:`attnlab.inspect.faithfulness`'s. The ``random`` method runs wi
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import sys
@@ -32,7 +33,7 @@ from attnlab.inspect.faithfulness import (
     summarise,
 )
 from attnlab.inspect.faithfulness_report import curves_figure, report_text
-from attnlab.io.atomic import write_text_atomic
+from attnlab.io.atomic import write_bytes_atomic, write_text_atomic
 
 __all__ = ["ALWAYS", "OUTPUT", "Example", "FaithfulnessSettings", "add_faithfulness_arguments",
            "check_out", "measure_faithfulness", "run_faithfulness_command", "settings_of",
@@ -201,13 +202,9 @@ def write_outputs(result: dict, out: Path) -> dict[str, Path]:
     """``curves.png``, ``report.md`` and, last, ``faithfulness.json`` in ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     paths = {"curves": out / "curves.png", "report": out / "report.md", "json": out / OUTPUT}
-    figure = curves_figure(result)
-    tmp = out / f".curves.png.tmp-{os.getpid()}"
-    try:
-        figure.savefig(tmp, dpi=120, format="png")
-        os.replace(tmp, paths["curves"])  # whole or absent, as write_text_atomic
-    finally:
-        tmp.unlink(missing_ok=True)
+    png = io.BytesIO()
+    curves_figure(result).savefig(png, dpi=120, format="png")
+    write_bytes_atomic(paths["curves"], png.getvalue())
     write_text_atomic(paths["report"], report_text(result, curves=paths["curves"].name))
     write_text_atomic(paths["json"], json.dumps(result, indent=2, allow_nan=False))
     return paths
@@ -258,12 +255,16 @@ def settings_of(args: argparse.Namespace) -> FaithfulnessSettings:
 
 
 def run_faithfulness_command(args: argparse.Namespace, settings: FaithfulnessSettings,
-                             subject, examples: Sequence[Example], about: dict) -> int:
-    """Measure, write the folder, print the JSON (``--json``) or the report's summary."""
+                             subject, examples: Sequence[Example], *, data: str | os.PathLike,
+                             target: str) -> int:
+    """Measure the first ``--limit`` examples of a split of ``data``, explaining ``target``;
+    write the folder, print the JSON (``--json``) or the report's summary."""
     out = args.out if args.out is not None else args.run / "faithfulness"
     check_out(out)
     if args.limit is not None:
         examples = examples[:args.limit]
+    about = {"model": subject.name, "task": subject.task, "data": str(data),
+             "split": args.split, "target": target}
     result = measure_faithfulness(subject, examples, settings, about=about,
                                   log=lambda line: print(line, file=sys.stderr, flush=True))
     paths = write_outputs(result, out)

@@ -257,13 +257,10 @@ def run_faithfulness(args: argparse.Namespace) -> int:
                          f"classification head")
     source = args.data or data_source_of(args.run)
     data = load_split(source, args.split)
-    rows = slice(None) if args.limit is None else slice(args.limit)
     examples = [Example(text, gold=subject.labels[label] if label < len(subject.labels)
-                        else None) for text, label in zip(data.texts[rows], data.labels[rows],
-                                                          strict=True)]
-    about = {"model": subject.name, "task": subject.task, "data": str(source),
-             "split": args.split, "target": "the predicted label (as ERASER)"}
-    return run_faithfulness_command(args, settings, subject, examples, about)
+                        else None) for text, label in zip(data.texts, data.labels, strict=True)]
+    return run_faithfulness_command(args, settings, subject, examples, data=source,
+                                    target="the predicted label (as ERASER)")
 
 
 CLASSIFICATION = Task(

@@ -38,14 +38,13 @@ from torch import Tensor, nn
 from attnlab.errors import InputError
 from attnlab.inspect.attribution_subject import input_embeddings, replaced_output
 from attnlab.inspect.capture import attention_modules
-from attnlab.inspect.decisions import Decisions, delete_tokens
+from attnlab.inspect.decisions import TOKENS_PER_PASS, Decisions, delete_tokens
 from attnlab.inspect.rollout import attention_rollout
 from attnlab.inspect.value_zeroing import normalise_rows, recording, zeroing_distances
 from attnlab.tasks.translation.translator import Translator
 
 __all__ = ["TranslationDecisions", "translation_decisions"]
 
-TOKENS_PER_PASS = 16384  # rows x source tokens of one forward of probability()
 
 
 def translation_decisions(translator: Translator, text: str, *, target: str | int | None = None,

@@ -331,12 +331,10 @@ def run_faithfulness(args: argparse.Namespace) -> int:
     pairs = load_parallel_split(source, args.split,
                                 source_lang=translator.data_field("source_lang"),
                                 target_lang=translator.data_field("target_lang"))
-    rows = slice(None) if args.limit is None else slice(args.limit)
     examples = [Example(text, reference=reference) for text, reference in
-                zip(pairs.sources[rows], pairs.targets[rows], strict=True)]
-    about = {"model": subject.name, "task": subject.task, "data": str(source),
-             "split": args.split, "target": "each reference token, force-decoded"}
-    return run_faithfulness_command(args, settings, subject, examples, about)
+                zip(pairs.sources, pairs.targets, strict=True)]
+    return run_faithfulness_command(args, settings, subject, examples, data=source,
+                                    target="each reference token, force-decoded")
 
 
 TRANSLATION = Task(
