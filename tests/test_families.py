@@ -196,7 +196,7 @@ def test_unsupported_model_type_names_it_and_the_supported_ones(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "t5"}))
     with pytest.raises(InputError, match=r"'t5'.*gpt2, llama") as err:
         load_family(tmp_path)
-    assert sorted(FAMILIES) == ["distilbert", "gpt2", "llama", "roberta"]
+    assert sorted(FAMILIES) == ["distilbert", "gpt2", "llama", "marian", "roberta"]
     assert str(tmp_path) in str(err.value)
 
 

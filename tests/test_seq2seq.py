@@ -284,7 +284,7 @@ def test_config_round_trip_and_help():
     (dict(positional="rotary", d_model=12, n_heads=4), "rotary"),
     (dict(dropout=1.0), "dropout"),
     (dict(attn_dropout=-0.1), "attn_dropout"),
-    (dict(activation="swish"), "activation"),
+    (dict(activation="tanh"), "activation"),
     (dict(tie_embeddings=1), "tie_embeddings"),
     (dict(eos_token_id=10), "eos_token_id"),
     (dict(bos_token_id=0), "pad_token_id"),

@@ -80,8 +80,9 @@ def _add(sub, name: str, command: Command, task: Task | None) -> None:
 
 def task_of(argv: list[str]) -> tuple[Task, str | None]:
     """The task a command line is about, and the run folder that decided it (``None``):
-    ``--task`` of ``train`` and ``experiment``, else the task of the run folder named first,
-    else the default task."""
+    ``--task`` if given; else the task of the run folder named first; else the one task that
+    runs the experiment kind named (``attnlab experiment induction``) or that alone offers the
+    command (``attnlab generate MODEL_FOLDER``); else the default task."""
     pre = _ExactParser(add_help=False)
     pre.add_argument("command", nargs="?")
     pre.add_argument("first", nargs="?")
@@ -93,7 +94,10 @@ def task_of(argv: list[str]) -> tuple[Task, str | None]:
                     for t in TASKS.values())
     if takes_run and known.first is not None and is_run(known.first):
         return task_of_run(known.first), known.first
-    return DEFAULT_TASK, None
+    offering = [t for t in TASKS.values() if known.command in t.commands]
+    if known.command == "experiment":
+        offering = [t for t in offering if known.first in t.experiments]
+    return (offering[0] if len(offering) == 1 else DEFAULT_TASK), None
 
 
 def main(argv: list[str] | None = None) -> int:

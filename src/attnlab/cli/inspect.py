@@ -26,7 +26,7 @@ from attnlab.inspect.head_report import (
 from attnlab.inspect.html import model_name
 from attnlab.inspect.roles_probe import head_roles
 from attnlab.inspect.roles_report import format_roles, roles_figure
-from attnlab.inspect.roles_view import roles_page
+from attnlab.inspect.roles_view import roles_page, with_roles
 from attnlab.inspect.subject import save_pruned_run
 from attnlab.io.atomic import write_text_atomic
 from attnlab.tasks.registry import open_subject
@@ -60,7 +60,12 @@ def add_show_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--html", type=Path,
                         help="write one self-contained HTML explorer page for all sentences "
                              "(translation runs: encoder self-, decoder self- and "
-                             "cross-attention)")
+                             "cross-attention), with a Roles tab: every head scored on the "
+                             "roles of `heads --roles`, the best induction and previous-token "
+                             "heads marked")
+    parser.add_argument("--no-roles", dest="roles", action="store_false",
+                        help="leave the Roles tab out of the --html page (it runs the model on "
+                             "a few probe texts more)")
 
 
 def run_show(args: argparse.Namespace) -> int:
@@ -70,7 +75,8 @@ def run_show(args: argparse.Namespace) -> int:
     attribution method's top tokens, or a translation, its word alignment and each generated
     token's top source token by integrated gradients); draw a heat map (--layer and --head),
     a grid of a layer's heads (--layer), or the overview (neither) to --out; write an HTML
-    explorer with --html.
+    explorer with --html, with a Roles tab (heads x roles, the induction heads marked) unless
+    --no-roles.
 
     Example: attnlab show all-MiniLM-L6-v2 "a gripping film" --layer 2 --out fig.png --html
     view.html
@@ -104,8 +110,22 @@ def run_show(args: argparse.Namespace) -> int:
             raise UsageError(f"--{err}") from None
         _save(figure, out)
     if args.html is not None:
-        print(f"wrote {look.view().save(args.html)}")
+        print(f"wrote {_explorer(subject, look, args.roles).save(args.html)}")
     return 0
+
+
+def _explorer(subject, look, roles: bool):
+    """The explorer page of ``look``, with the Roles tab of ``subject``'s heads if ``roles``;
+    a model the role probe does not fit (too short for the repeated tokens) gets the page
+    without it and a warning."""
+    view = look.view()
+    if not roles:
+        return view
+    try:
+        return with_roles(view, head_roles(subject))
+    except InputError as err:
+        print(f"attnlab show: no Roles tab: {err}", file=sys.stderr)
+        return view
 
 
 def _save(fig, out: Path) -> None:

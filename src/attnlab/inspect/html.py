@@ -8,7 +8,10 @@ tokens and key tokens in two columns joined by lines whose opacity and width fol
 one colour per head, several heads overlaid), a neuron view (one head's arithmetic for one
 query: ``q``, each ``k``, ``q∘k``, ``q·k``, the scaled score, the softmax weight, ``weight·v``
 and their sum; ``neuron.js``) and a model view (a small map for every layer × head). Lines and
-maps are drawn on ``<canvas>``, so sentences of up to 512 tokens stay responsive.
+maps are drawn on ``<canvas>``, so sentences of up to 512 tokens stay responsive. A page whose
+data carry ``roles`` (:meth:`AttentionView.with_data`,
+:func:`~attnlab.inspect.roles_view.with_roles`) also has a "Roles" tab: the heat map of heads ×
+roles, the best induction and previous-token heads marked in the head view (``rolestab.js``).
 
 Safety: the data are embedded as JSON in a ``<script type="application/json">`` block with
 ``<``, ``>``, ``&`` and the JavaScript line separators escaped, so no text can close the block
@@ -48,10 +51,14 @@ __all__ = ["MAX_VECTOR_TOKENS", "AttentionView", "attention_payload", "embed_jso
            "quantize", "render_page"]
 
 MAX_VECTOR_TOKENS = 64  # longest sentence whose queries, keys and values the payload carries
-_SCRIPTS = ("neuron.js", "headview.js", "summary.js", "mattered.js",
-            "view.js")  # view.js uses the others
+_SCRIPTS = ("neuron.js", "headview.js", "summary.js", "mattered.js", "roles.js",
+            "rolestab.js", "view.js")  # view.js uses the others; rolestab.js uses roles.js
 
 _MARKER = re.compile(r"/\*@ATTNLAB_(CSS|JS|DATA)@\*/")
+# the data block of a rendered page: the data hold no "<" (embed_json) and no script holds
+# "</script" (render_page), so the block ends at the first "</script>" after it
+_DATA_BLOCK = re.compile(r'(<script id="attnlab-data" type="application/json">)(.*?)(</script>)',
+                         re.DOTALL)
 _JSON_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028",
                  "\u2029": "\\u2029"}
 
@@ -192,6 +199,17 @@ class AttentionView:
     def __init__(self, html: str, height: int = 900) -> None:
         self.html = html
         self.height = height
+
+    def with_data(self, **extra: object) -> AttentionView:
+        """The same page whose embedded data also hold ``extra`` (JSON-ready values; e.g.
+        ``roles``: the Roles tab, :func:`~attnlab.inspect.roles_view.with_roles`)."""
+        blocks = list(_DATA_BLOCK.finditer(self.html))
+        if len(blocks) != 1:
+            raise ValueError(f"the page must have one data block, found {len(blocks)}")
+        block = blocks[0]
+        data = {**json.loads(block.group(2)), **extra}
+        html = (self.html[:block.start(2)] + embed_json(data) + self.html[block.end(2):])
+        return AttentionView(html, self.height)
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the page to ``path`` (atomically) and return the path."""

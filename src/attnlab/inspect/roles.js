@@ -1,4 +1,5 @@
-/* attnlab heads by role: a heat map of heads x roles drawn as a table (roles_view.py).
+/* attnlab heads by role: a heat map of heads x roles drawn as a table (roles_view.py); its
+   parts also make the explorer's Roles tab (rolestab.js).
    Every text goes in with textContent; nothing is fetched. */
 var AttnRoles = (function () {
   "use strict";
@@ -122,5 +123,6 @@ var AttnRoles = (function () {
     return root;
   }
 
-  return { mount: mount, colour: colour };
+  return { mount: mount, colour: colour, heatTable: heatTable, bestHeads: bestHeads,
+           probe: probe, label: label };
 })();

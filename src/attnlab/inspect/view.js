@@ -42,8 +42,7 @@
 
   function labelled(text, control) {
     var l = el("label", "", text);
-    l.appendChild(control);
-    return l;
+    return l.appendChild(control) && l;
   }
 
   /** The attention kinds of a sentence; a classifier's is one kind "self". */
@@ -338,6 +337,7 @@
     }
     this.root.dataset.layer = String(this.state.layer);
     D.markSelected(this.modelView, this.state.layer, this.state.heads);
+    if (this.onHeads) this.onHeads();  // e.g. the Roles tab's marks (rolestab.js)
     this.drawLines();
   };
 

@@ -28,6 +28,7 @@ from attnlab.io.pretrained import bert_weight_names
 from attnlab.models.bert import BertConfig, BertModel
 from attnlab.models.gpt2 import GPT2Config, GPT2LMHeadModel
 from attnlab.models.llama import LlamaConfig, LlamaForCausalLM
+from attnlab.models.marian import MarianConfig, MarianMTModel
 
 __all__ = ["FAMILIES", "Family", "Source", "load_family", "read_config"]
 
@@ -56,7 +57,8 @@ class Family:
     weights: Callable[[Any], dict[str, Source]]  # our config -> our name -> Source
     prefix: str  # stripped from checkpoint names (a task model nests the base model under it)
     ignored: str  # regex of checkpoint tensors that are not weights (buffers, tied copies)
-    kind: str  # "encoder" (hidden states of every token) or "decoder" (next-token logits)
+    kind: str  # "encoder" (hidden states of every token), "decoder" (next-token logits) or
+    # "encoder-decoder" (a translator: next-token logits after a source)
 
 
 # --- GPT-2 -----------------------------------------------------------------------------------
@@ -163,6 +165,48 @@ def distilbert_weights(config: BertConfig) -> dict[str, Source]:
     return table
 
 
+# --- Marian (opus-mt translators) ---------------------------------------------------------------
+
+def _row(tensor: Tensor) -> Tensor:
+    return tensor.reshape(-1)  # final_logits_bias (1, V) -> (V,)
+
+
+def _attention(ours: str, theirs: str) -> dict[str, Source]:
+    return {f"{ours}.{proj}.{part}": Source(f"{theirs}.{hf}.{part}")
+            for proj, hf in (("q_proj", "q_proj"), ("k_proj", "k_proj"), ("v_proj", "v_proj"),
+                             ("out_proj", "out_proj")) for part in ("weight", "bias")}
+
+
+def marian_weights(config: MarianConfig) -> dict[str, Source]:
+    """Our name -> the Marian checkpoint tensor (``model.`` removed): one embedding
+    (``shared``) or one per side (``encoder.embed_tokens``, ``decoder.embed_tokens``), see
+    :attr:`~attnlab.models.marian.MarianConfig.one_embedding`."""
+    one = config.one_embedding
+    table = {"embedding.weight": Source("shared.weight" if one
+                                        else "encoder.embed_tokens.weight"),
+             "final_logits_bias": Source("final_logits_bias", _row)}
+    if not one:
+        table["target_embedding.weight"] = Source("decoder.embed_tokens.weight")
+    if not config.tie_word_embeddings:
+        table["output_projection.weight"] = Source("lm_head.weight")
+    norms = {"attn_norm": "self_attn_layer_norm", "self_attn_norm": "self_attn_layer_norm",
+             "cross_attn_norm": "encoder_attn_layer_norm", "ff_norm": "final_layer_norm",
+             "ff.up": "fc1", "ff.down": "fc2"}
+    for side, n in (("encoder", config.encoder_layers), ("decoder", config.decoder_layers)):
+        for i in range(n):
+            ours, hf = f"{side}.layers.{i}", f"{side}.layers.{i}"
+            if side == "encoder":
+                table.update(_attention(f"{ours}.attn", f"{hf}.self_attn"))
+                parts = ("attn_norm", "ff_norm", "ff.up", "ff.down")
+            else:
+                table.update(_attention(f"{ours}.self_attn", f"{hf}.self_attn"))
+                table.update(_attention(f"{ours}.cross_attn", f"{hf}.encoder_attn"))
+                parts = ("self_attn_norm", "cross_attn_norm", "ff_norm", "ff.up", "ff.down")
+            table.update({f"{ours}.{part}.{p}": Source(f"{hf}.{norms[part]}.{p}")
+                          for part in parts for p in ("weight", "bias")})
+    return table
+
+
 FAMILIES: dict[str, Family] = {
     "gpt2": Family("gpt2", GPT2Config.from_dict, GPT2LMHeadModel, gpt2_weights,
                    prefix="transformer.",
@@ -179,6 +223,12 @@ FAMILIES: dict[str, Family] = {
                          distilbert_weights, prefix="distilbert.",
                          ignored=r"vocab_(transform|layer_norm|projector)\..*"
                                  r"|embeddings\.position_ids", kind="encoder"),
+    # The sinusoid tables and the tied copies of the embeddings in some files are left out.
+    "marian": Family("marian", MarianConfig.from_hf, MarianMTModel, marian_weights,
+                     prefix="model.", ignored=r"(encoder|decoder)\.embed_positions\.weight"
+                                              r"|(encoder|decoder)\.embed_tokens\.weight"
+                                              r"|shared\.weight|lm_head\.weight",
+                     kind="encoder-decoder"),
 }
 
 

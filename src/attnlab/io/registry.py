@@ -32,11 +32,13 @@ from attnlab.io.checkpoint import (
 from attnlab.models.bert import BertConfig, BertModel
 from attnlab.models.bert_classifier import BertClassifierConfig, BertForSequenceClassification
 from attnlab.models.classifier import ClassifierConfig, TextClassifier
+from attnlab.models.language_model import LMConfig, TransformerLM
 from attnlab.models.seq2seq import Seq2SeqConfig, Seq2SeqTransformer
 from attnlab.text.tokenizer import TextTokenizer
 
 __all__ = [
     "KEPT_HEADS_KEY",
+    "LANGUAGE_MODEL",
     "MODEL_TYPES",
     "BuiltModel",
     "LoadedModel",
@@ -52,7 +54,8 @@ __all__ = [
 
 BERT_CLASSIFIER = "bert-sequence-classifier"
 SEQ2SEQ = "seq2seq"  # the translation model
-MODEL_TYPES = ("classifier", BERT_CLASSIFIER, SEQ2SEQ)
+LANGUAGE_MODEL = "transformer-lm"  # the decoder-only language model trained from scratch
+MODEL_TYPES = ("classifier", BERT_CLASSIFIER, SEQ2SEQ, LANGUAGE_MODEL)
 KEPT_HEADS_KEY = "kept_heads"  # config.json key: {module name: remaining original head indices}
 
 
@@ -89,7 +92,9 @@ def build_model(config: Mapping[str, Any]) -> BuiltModel:
     Known ``model_type``: ``"classifier"`` (:class:`~attnlab.models.TextClassifier`, config
     under ``"model"``) and ``"bert-sequence-classifier"`` (BERT with a classification head,
     ``"bert"``/``"head"`` at the top level or under ``"model"``) and ``"seq2seq"``
-    (:class:`~attnlab.models.seq2seq.Seq2SeqTransformer`, config under ``"model"``).
+    (:class:`~attnlab.models.seq2seq.Seq2SeqTransformer`, config under ``"model"``) and
+    ``"transformer-lm"`` (:class:`~attnlab.models.language_model.TransformerLM`, config under
+    ``"model"``).
     """
     model_type = config.get("model_type", "classifier")
     if model_type == "classifier":
@@ -109,6 +114,9 @@ def build_model(config: Mapping[str, Any]) -> BuiltModel:
     if model_type == SEQ2SEQ:
         c = Seq2SeqConfig.from_dict(config["model"])
         return BuiltModel(Seq2SeqTransformer(c), "mean", c.max_len, 0)
+    if model_type == LANGUAGE_MODEL:
+        c = LMConfig.from_dict(config["model"])
+        return BuiltModel(TransformerLM(c), "mean", c.context, 0)
     raise InputError(f"unknown model_type {model_type!r} in config.json; known: "
                      f"{list(MODEL_TYPES)}")
 
@@ -215,7 +223,8 @@ def check_checkpoint(ckpt: Checkpoint) -> None:
     config_file = ckpt.path / CONFIG_FILE
     config = ckpt.config
     model_type = config.get("model_type", "classifier")
-    if model_type in ("classifier", SEQ2SEQ) and not isinstance(config.get("model"), dict):
+    if model_type in ("classifier", SEQ2SEQ, LANGUAGE_MODEL) \
+            and not isinstance(config.get("model"), dict):
         found = "missing" if "model" not in config else f"a {type(config['model']).__name__}"
         raise CheckpointError(f"{config_file}: field 'model' (the model's config) must be a "
                               f"dict, got {found}")
@@ -245,6 +254,33 @@ def check_checkpoint(ckpt: Checkpoint) -> None:
         nbytes = sum(t.numel() * t.element_size() for t in ckpt.weights.values())
         _check_sizes(model_type, config["model"], shapes, nbytes, config_file,
                      ckpt.path / WEIGHTS_FILE)
+    if model_type == LANGUAGE_MODEL:
+        _check_lm_sizes(config["model"], {n: tuple(t.shape) for n, t in ckpt.weights.items()},
+                        config_file, ckpt.path / WEIGHTS_FILE)
+
+
+def _check_lm_sizes(c: Mapping[str, Any], shapes: Mapping[str, tuple[int, ...]],
+                    config_file: Path, weights_file: Path) -> None:
+    """A language model's sizes must be the weights' (a tampered size is refused unbuilt)."""
+    want = {"token_embedding.weight": ("vocab_size", "d_model")}
+    if c.get("positions") == "learned":
+        want["position_embedding.weight"] = ("context", "d_model")
+    for tensor, dims in want.items():
+        got = shapes.get(tensor)
+        values = tuple(c.get(d) for d in dims)
+        if got is not None and values != got:
+            raise CheckpointError(f"{config_file}: fields {['model.' + d for d in dims]}="
+                                  f"{list(values)} do not match {weights_file} ({tensor!r} has "
+                                  f"shape {list(got)})")
+    layers = {name.split(".")[1] for name in shapes if name.startswith("layers.")}
+    if layers and c.get("n_layers") != len(layers):
+        raise CheckpointError(f"{config_file}: field 'model.n_layers'={c.get('n_layers')!r} "
+                              f"does not match {weights_file} ({len(layers)} layers)")
+    context, width = c.get("context"), c.get("d_model")
+    if c.get("positions") == "sinusoidal" and isinstance(context, int) \
+            and isinstance(width, int) and 8 * context * width > TABLE_BYTES:
+        raise CheckpointError(f"{config_file}: field 'model.context'={context} would need a "
+                              f"{8 * context * width / 2**30:.1f} GiB position table")
 
 
 def _check_sizes(model_type: str, c: Mapping[str, Any], shapes: Mapping[str, tuple[int, ...]],

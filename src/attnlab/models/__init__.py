@@ -4,7 +4,7 @@ Knows only :mod:`attnlab.attention` (weights are loaded by :mod:`attnlab.io`).""
 
 from attnlab.models.bert import BertConfig, BertModel, BertOutput, mean_pool
 from attnlab.models.bert_classifier import BertClassifierConfig, BertForSequenceClassification
-from attnlab.models.causal_generation import greedy_generate
+from attnlab.models.causal_generation import greedy_generate, sample_generate
 from attnlab.models.causal_lm import CausalCache
 from attnlab.models.classifier import ClassifierConfig, ClassifierOutput, TextClassifier
 from attnlab.models.generation import (
@@ -16,6 +16,7 @@ from attnlab.models.generation import (
     sequence_scores,
 )
 from attnlab.models.gpt2 import GPT2Config, GPT2LMHeadModel
+from attnlab.models.language_model import LMConfig, TransformerLM
 from attnlab.models.llama import LlamaConfig, LlamaForCausalLM
 from attnlab.models.prediction import Prediction
 from attnlab.models.sentence_encoder import SentenceEncoder
@@ -37,6 +38,7 @@ __all__ = [
     "GPT2Config",
     "GPT2LMHeadModel",
     "Hypothesis",
+    "LMConfig",
     "LlamaConfig",
     "LlamaForCausalLM",
     "SentenceEncoder",
@@ -45,11 +47,13 @@ __all__ = [
     "Seq2SeqTransformer",
     "TextClassifier",
     "TransformerDecoder",
+    "TransformerLM",
     "beam_search",
     "beam_search_nbest",
     "greedy",
     "greedy_generate",
     "greedy_search",
     "mean_pool",
+    "sample_generate",
     "sequence_scores",
 ]

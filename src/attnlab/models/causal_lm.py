@@ -112,9 +112,12 @@ class CausalLM(nn.Module):
         return CausalCache.empty(len(self.layers))
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None, *,
-                position_ids: Tensor | None = None, cache: CausalCache | None = None) -> Tensor:
+                position_ids: Tensor | None = None, cache: CausalCache | None = None,
+                logits_to_keep: int = 0) -> Tensor:
         """Next-token logits ``(B, L, V)``; ``attention_mask`` ``(B, S)`` covers the cached and
-        the new positions, ``position_ids`` default to ``past .. past+L-1``."""
+        the new positions, ``position_ids`` default to ``past .. past+L-1``.
+        ``logits_to_keep=k > 0``: only the last ``k`` positions' logits ``(B, k, V)`` (as
+        Hugging Face's argument: a prompt's step in generation needs one row, not ``L``)."""
         past = check_causal_inputs(self, input_ids, attention_mask, position_ids, cache)
         if position_ids is None:
             position_ids = default_positions(input_ids, past)  # (1, L)
@@ -122,6 +125,8 @@ class CausalLM(nn.Module):
         with self.positions(position_ids):
             for i, layer in enumerate(self.layers):
                 x = layer(x, attention_mask, None if cache is None else cache.layers[i])
-        x = self.final_norm(x)  # (B, L, D)
+        if logits_to_keep > 0:
+            x = x[:, -logits_to_keep:]  # (B, k, D)
+        x = self.final_norm(x)  # (B, L|k, D)
         head = self.get_input_embeddings() if self.lm_head is None else self.lm_head
-        return x @ head.weight.T  # (B, L, D) x (D, V) -> (B, L, V)
+        return x @ head.weight.T  # (B, L|k, D) x (D, V) -> (B, L|k, V)

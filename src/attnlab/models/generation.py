@@ -1,5 +1,5 @@
-"""Decoding with a :class:`~attnlab.models.seq2seq.Seq2SeqTransformer`: greedy and beam search,
-apart from the model (as fairseq's ``SequenceGenerator``).
+"""Decoding with an encoder-decoder (:class:`~attnlab.models.seq2seq.Seq2SeqTransformer`,
+Marian): greedy and beam search, apart from the model (as fairseq's ``SequenceGenerator``).
 
 Both run the decoder one target position at a time. With ``use_cache=True`` a step feeds only
 the newest token and the model's :class:`~attnlab.models.transformer_decoder.DecoderCache`
@@ -19,7 +19,12 @@ finished hypotheses (fairseq's rule): faster, but then low-scoring hypotheses th
 can fill the ``K`` places before the best one ends (a tiny model trained to reverse its input
 got 2 of its 32 training sentences wrong this way with beam 4, none with the default). Under
 either rule beam 1 is greedy search. Hypotheses still live at ``max_length`` compete
-unfinished.
+unfinished, unless the model's config names a ``forced_eos_token_id`` (Marian's): then the last
+step may only choose that token, with log-probability 0 (Hugging Face's
+``ForcedEOSTokenLogitsProcessor``), and every hypothesis ends.
+
+Any model meeting :class:`EncoderDecoder` can be searched (:class:`~attnlab.models.seq2seq.
+Seq2SeqTransformer`, :class:`~attnlab.models.marian.MarianMTModel`).
 
 With ``attention=True`` (:func:`greedy_search`, :func:`beam_search_nbest`) each hypothesis also
 carries the cross-attention of every decoder layer and head while its tokens were chosen,
@@ -38,16 +43,17 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import NamedTuple
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from attnlab.models.generation_attention import CrossAttentionRecorder, recording
-from attnlab.models.seq2seq import Seq2SeqTransformer
+from attnlab.models.transformer_decoder import DecoderCache
 
 __all__ = [
+    "EncoderDecoder",
     "Hypothesis",
     "beam_search",
     "beam_search_nbest",
@@ -56,6 +62,28 @@ __all__ = [
     "greedy_search",
     "sequence_scores",
 ]
+
+
+@runtime_checkable
+class EncoderDecoder(Protocol):
+    """What the searches ask of a model: its ``config`` (``bos_token_id``, the decoder's first
+    input; ``eos_token_id``; ``pad_token_id``; ``max_len``; optionally
+    ``forced_eos_token_id``), ``encode`` and ``decode`` as
+    :class:`~attnlab.models.seq2seq.Seq2SeqTransformer`'s, a ``new_cache`` and
+    ``check_source``; with ``attention=True``, ``decoder.layers[i].cross_attn`` attention
+    modules."""
+
+    config: Any
+
+    def encode(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor: ...
+
+    def decode(self, decoder_input_ids: Tensor, memory: Tensor,
+               attention_mask: Tensor | None = None,
+               cache: DecoderCache | None = None) -> Tensor: ...
+
+    def new_cache(self) -> DecoderCache: ...
+
+    def check_source(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> None: ...
 
 
 class Hypothesis(NamedTuple):
@@ -69,7 +97,7 @@ class Hypothesis(NamedTuple):
     attention: Tensor | None = None
 
 
-def greedy(model: Seq2SeqTransformer, input_ids: Tensor, attention_mask: Tensor | None = None,
+def greedy(model: EncoderDecoder, input_ids: Tensor, attention_mask: Tensor | None = None,
            *, max_length: int | None = None, use_cache: bool = True) -> list[list[int]]:
     """The most likely next token at each step, until EOS or ``max_length`` tokens.
 
@@ -92,7 +120,7 @@ def greedy(model: Seq2SeqTransformer, input_ids: Tensor, attention_mask: Tensor 
                                             max_length=max_length, use_cache=use_cache)]
 
 
-def beam_search(model: Seq2SeqTransformer, input_ids: Tensor,
+def beam_search(model: EncoderDecoder, input_ids: Tensor,
                 attention_mask: Tensor | None = None, *, beam: int = 5,
                 max_length: int | None = None, length_penalty: float = 1.0,
                 early_stopping: bool = False, use_cache: bool = True) -> list[list[int]]:
@@ -113,7 +141,7 @@ def beam_search(model: Seq2SeqTransformer, input_ids: Tensor,
     return [hyps[0].tokens for hyps in nbest]
 
 
-def greedy_search(model: Seq2SeqTransformer, input_ids: Tensor,
+def greedy_search(model: EncoderDecoder, input_ids: Tensor,
                   attention_mask: Tensor | None = None, *, max_length: int | None = None,
                   length_penalty: float = 1.0, use_cache: bool = True,
                   attention: bool = False) -> list[Hypothesis]:
@@ -129,8 +157,9 @@ def greedy_search(model: Seq2SeqTransformer, input_ids: Tensor,
         tokens = input_ids.new_full((B, 1), c.bos_token_id)  # (B, 1)
         scores = decoder.memory.new_zeros(B, dtype=decoder.dtype)  # (B,)
         done = torch.zeros(B, dtype=torch.bool, device=input_ids.device)  # (B,)
-        for _ in range(max_length):
-            best, token = decoder.next_log_probs(tokens).max(dim=-1)  # (B,), (B,)
+        for step in range(max_length):
+            log_probs = decoder.next_log_probs(tokens, last=step == max_length - 1)  # (B, V)
+            best, token = log_probs.max(dim=-1)  # (B,), (B,)
             token = token.masked_fill(done, c.pad_token_id)  # finished rows only pad
             scores += best.masked_fill(done, 0.0)
             tokens = torch.cat([tokens, token[:, None]], dim=1)  # (B, t + 1)
@@ -146,7 +175,7 @@ def greedy_search(model: Seq2SeqTransformer, input_ids: Tensor,
     return hyps
 
 
-def beam_search_nbest(model: Seq2SeqTransformer, input_ids: Tensor,
+def beam_search_nbest(model: EncoderDecoder, input_ids: Tensor,
                       attention_mask: Tensor | None = None, *, beam: int = 5,
                       max_length: int | None = None, length_penalty: float = 1.0,
                       early_stopping: bool = False, use_cache: bool = True,
@@ -159,7 +188,7 @@ def beam_search_nbest(model: Seq2SeqTransformer, input_ids: Tensor,
     with torch.no_grad(), evaluating(model), recording(model, input_ids, attention_mask,
                                                          attention) as recorder:
         decoder = _Decoder(model, input_ids, attention_mask, use_cache, recorder)
-        B, V = input_ids.shape[0], c.vocab_size
+        B = input_ids.shape[0]
         decoder.reorder(torch.arange(B, device=input_ids.device).repeat_interleave(K))  # B·K
         tokens = input_ids.new_full((B * K, 1), c.bos_token_id)  # (B·K, 1)
         scores = decoder.memory.new_full((B, K), float("-inf"), dtype=decoder.dtype)
@@ -168,7 +197,9 @@ def beam_search_nbest(model: Seq2SeqTransformer, input_ids: Tensor,
         finished: list[list[Hypothesis]] = [[] for _ in range(B)]
         for step in range(max_length):
             n = len(alive)
-            log_probs = decoder.next_log_probs(tokens).view(n, K, V)  # (n, K, V)
+            log_probs = decoder.next_log_probs(tokens, last=step == max_length - 1)  # (n·K, V)
+            V = log_probs.shape[-1]
+            log_probs = log_probs.view(n, K, V)  # (n, K, V)
             candidates = (scores[:, :, None] + log_probs).view(n, K * V)  # (n, K·V)
             top, index = candidates.topk(2 * K, dim=1)  # (n, 2K), best first
             beam_of, token = index // V, index % V  # (n, 2K) each
@@ -198,7 +229,7 @@ def beam_search_nbest(model: Seq2SeqTransformer, input_ids: Tensor,
     return [hyps[:n_best] for hyps in finished]
 
 
-def sequence_scores(model: Seq2SeqTransformer, input_ids: Tensor,
+def sequence_scores(model: EncoderDecoder, input_ids: Tensor,
                     attention_mask: Tensor | None, hypotheses: list[Hypothesis], *,
                     length_penalty: float = 1.0) -> list[float]:
     """Score given hypotheses (one per sentence) with one teacher-forced forward pass, as the
@@ -232,7 +263,7 @@ def sequence_scores(model: Seq2SeqTransformer, input_ids: Tensor,
 class _Decoder:
     """The encoder output and the decoder state of ``N`` rows, run one position at a time."""
 
-    def __init__(self, model: Seq2SeqTransformer, input_ids: Tensor,
+    def __init__(self, model: EncoderDecoder, input_ids: Tensor,
                  attention_mask: Tensor | None, use_cache: bool,
                  recorder: CrossAttentionRecorder | None = None) -> None:
         self.model, self.mask, self.recorder = model, attention_mask, recorder
@@ -240,15 +271,20 @@ class _Decoder:
         self.cache = model.new_cache() if use_cache else None
         self.dtype = torch.promote_types(self.memory.dtype, torch.float32)  # of the scores
 
-    def next_log_probs(self, tokens: Tensor) -> Tensor:
+    def next_log_probs(self, tokens: Tensor, last: bool = False) -> Tensor:
         """Log-probabilities ``(N, V)`` of the token after ``tokens`` ``(N, t)``; padding
-        gets ``-inf``."""
+        gets ``-inf``; at the ``last`` step, a ``forced_eos_token_id`` gets 0, all else
+        ``-inf``."""
         step = tokens if self.cache is None else tokens[:, -1:]  # (N, t) or (N, 1)
         logits = self.model.decode(step, self.memory, self.mask, self.cache)[:, -1]  # (N, V)
         if self.recorder is not None:
             self.recorder.record()
         log_probs = F.log_softmax(logits.to(self.dtype), dim=-1)  # (N, V)
         log_probs[:, self.model.config.pad_token_id] = float("-inf")
+        forced = getattr(self.model.config, "forced_eos_token_id", None)
+        if last and forced is not None:
+            log_probs.fill_(float("-inf"))
+            log_probs[:, forced] = 0.0
         return log_probs
 
     def reorder(self, rows: Tensor) -> None:
@@ -312,12 +348,14 @@ def _hypothesis(row: list[int], score: float, eos: int, pad: int,
     return Hypothesis(tokens, score / max(length, 1) ** length_penalty, ended)
 
 
-def _check_inputs(model: Seq2SeqTransformer, input_ids: Tensor, attention_mask: Tensor | None,
+def _check_inputs(model: EncoderDecoder, input_ids: Tensor, attention_mask: Tensor | None,
                   max_length: int | None) -> int:
     """Check the model, the source (types, shapes and values) and ``max_length``; return
     ``max_length`` or its default."""
-    if not isinstance(model, Seq2SeqTransformer):
-        raise TypeError(f"model must be a Seq2SeqTransformer, got {type(model).__name__}")
+    if not isinstance(model, EncoderDecoder):
+        raise TypeError(f"model must be an encoder-decoder (encode, decode, new_cache, "
+                        f"check_source, config), such as a Seq2SeqTransformer; got "
+                        f"{type(model).__name__}")
     model.check_source(input_ids, attention_mask)  # one read back: generation syncs anyway
     limit = model.config.max_len
     if max_length is None:

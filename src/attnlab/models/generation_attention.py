@@ -15,9 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
-from torch import Tensor
-
-from attnlab.models.seq2seq import Seq2SeqTransformer
+from torch import Tensor, nn
 
 __all__ = ["CrossAttentionRecorder", "recording"]
 
@@ -26,7 +24,7 @@ class CrossAttentionRecorder:
     """Every decoder layer's cross-attention at each step, observed on its ``hook_pattern``,
     and the beams' back-pointers, to trace a hypothesis's attention back along its beam."""
 
-    def __init__(self, model: Seq2SeqTransformer, lengths: list[int]) -> None:
+    def __init__(self, model: nn.Module, lengths: list[int]) -> None:
         self.points = [layer.cross_attn.hook_pattern for layer in model.decoder.layers]
         self.lengths = lengths  # unpadded source length of each sentence
         self.latest: list[Tensor | None] = [None] * len(self.points)  # (N, H, S) per layer
@@ -67,7 +65,7 @@ class CrossAttentionRecorder:
 
 
 @contextmanager
-def recording(model: Seq2SeqTransformer, input_ids: Tensor, attention_mask: Tensor | None,
+def recording(model: nn.Module, input_ids: Tensor, attention_mask: Tensor | None,
                attention: bool) -> Iterator[CrossAttentionRecorder | None]:
     """A :class:`CrossAttentionRecorder` observing ``model`` (``None`` without ``attention``); its
     observers are released on leaving, whatever happens."""

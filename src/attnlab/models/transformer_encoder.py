@@ -17,9 +17,9 @@ from attnlab.attention.multihead import MultiHeadAttention
 
 __all__ = ["ACTIVATIONS", "EncoderLayer", "FeedForward", "LayerStack", "TransformerEncoder"]
 
-# The feed-forward non-linearities, by name: exact GELU (BERT's) or ReLU (torch.nn.Transformer's
-# default and the original Transformer's).
-ACTIVATIONS = {"gelu": F.gelu, "relu": F.relu}
+# The feed-forward non-linearities, by name: exact GELU (BERT's), ReLU (torch.nn.Transformer's
+# default and the original Transformer's) or SiLU, alias swish (Marian's).
+ACTIVATIONS = {"gelu": F.gelu, "relu": F.relu, "silu": F.silu, "swish": F.silu}
 
 
 class FeedForward(nn.Module):

@@ -63,3 +63,6 @@ class Task:
     model_types: tuple[str, ...]  # config.json model_type of its runs
     commands: Mapping[str, Command]  # train, evaluate, experiment, and its own
     open_subject: Callable[[str | os.PathLike], Inspectable]  # a run folder, for inspection
+    experiments: tuple[str, ...] = ()  # kinds of `attnlab experiment KIND` it runs
+    # the kinds of Hugging Face family (io.families' Family.kind) it opens for inspection
+    family_kinds: tuple[str, ...] = ()

@@ -1,7 +1,7 @@
 """The one tokenizer wrapper: train, load, encode and pad, over a Hugging Face ``tokenizers``
 ``Tokenizer`` (the ``tokenizer.json`` format).
 
-Tokenizers trained here come in four kinds. Two lower-case and strip accents, for
+Tokenizers trained here come in six kinds. Two lower-case and strip accents, for
 classification: ``"wordpiece"`` (sub-words, as BERT: rare words split into known pieces) and
 ``"word"`` (one id per whitespace/punctuation-separated word; unknown words map to ``[UNK]``).
 Two are cased and unnormalised, for translation, whose output is scored case-sensitive:
@@ -9,7 +9,11 @@ Two are cased and unnormalised, for translation, whose output is scored case-sen
 SentencePiece's word-start mark ``▁`` in place of each space, so that :meth:`TextTokenizer.decode`
 gives back the text exactly (tabs, double and trailing spaces included). All reserve
 ``[PAD]`` = 0, ``[UNK]``, ``[CLS]``, ``[SEP]`` and wrap a text as ``[CLS] tokens [SEP]``;
-translation reads ``[CLS]`` as beginning- and ``[SEP]`` as end-of-sentence. A pretrained model's
+translation reads ``[CLS]`` as beginning- and ``[SEP]`` as end-of-sentence. Two are for language
+models, which read a stream of text: ``"char"`` (one token per character seen in training,
+nothing normalised) and ``"byte-bpe"`` (GPT-2's byte-level BPE: every UTF-8 byte is a symbol, so
+nothing is ever unknown); both reserve the same four ids but add none of them to an encoded
+text, and decode back to the text exactly. A pretrained model's
 ``tokenizer.json`` (all-MiniLM-L6-v2's) loads the same way. Padding and truncation stored in a
 file are switched off: :meth:`TextTokenizer.encode` truncates, :meth:`TextTokenizer.pad` pads.
 
@@ -32,13 +36,14 @@ from attnlab.errors import InputError
 from attnlab.text.batching import by_length, pad_sequences
 from attnlab.text.files import check_utf8, read_text
 
-__all__ = ["SPECIAL_TOKENS", "TOKENIZER_KINDS", "TextTokenizer", "TokenizedBatch",
-           "TokenizedText"]
+__all__ = ["SPECIAL_TOKENS", "STREAM_KINDS", "TOKENIZER_KINDS", "TextTokenizer",
+           "TokenizedBatch", "TokenizedText"]
 
 PAD, UNK, CLS, SEP = "[PAD]", "[UNK]", "[CLS]", "[SEP]"
 SPECIAL_TOKENS = (PAD, UNK, CLS, SEP)  # ids 0, 1, 2, 3 in this order
 BOS, EOS = CLS, SEP  # beginning and end of a sentence, for sequence-to-sequence models
-TOKENIZER_KINDS = ("wordpiece", "word", "bpe", "unigram")
+TOKENIZER_KINDS = ("wordpiece", "word", "bpe", "unigram", "char", "byte-bpe")
+STREAM_KINDS = ("char", "byte-bpe")  # for language models: no [CLS]/[SEP] added to a text
 SPACE = "\u2581"  # "▁", SentencePiece's mark of a word start; it stands for a space
 
 
@@ -103,7 +108,10 @@ class TextTokenizer:
 
         ``"word"`` and ``"wordpiece"`` lower-case; ``"bpe"`` and ``"unigram"`` keep the text
         as written and decode back to it (``"unigram"`` takes no ``min_frequency``). Characters
-        never seen in ``texts`` encode as ``[UNK]``.
+        never seen in ``texts`` encode as ``[UNK]``. ``"char"`` and ``"byte-bpe"`` (see
+        :func:`_stream_tokenizer`) add no special token to a text; ``"char"``'s vocabulary is
+        the characters of ``texts`` (``vocab_size`` and ``min_frequency`` are not used), and
+        ``"byte-bpe"`` never needs ``[UNK]``.
         """
         if kind not in TOKENIZER_KINDS:
             raise InputError(f"kind must be one of {TOKENIZER_KINDS}, got {kind!r}")
@@ -115,6 +123,8 @@ class TextTokenizer:
             raise InputError("texts is empty; cannot train a tokenizer")
         options = dict(vocab_size=vocab_size, min_frequency=min_frequency,
                        special_tokens=list(SPECIAL_TOKENS))
+        if kind in STREAM_KINDS:
+            return cls(_stream_tokenizer(kind, texts, options), max_length)
         if kind in ("bpe", "unigram"):
             tokenizer, trainer = _cased_subwords(kind, options)
         elif kind == "wordpiece":
@@ -251,19 +261,19 @@ class TextTokenizer:
                 raise TypeError(f"texts must be strings, got {type(text).__name__} at index {i}")
             check_utf8(text, f"text {i}")
         limit = self.max_length if max_length is None else max_length
-        if limit is not None and limit < (3 if add_special_tokens else 1):
-            raise InputError(f"max_length must be >= {3 if add_special_tokens else 1}, "
-                             f"got {limit}")
+        added = self.tokenizer.num_special_tokens_to_add(False) if add_special_tokens else 0
+        if limit is not None and limit < added + 1:
+            raise InputError(f"max_length must be >= {added + 1}, got {limit}")
         out = []
         for i, enc in enumerate(self.tokenizer.encode_batch(
                 list(texts), add_special_tokens=add_special_tokens)):
             ids = enc.ids
             tokens, special = (enc.tokens, enc.special_tokens_mask) if details else ([], [])
-            if not allow_empty and len(ids) == (2 if add_special_tokens else 0):
+            if not allow_empty and len(ids) == added:
                 raise InputError(f"text {i} ({texts[i]!r}) has no tokens")
             truncated = limit is not None and len(ids) > limit
-            if truncated:  # keep the first limit - 1 and the last ([SEP])
-                keep = (slice(0, limit - 1), slice(-1, None)) if add_special_tokens else (
+            if truncated:  # keep the first limit - 1 and the last ([SEP]), if one was added
+                keep = (slice(0, limit - 1), slice(-1, None)) if added else (
                     slice(0, limit), slice(0, 0))
                 ids, tokens, special = (x[keep[0]] + x[keep[1]] if x else x
                                         for x in (ids, tokens, special))
@@ -293,3 +303,35 @@ def _cased_subwords(kind: str, options: dict) -> tuple[Tokenizer, trainers.Train
     tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(SPACE, prepend_scheme="never")
     tokenizer.decoder = decoders.Metaspace(SPACE, prepend_scheme="always")
     return tokenizer, trainer
+
+
+def _stream_tokenizer(kind: str, texts: list[str], options: dict) -> Tokenizer:
+    """A trained ``"char"`` or ``"byte-bpe"`` tokenizer for language modelling: the text as
+    written, no normalisation, no special token added by :meth:`Tokenizer.encode`, and a
+    decoder that gives the text back exactly.
+
+    ``"char"``: a BPE model without merges over the characters of ``texts`` (spaces and
+    newlines included), so each character is one token and an unseen one is ``[UNK]``; the
+    decoder concatenates (``decoders.Fuse``). ``"byte-bpe"``: GPT-2's byte-level BPE (each
+    UTF-8 byte is mapped to a printable symbol, a space before a word is kept in the word's
+    pieces, merges never cross the GPT-2 pre-tokenizer's word boundaries).
+    """
+    specials = {token: i for i, token in enumerate(SPECIAL_TOKENS)}
+    if kind == "char":
+        alphabet = sorted(set().union(*map(set, texts)))
+        vocab = {**specials, **{c: len(specials) + i for i, c in enumerate(alphabet)}}
+        tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token=UNK))
+        tokenizer.add_special_tokens(list(SPECIAL_TOKENS))  # ids 0-3, as in the vocabulary
+        tokenizer.decoder = decoders.Fuse()
+        return tokenizer
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(**options, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tokenizer.train_from_iterator(texts, trainer=trainer, length=len(texts))
+    for expected, token in enumerate(SPECIAL_TOKENS):
+        if tokenizer.token_to_id(token) != expected:  # the trainer puts specials first
+            raise RuntimeError(f"special token {token} got id {tokenizer.token_to_id(token)}, "
+                               f"expected {expected}")
+    return tokenizer

@@ -276,4 +276,5 @@ CLASSIFICATION = Task(
         "faithfulness": Command.of(run_faithfulness, add_faithfulness_options, takes_run=True),
     },
     open_subject=load_subject,
+    experiments=EXPERIMENTS,
 )

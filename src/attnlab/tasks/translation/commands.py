@@ -350,4 +350,6 @@ TRANSLATION = Task(
         "faithfulness": Command.of(run_faithfulness, add_faithfulness_options, takes_run=True),
     },
     open_subject=TranslationSubject.load,
+    experiments=("heads",),
+    family_kinds=("encoder-decoder",),  # a Marian (opus-mt) folder
 )

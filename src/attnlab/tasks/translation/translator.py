@@ -21,11 +21,17 @@ import torch
 from torch import Tensor
 
 from attnlab.errors import InputError
-from attnlab.io.checkpoint import CONFIG_FILE
+from attnlab.io.checkpoint import CONFIG_FILE, FORMAT
+from attnlab.io.families import FAMILIES, load_family, read_config
 from attnlab.io.registry import SEQ2SEQ, load_model
-from attnlab.models.generation import Hypothesis, beam_search_nbest, greedy_search
-from attnlab.models.seq2seq import Seq2SeqTransformer
+from attnlab.models.generation import (
+    EncoderDecoder,
+    Hypothesis,
+    beam_search_nbest,
+    greedy_search,
+)
 from attnlab.text import TextTokenizer, by_length, pad_sequences
+from attnlab.text.marian_tokenizer import MarianTokenizer
 from attnlab.text.tokenizer import EOS
 
 __all__ = ["MODEL_TYPE", "Translation", "Translator"]
@@ -59,17 +65,19 @@ class Translation:
 
 
 class Translator:
-    """A translation model and its tokenizer, checked to agree on ``[BOS]``, ``[EOS]`` and
-    ``[PAD]``.
+    """A translation model and its tokenizer, checked to agree on ``[BOS]`` (the decoder's
+    first input), ``[EOS]`` and ``[PAD]``.
 
     Args:
-        model: the encoder-decoder.
-        tokenizer: the joint tokenizer it was trained with.
+        model: the encoder-decoder: a :class:`~attnlab.models.seq2seq.Seq2SeqTransformer`, or
+            any model :mod:`attnlab.models.generation` searches (a Marian translator).
+        tokenizer: the joint tokenizer it was trained with (a
+            :class:`~attnlab.text.marian_tokenizer.MarianTokenizer` for Marian).
         path: the checkpoint folder it came from, if any (shown by the views).
         config: that checkpoint's ``config.json`` (its data set and languages), if any.
     """
 
-    def __init__(self, model: Seq2SeqTransformer, tokenizer: TextTokenizer, *,
+    def __init__(self, model: EncoderDecoder, tokenizer: TextTokenizer | MarianTokenizer, *,
                  path: Path | None = None, config: dict | None = None) -> None:
         c = model.config
         wanted = {"bos": c.bos_token_id, "eos": c.eos_token_id, "pad": c.pad_token_id}
@@ -82,8 +90,10 @@ class Translator:
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str = "cpu") -> Translator:
-        """The translator of a run or checkpoint folder (``best/``, else ``last/``), in eval
-        mode."""
+        """The translator of a run or checkpoint folder (``best/``, else ``last/``), or of a
+        Hugging Face folder of an encoder-decoder family (Marian), in eval mode."""
+        if _is_family_folder(Path(path)):
+            return cls.open_family(path, device)
         run = load_model(Path(path), device=device)
         if run.config.get("model_type") != MODEL_TYPE:
             raise InputError(f"{run.path} holds a {run.config.get('model_type')!r} model, not a "
@@ -92,6 +102,20 @@ class Translator:
             raise FileNotFoundError(f"{run.path} has no tokenizer.json; cannot turn text into "
                                     f"ids")
         return cls(run.model.eval(), run.tokenizer, path=run.path, config=run.config)
+
+    @classmethod
+    def open_family(cls, path: str | os.PathLike, device: str = "cpu") -> Translator:
+        """The translator of a Hugging Face folder of an encoder-decoder family (a Marian
+        folder: ``config.json``, ``model.safetensors``, ``source.spm``, ``target.spm``,
+        ``vocab.json``), through :mod:`attnlab.io.families`."""
+        path = Path(path)
+        family, config = read_config(path)
+        if family.kind != "encoder-decoder":
+            raise InputError(f"{path} holds a {family.model_type!r} model (kind "
+                             f"{family.kind!r}), not a translator (an encoder-decoder such as "
+                             f"'marian')")
+        tokenizer = MarianTokenizer.load(path, max_length=config.max_len)
+        return cls(load_family(path).to(device).eval(), tokenizer, path=path)
 
     def data_field(self, name: str, *, required: bool = True) -> str | None:
         """A field of the run's recorded data settings (``config.json``'s ``data``: ``source``,
@@ -162,3 +186,17 @@ class Translator:
                                  attention=attention)
         return [n[0] for n in beam_search_nbest(self.model, input_ids, mask, beam=beam,
                                                 max_length=max_length, attention=attention)]
+
+
+def _is_family_folder(path: Path) -> bool:
+    """A Hugging Face model folder: a ``config.json`` that is not an attnlab checkpoint's and
+    names a family of :data:`~attnlab.io.families.FAMILIES`."""
+    config = path / CONFIG_FILE
+    if not path.is_dir() or not config.is_file():
+        return False
+    try:
+        data = json.loads(config.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return (isinstance(data, dict) and data.get("format") != FORMAT
+            and data.get("model_type") in FAMILIES)
