@@ -23,7 +23,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from tokenizers.processors import TemplateProcessing
 
 from attnlab.cli import main
-from attnlab.inspect import capture, create_app, load_subject
+from attnlab.inspect import METHODS, capture, create_app, load_subject
 from attnlab.io.families import load_family
 
 transformers = pytest.importorskip("transformers")
@@ -189,3 +189,20 @@ def test_the_live_app_answers_on_every_family(folders, name):
     raw = base64.b64decode(sentence["attention"][0][1])
     sent = torch.frombuffer(bytearray(raw), dtype=torch.uint8).view(n, n).float() / 255
     assert (sent - weights[0][1]).abs().max() <= 0.5 / 255 + 1e-6
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_attribute_runs_on_every_family_that_decides(folders, name, capsys):
+    capsys.readouterr()
+    code = main(["attribute", str(folders[name]), TEXT, "--method", "all", "--baseline", "zero",
+                 "--steps", "8", "--json"])
+    if name not in DECODERS:  # an encoder without a classification head decides nothing
+        assert code == 2 and "has no classification head" in capsys.readouterr().err
+        return
+    assert code == 0
+    found = json.loads(capsys.readouterr().out)
+    assert isinstance(found, list) and len(found) == len(METHODS)
+    tokens = tokens_of(name)
+    for row in found:  # one per method; the decision: the likeliest next token
+        assert len(row["scores"]) == len(tokens)
+        assert all(torch.isfinite(torch.tensor(row["scores"])))

@@ -147,7 +147,11 @@ class EncoderDecisions:
 
     def rollout(self, weights: dict[str, Tensor], rows: Tensor) -> Tensor:
         layers = [weights[n] for n in self.attention_layers]  # (N, H, L, L) each
-        return attention_rollout(layers, pooling=self.pooling).relevance  # (N, L)
+        return self.relevance(layers)  # (N, L)
+
+    def relevance(self, layers: list[Tensor], residual: float = 0.5) -> Tensor:
+        """The rollout of ``layers`` ``(N, H, L, L)`` read at the pooled row ``(N, L)``."""
+        return attention_rollout(layers, pooling=self.pooling, residual=residual).relevance
 
     def value_zeroing(self) -> Tensor:
         """Per layer, the zeroing distances with rows normalised, rolled out; pooled row."""
@@ -158,7 +162,7 @@ class EncoderDecisions:
         L = self.input_ids.shape[1]
         mixing = [normalise_rows(zeroing_distances(layer, call, modules[n].v_proj, L))[None, None]
                   for layer, call, n in zip(layers, calls, self.attention_layers, strict=True)]
-        return attention_rollout(mixing, pooling=self.pooling, residual=0.0).relevance  # (1, L)
+        return self.relevance(mixing, residual=0.0)  # (1, L)
 
     @torch.no_grad()
     def probability(self, keep: Tensor, rows: Tensor) -> Tensor:

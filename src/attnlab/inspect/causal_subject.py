@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from attnlab.errors import InputError
 from attnlab.inspect.attended import Attended, Encoded
 from attnlab.inspect.capture import attention_modules, capture
+from attnlab.inspect.causal_decisions import causal_decisions
 from attnlab.inspect.decisions import Decisions
 from attnlab.inspect.html import AttentionView, attention_payload, model_name, render_page
 from attnlab.inspect.protocol import HeadPass, Look
@@ -144,9 +145,9 @@ class CausalSubject(TextPasses):
 
     def decisions(self, text: str, *, target: str | int | None = None,
                   reference: str | None = None) -> Decisions:
-        """Not yet: an :class:`~attnlab.errors.InputError`."""
-        raise InputError(f"{model_name(self.name)}: attributions of a language model are not "
-                         f"supported yet")
+        """The next token after ``text`` (``target``: a token or id; ``None``: the likeliest),
+        prepared for :func:`~attnlab.inspect.attribute`."""
+        return causal_decisions(self, text, target=target, reference=reference)
 
     def _payload(self, attended: list[Attended]) -> dict:
         return attention_payload(self.name, attended, None)
