@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import re
 
@@ -21,7 +22,7 @@ import pytest
 import torch
 
 from attnlab.cli import main
-from attnlab.inspect import capture
+from attnlab.inspect import METHODS, capture
 from attnlab.io.families import load_family
 from attnlab.models.generation import beam_search_nbest, greedy_search
 from attnlab.text.marian_tokenizer import MarianTokenizer
@@ -233,3 +234,17 @@ def test_translate_show_and_explain_through_the_cli(folder, tmp_path, capsys):
                        output_attentions=True).cross_attentions[1][0, 2, 0]  # (S,)
     torch.testing.assert_close(torch.tensor(explained["weights"], dtype=torch.float64),
                                cross.double(), rtol=0, atol=1e-6)
+
+
+def test_attribute_explains_each_target_token(folder, capsys):
+    """Every method on a Marian translation: one decision per generated token, scored over the
+    source pieces and the target prefix (forced decoding, as for a run of ours)."""
+    capsys.readouterr()
+    assert main(["attribute", str(folder), SOURCES[0], "--method", "all", "--steps", "8",
+                 "--json"]) == 0
+    found = json.loads(capsys.readouterr().out)
+    assert len(found) == len(METHODS)
+    for row in found:
+        decisions = row["scores"]
+        assert decisions and all(len(d) == len(row["tokens"]) for d in decisions)
+        assert all(math.isfinite(x) for d in decisions for x in d)
