@@ -4,6 +4,7 @@ the run's tokenizer trained once and read back by every process, and the setting
 
 from __future__ import annotations
 
+import argparse
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -13,10 +14,11 @@ from typing import Any
 from attnlab.io.atomic import write_text_atomic
 from attnlab.io.checkpoint import load_checkpoint
 from attnlab.text import TextTokenizer
-from attnlab.train import Callback, TrainConfig
+from attnlab.train import Callback, FitResult, TrainConfig
 from attnlab.train.distributed import DistInfo, barrier
 
-__all__ = ["DEFAULT_CONTROL", "RunControl", "run_tokenizer", "saved_configs"]
+__all__ = ["DEFAULT_CONTROL", "RunControl", "add_run_folder_arguments", "print_trained",
+           "run_tokenizer", "saved_configs"]
 
 
 @dataclass(frozen=True)
@@ -53,3 +55,32 @@ def saved_configs(out_dir: str | os.PathLike, data_config: type
     config = load_checkpoint(Path(out_dir) / "last").config
     return (data_config.from_dict(config["data"]), dict(config["model"]),
             TrainConfig.from_dict(config["train"]))
+
+
+def add_run_folder_arguments(parser: argparse.ArgumentParser, resume_help: str = "") -> None:
+    """The options of ``attnlab train`` every task has: ``--out``, ``--resume``,
+    ``--overwrite``, ``--quiet``."""
+    parser.add_argument("--out", required=True, type=Path,
+                        help="run folder: best/, last/, metrics.jsonl, result.json")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the interrupted run in --out from its last/ checkpoint"
+                             + resume_help)
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the run already in --out (its best/, last/, logs); without "
+                             "it, or --resume, an existing run is never touched")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar or epoch lines")
+
+
+def print_trained(out: str | os.PathLike, n_parameters: int, result: FitResult,
+                  detail: str = "") -> None:
+    """What ``attnlab train`` prints at the end (main process only): parameters, steps, time
+    (``detail`` after it), the best evaluation and where the checkpoints are."""
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
+    r = result
+    print(f"trained {n_parameters:,} parameters for {r.global_step} steps in "
+          f"{r.wall_time:.0f}s{' (stopped early)' if r.stopped_early else ''}"
+          f"{' (time limit reached)' if r.out_of_time else ''}{detail}")
+    if r.best_val is not None:
+        print(f"best step {r.best_step}: val {r.best_val.describe()}")
+    print(f"saved to {out}/best and {out}/last")

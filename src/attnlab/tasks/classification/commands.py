@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -28,7 +27,6 @@ from attnlab.tasks.classification.launch import (
     experiment_from_options,
     train_from_options,
 )
-from attnlab.tasks.classification.pipeline import TrainedRun
 from attnlab.tasks.classification.use import evaluate_run, predict
 from attnlab.tasks.faithfulness import (
     Example,
@@ -37,6 +35,7 @@ from attnlab.tasks.faithfulness import (
     settings_of,
 )
 from attnlab.tasks.options import add_config_options, options_given
+from attnlab.tasks.runs import add_run_folder_arguments, print_trained
 from attnlab.tasks.task import Command, Task
 from attnlab.text.files import check_utf8, read_text
 from attnlab.text.reading import load_split
@@ -56,18 +55,13 @@ def add_config_groups(parser: argparse.ArgumentParser, *, with_seed: bool) -> No
                        rename=OPTION_NAMES["train"], skip=() if with_seed else ("seed",))
 
 
-def _is_main() -> bool:
-    """Whether this is the process that prints (rank 0 under ``torchrun``)."""
-    return int(os.environ.get("RANK", "0")) == 0
-
-
 # --- train ------------------------------------------------------------------------------------
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``attnlab train``: run folder, ``--init``, and one per config field."""
-    parser.add_argument("--out", required=True, type=Path,
-                        help="run folder: best/, last/, metrics.jsonl, result.json")
+    add_run_folder_arguments(parser, " (settings from the checkpoint; options given must "
+                                     "agree)")
     defaults = ", ".join(f"{k} {v}" for k, v in FINETUNE_DEFAULTS.items())
     parser.add_argument("--init", dest="finetune.init", default=argparse.SUPPRESS,
                         metavar="NAME_OR_DIR",
@@ -75,13 +69,6 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                              "with config.json, model.safetensors, tokenizer.json) with a new "
                              "head instead of training a classifier from scratch; the model "
                              f"options do not apply and the training defaults become: {defaults}")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue the interrupted run in --out from its last/ checkpoint "
-                             "(settings from the checkpoint; options given must agree)")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace the run already in --out (its best/, last/, logs); without "
-                             "it, or --resume, an existing run is never touched")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar or epoch lines")
     add_config_groups(parser, with_seed=True)
     add_config_options(parser.add_argument_group("fine-tuning (with --init)"), FinetuneConfig,
                        "finetune", skip=("init",), rename=OPTION_NAMES["finetune"])
@@ -105,22 +92,8 @@ def run_train(args: argparse.Namespace) -> int:
                              finetune=options_given(args, "finetune"),
                              resume=args.resume, overwrite=args.overwrite,
                              progress=not args.quiet)
-    if _is_main():
-        _print_run(run, args.out)
+    print_trained(args.out, run.n_parameters, run.result)
     return 0
-
-
-def _print_run(run: TrainedRun, out: Path) -> None:
-    """Parameters, steps, time, the best evaluation and where the checkpoints are."""
-    r = run.result
-    best = r.best_val
-    print(f"trained {run.n_parameters:,} parameters for {r.global_step} steps in "
-          f"{r.wall_time:.0f}s{' (stopped early)' if r.stopped_early else ''}"
-          f"{' (time limit reached)' if r.out_of_time else ''}")
-    if best is not None:
-        print(f"best epoch {r.best_epoch} (step {r.best_step}): val loss {best.loss:.4f} "
-              f"accuracy {best.accuracy:.4f} f1 {best.f1:.4f}")
-    print(f"saved to {out}/best and {out}/last")
 
 
 # --- evaluate ---------------------------------------------------------------------------------

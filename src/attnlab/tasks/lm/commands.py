@@ -23,6 +23,7 @@ from attnlab.tasks.lm.experiment import EXPERIMENTS, experiment_from_options
 from attnlab.tasks.lm.launch import MODEL_FIXED, OPTION_NAMES, train_from_options
 from attnlab.tasks.lm.use import evaluate_lm, generate_text, open_language_model
 from attnlab.tasks.options import add_config_options, options_given
+from attnlab.tasks.runs import add_run_folder_arguments, print_trained
 from attnlab.tasks.task import Command, Task
 from attnlab.text.files import check_utf8
 from attnlab.train.config import TrainConfig
@@ -45,14 +46,7 @@ def _add_recipe_options(parser: argparse.ArgumentParser, recipe: dict, what: str
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``attnlab train --task lm``."""
-    parser.add_argument("--out", required=True, type=Path,
-                        help="run folder: best/, last/, metrics.jsonl, result.json")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue the interrupted run in --out from its last/ checkpoint")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace the run already in --out (its best/, last/, logs); without "
-                             "it, or --resume, an existing run is never touched")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar or epoch lines")
+    add_run_folder_arguments(parser)
     _add_recipe_options(parser, DEFAULT_RECIPE, "the default recipe's")
 
 
@@ -70,13 +64,8 @@ def run_train(args: argparse.Namespace) -> int:
                              model=options_given(args, "model"),
                              train=options_given(args, "train"), resume=args.resume,
                              overwrite=args.overwrite, progress=not args.quiet)
-    if int(os.environ.get("RANK", "0")) == 0:
-        r = run.result
-        print(f"trained {run.n_parameters:,} parameters for {r.global_step} steps in "
-              f"{r.wall_time:.0f}s on {run.train_tokens:,} training tokens")
-        if r.best_val is not None:
-            print(f"best step {r.best_step}: val {r.best_val.describe()}")
-        print(f"saved to {args.out}/best and {args.out}/last")
+    print_trained(args.out, run.n_parameters, run.result,
+                  f" on {run.train_tokens:,} training tokens")
     return 0
 
 

@@ -25,6 +25,7 @@ from attnlab.tasks.faithfulness import (
     settings_of,
 )
 from attnlab.tasks.options import add_config_options, options_given
+from attnlab.tasks.runs import add_run_folder_arguments, print_trained
 from attnlab.tasks.task import Command, Task
 from attnlab.tasks.translation.config import (
     DEFAULT_RECIPE,
@@ -50,14 +51,7 @@ FAITHFULNESS_METHODS = ("attention", "attention_grad", "grad_input", "integrated
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``attnlab train --task translation``."""
-    parser.add_argument("--out", required=True, type=Path,
-                        help="run folder: best/, last/, metrics.jsonl, result.json")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue the interrupted run in --out from its last/ checkpoint")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace the run already in --out (its best/, last/, logs); without "
-                             "it, or --resume, an existing run is never touched")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar or epoch lines")
+    add_run_folder_arguments(parser)
     recipe = DEFAULT_RECIPE  # the defaults shown are the recipe's
     add_config_options(parser.add_argument_group(
         "data (the default recipe's; --batch-size alone batches by pairs)"),
@@ -83,13 +77,8 @@ def run_train(args: argparse.Namespace) -> int:
                              model=options_given(args, "model"),
                              train=options_given(args, "train"), resume=args.resume,
                              overwrite=args.overwrite, progress=not args.quiet)
-    if int(os.environ.get("RANK", "0")) == 0:
-        r = run.result
-        print(f"trained {run.n_parameters:,} parameters for {r.global_step} steps in "
-              f"{r.wall_time:.0f}s ({run.dropped} long training pairs left out)")
-        if r.best_val is not None:
-            print(f"best step {r.best_step}: val {r.best_val.describe()}")
-        print(f"saved to {args.out}/best and {args.out}/last")
+    print_trained(args.out, run.n_parameters, run.result,
+                  f" ({run.dropped} long training pairs left out)")
     return 0
 
 
