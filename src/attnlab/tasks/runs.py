@@ -5,6 +5,8 @@ the run's tokenizer trained once and read back by every process, and the setting
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -13,12 +15,18 @@ from typing import Any
 
 from attnlab.io.atomic import write_text_atomic
 from attnlab.io.checkpoint import load_checkpoint
+from attnlab.io.run_folder import check_resumable, claim_run_folder
 from attnlab.text import TextTokenizer
 from attnlab.train import Callback, FitResult, TrainConfig
-from attnlab.train.distributed import DistInfo, barrier
+from attnlab.train.distributed import (
+    DistInfo,
+    barrier,
+    cleanup_distributed,
+    is_main_process,
+)
 
-__all__ = ["DEFAULT_CONTROL", "RunControl", "add_run_folder_arguments", "print_trained",
-           "run_tokenizer", "saved_configs"]
+__all__ = ["DEFAULT_CONTROL", "RunControl", "add_run_folder_arguments", "launch_run",
+           "print_trained", "run_tokenizer", "saved_configs"]
 
 
 @dataclass(frozen=True)
@@ -84,3 +92,37 @@ def print_trained(out: str | os.PathLike, n_parameters: int, result: FitResult,
     if r.best_val is not None:
         print(f"best step {r.best_step}: val {r.best_val.describe()}")
     print(f"saved to {out}/best and {out}/last")
+
+
+Groups = dict[str, Any]  # one options group: field -> value
+
+
+def launch_run(out_dir: str | os.PathLike, train_run: Callable[..., Any], *, data_config: type,
+               merge: Callable[[Groups, Groups, Groups], tuple[Groups, Groups, Groups]],
+               model_fixed: Sequence[str], data: Groups, model: Groups, train: Groups,
+               resume: bool = False, overwrite: bool = False, progress: bool = True) -> Any:
+    """Train (or resume) a run of a task with the options given, field -> value per group,
+    holding the run folder (:func:`attnlab.io.run_folder.claim_run_folder`).
+
+    A new run takes ``merge(data, model, train)``: the options on top of the task's recipe. A
+    resumed run takes the settings saved in ``out_dir/last`` with the options given on top
+    (the model fields in ``model_fixed`` come from the tokenizer, never from the saved run).
+    ``train_run(out_dir, data, model_options, train, control)`` is the task's pipeline."""
+    out_dir = Path(out_dir)
+    if resume:
+        check_resumable(out_dir)
+        saved_data, saved_model, saved_train = saved_configs(out_dir, data_config)
+        data_settings = dataclasses.replace(saved_data, **data)
+        model = {**{k: v for k, v in saved_model.items() if k not in model_fixed}, **model}
+        train_settings = saved_train.replace(**train)
+    else:
+        data, model, train = merge(data, model, train)
+        data_settings, train_settings = data_config(**data), TrainConfig(**train)
+    claim = (claim_run_folder(out_dir, resume=resume, overwrite=overwrite)
+             if is_main_process() else contextlib.nullcontext())
+    try:
+        with claim:
+            return train_run(out_dir, data_settings, model, train_settings,
+                             RunControl(resume, progress))
+    finally:
+        cleanup_distributed()

@@ -4,22 +4,16 @@ settings when resuming."""
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import os
-from pathlib import Path
 from typing import Any
 
-from attnlab.io.run_folder import check_resumable, claim_run_folder
-from attnlab.tasks.runs import RunControl, saved_configs
+from attnlab.tasks.runs import launch_run
 from attnlab.tasks.translation.config import (
     DEFAULT_RECIPE,
     TranslationDataConfig,
     recipe_options,
 )
 from attnlab.tasks.translation.pipeline import TrainedTranslator, train_translator
-from attnlab.train.config import TrainConfig
-from attnlab.train.distributed import cleanup_distributed, is_main_process
 
 __all__ = ["MODEL_FIXED", "OPTION_NAMES", "train_from_options"]
 
@@ -39,21 +33,7 @@ def train_from_options(out_dir: str | os.PathLike, *, data: dict[str, Any],
                        overwrite: bool = False, progress: bool = True) -> TrainedTranslator:
     """Train (or resume) a translator with the options given, field -> value, holding the
     run folder (see :func:`attnlab.io.run_folder.claim_run_folder`)."""
-    out_dir = Path(out_dir)
-    if resume:
-        check_resumable(out_dir)
-        saved_data, saved_model, saved_train = saved_configs(out_dir, TranslationDataConfig)
-        data_config = dataclasses.replace(saved_data, **data)
-        model = {**{k: v for k, v in saved_model.items() if k not in MODEL_FIXED}, **model}
-        train_config = saved_train.replace(**train)
-    else:
-        data, model, train = recipe_options(DEFAULT_RECIPE, data, model, train)
-        data_config, train_config = TranslationDataConfig(**data), TrainConfig(**train)
-    claim = (claim_run_folder(out_dir, resume=resume, overwrite=overwrite)
-             if is_main_process() else contextlib.nullcontext())
-    try:
-        with claim:
-            return train_translator(out_dir, data_config, model, train_config,
-                                    RunControl(resume, progress))
-    finally:
-        cleanup_distributed()
+    return launch_run(out_dir, train_translator, data_config=TranslationDataConfig,
+                      merge=lambda d, m, t: recipe_options(DEFAULT_RECIPE, d, m, t),
+                      model_fixed=MODEL_FIXED, data=data, model=model, train=train,
+                      resume=resume, overwrite=overwrite, progress=progress)
