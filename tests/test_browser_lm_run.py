@@ -71,6 +71,9 @@ def test_the_page_marks_the_induction_head_and_shows_its_stripe(page, trained):
     _, path, n = trained
     page.goto(path.as_uri())
     page.wait_for_selector(READY)
+    # a language model's page says what comes next, not that there is no classification head
+    assert "Next token: " in page.locator("body").inner_text()
+    assert "No classification head" not in page.locator("body").inner_text()
     button = page.locator('button.marked-head[data-marked="induction"]').first
     assert button.text_content().startswith("induction head: self L1.H")
     button.click()

@@ -123,7 +123,7 @@ class CausalSubject(TextPasses):
                               rollout_title="attention rollout (from the last token)")
 
         def view() -> AttentionView:
-            return AttentionView(render_page("view.html", self._payload(attended)))
+            return AttentionView(render_page("view.html", self._payload(attended, nexts)))
 
         return Look(lines, warnings, len(first.weights), first.weights[0].shape[0], picture,
                     view)
@@ -141,7 +141,7 @@ class CausalSubject(TextPasses):
 
     def payload(self, text: str) -> dict:
         """The live app's data for ``text``: rollout, every head, the vectors."""
-        return self._payload(self.attend([text], vectors=True)[0])
+        return self._payload(*self.attend([text], vectors=True))
 
     def decisions(self, text: str, *, target: str | int | None = None,
                   reference: str | None = None) -> Decisions:
@@ -149,5 +149,7 @@ class CausalSubject(TextPasses):
         prepared for :func:`~attnlab.inspect.attribute`."""
         return causal_decisions(self, text, target=target, reference=reference)
 
-    def _payload(self, attended: list[Attended]) -> dict:
-        return attention_payload(self.name, attended, None)
+    def _payload(self, attended: list[Attended], nexts: list[Tensor]) -> dict:
+        notes = [f"Next token: {self.next_tokens(p)}. The rollout reads the last token's row "
+                 f"(what the next-token prediction drew from)." for p in nexts]
+        return attention_payload(self.name, attended, None, notes=notes)

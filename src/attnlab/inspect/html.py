@@ -150,7 +150,8 @@ def attention_payload(model_name: str, attended: Sequence[Attended],
                       labels: Sequence[str] | None = None, *,
                       max_vector_tokens: int = MAX_VECTOR_TOKENS,
                       mattered: Sequence[dict | None] | None = None,
-                      faithfulness: dict | None = None) -> dict:
+                      faithfulness: dict | None = None,
+                      notes: Sequence[str] | None = None) -> dict:
     """The JSON-ready data the page draws (see ``view.js``, ``neuron.js`` and ``mattered.js``
     for its layout); the model is shown by its name (:func:`model_name`), not its path.
 
@@ -158,10 +159,13 @@ def attention_payload(model_name: str, attended: Sequence[Attended],
     queries, keys and values (``"vectors"``); the others say why not (``"vectors_note"``).
     ``mattered``: per sentence, its "what mattered" row
     (:func:`~attnlab.inspect.mattered.mattered_block`) or ``None``; ``faithfulness``: the run's
-    faithfulness figures (:func:`~attnlab.inspect.mattered.read_faithfulness`) or ``None``.
+    faithfulness figures (:func:`~attnlab.inspect.mattered.read_faithfulness`) or ``None``;
+    ``notes``: per sentence, what the page says in place of a prediction (a language model's
+    likeliest next tokens) or ``None``.
     """
-    if mattered is not None and len(mattered) != len(attended):
-        raise ValueError(f"{len(mattered)} 'what mattered' rows for {len(attended)} sentences")
+    for name, rows in (("'what mattered' rows", mattered), ("notes", notes)):
+        if rows is not None and len(rows) != len(attended):
+            raise ValueError(f"{len(rows)} {name} for {len(attended)} sentences")
     sentences = []
     for n, a in enumerate(attended):
         vectors, note = _vectors(a, max_vector_tokens)
@@ -184,6 +188,7 @@ def attention_payload(model_name: str, attended: Sequence[Attended],
             "vectors": vectors,
             "vectors_note": note,
             "mattered": None if mattered is None else mattered[n],
+            "note": None if notes is None else notes[n],
         })
     return {"model": _shown_name(model_name), "sentences": sentences,
             "faithfulness": faithfulness}

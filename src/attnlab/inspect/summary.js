@@ -26,8 +26,9 @@
         "; cut at the length limit before the end of sentence")));
       root.dataset.translation = s.translation;
     } else if (!s.prediction) {
-      box.appendChild(el("div", "muted", "No classification head: the rollout reads the " +
-                                         "mean of all tokens (the pooled sentence embedding)."));
+      box.appendChild(el("div", "muted", s.note || ("No classification head: the rollout " +
+                                         "reads the mean of all tokens (the pooled sentence " +
+                                         "embedding).")));
     } else {
       var pr = s.prediction;
       pr.probs.forEach(function (q, i) {
