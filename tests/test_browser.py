@@ -262,6 +262,12 @@ def test_live_app_opens_on_the_example(server, subject, page):
     assert state(page)["tokens"] == str(len(a.tokens)) and int(state(page)["lines"]) > 0
     check_weights(page, a, 0, 0, 0)
     assert api_requests(page) == []  # drawn from the page itself
+    # the Roles tab: the heat map of every head, scored when the app started
+    assert page.locator(".tabs button.tab").all_text_contents() == ["Attention", "Roles"]
+    page.get_by_role("tab", name="Roles").click()
+    assert page.locator(".roles-tab").is_visible()
+    assert page.locator(".roles-tab td[data-score]").count() > 0
+    page.get_by_role("tab", name="Attention").click()
 
 
 def test_live_app_updates_as_you_type(server, subject, page):

@@ -12,6 +12,7 @@ pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
 
 from attnlab.inspect.app import allowed_hosts, create_app, is_loopback  # noqa: E402
+from attnlab.inspect.roles_probe import head_roles  # noqa: E402
 from attnlab.inspect.subject import EXAMPLE, load_subject  # noqa: E402
 from tiny_run import make_tiny_run  # noqa: E402
 
@@ -217,3 +218,14 @@ def test_example_is_configurable(subject):
     for bad in ("", "  ", "a" * 81, 3):
         with pytest.raises(ValueError, match="example must be None or a sentence of 1 to 80"):
             create_app(subject, max_chars=80, example=bad)
+
+
+def test_page_carries_the_roles_of_every_head(client, subject):
+    """The Roles tab's data, scored once at start-up: every head of the model, as
+    `heads --roles` scores them."""
+    roles = embedded(client.get("/").text)["roles"]
+    table = head_roles(subject)
+    assert [(h["layer"], h["head"]) for h in roles["heads"]] == \
+        [(h.layer, h.head) for h in table.heads] == [(l, h) for l in range(2) for h in range(4)]
+    assert roles["heads"][5]["scores"] == pytest.approx(table.heads[5].scores)
+    assert roles["model"] == "run" and "marked" in roles

@@ -32,11 +32,15 @@ connections after an answer but sets no deadline on a request; :func:`make_serve
 
 import ipaddress
 import json
+import sys
 import threading
 from collections.abc import Callable, Iterable
 
+from attnlab.errors import InputError
 from attnlab.inspect.html import model_name, render_page
 from attnlab.inspect.protocol import Inspectable
+from attnlab.inspect.roles_probe import head_roles
+from attnlab.inspect.roles_view import roles_payload
 from attnlab.inspect.server import DEFAULT_LIMITS, ServeLimits, bind_sockets, make_server
 
 __all__ = ["LOOPBACK_HOSTS", "MAX_CHARS", "ServeLimits", "allowed_hosts", "bind_sockets",
@@ -168,6 +172,16 @@ def _parse_json(body: bytes, http_error):
                               "digits") from None
 
 
+def _roles(subject: Inspectable) -> dict | None:
+    """The Roles tab's data (every head scored once, at start-up), or ``None`` where the role
+    probe does not fit the model (said on stderr)."""
+    try:
+        return roles_payload(head_roles(subject))
+    except InputError as err:
+        print(f"attnlab serve: no Roles tab: {err}", file=sys.stderr)
+        return None
+
+
 def create_app(subject: Inspectable, *, max_chars: int = MAX_CHARS,
                allowed_hosts: Iterable[str] | None = None,
                example: str | None | _Default = DEFAULT):
@@ -217,7 +231,8 @@ def create_app(subject: Inspectable, *, max_chars: int = MAX_CHARS,
 
     page = render_page("app.html", {"model": model_name(subject.name), "max_chars": max_chars,
                                     "task": subject.task,
-                                    "example": None if example is None else run(example)})
+                                    "example": None if example is None else run(example),
+                                    "roles": _roles(subject)})
 
     @app.get("/", response_class=HTMLResponse)
     def index() -> HTMLResponse:
