@@ -9,8 +9,8 @@ epoch of ``best/``, dev loss and accuracy of ``best/``, test accuracy and the tr
 
 Usage::
 
-    python scripts/small_data.py [--sizes 5000 10000 20000] [--out /tmp/small-data]
-        [--json results.json] [-- extra train options]
+    python scripts/small_data.py [--sizes 5000 10000 20000] [--schedules 1 default 10]
+        [--out /tmp/small-data] [--json results.json] [-- extra train options]
 
 Runs go to ``--out`` (a temporary folder by default), never into the repository.
 """
@@ -51,6 +51,9 @@ def main() -> int:
     parser.add_argument("--sizes", type=int, nargs="+", default=[5000, 10000, 20000])
     parser.add_argument("--out", type=Path, help="folder for the runs (default: a temp folder)")
     parser.add_argument("--json", type=Path, help="also write the rows to this file")
+    parser.add_argument("--schedules", nargs="+", default=["1", "default", "10"],
+                        help="epochs per run (a number) or 'default' (the step budget) "
+                             "[default: 1 default 10]")
     parser.add_argument("extra", nargs="*", help="options added to every `attnlab train`")
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -59,8 +62,9 @@ def main() -> int:
     print(f"{'train':>6} {'schedule':<11} {'steps':>5} {'epochs':>6} {'best':>4} "
           f"{'dev loss':>8} {'dev acc':>7} {'test acc':>8} {'time':>6}")
     for size in args.sizes:
-        for options in (["--epochs", "1"], [], ["--epochs", "10"]):
-            name = f"n{size}-" + (f"epochs{options[1]}" if options else "default")
+        for schedule in args.schedules:
+            options = [] if schedule == "default" else ["--epochs", schedule]
+            name = f"n{size}-" + (f"epochs{schedule}" if options else "default")
             row = train_and_test(out / name, size, [*options, *args.extra])
             rows.append(row)
             print(f"{size:>6} {row['options']:<11} {row['steps']:>5} {row['epochs']:>6} "
