@@ -107,8 +107,9 @@ class InductionExperiment:
         self.about = [
             f"Compared: attention-only language models of 1 and 2 layers, equal in width and "
             f"heads, on {self.data.source} ({self.data.tokenizer} tokens, context "
-            f"{self.data.context}); {share:.0%} of the training windows are random tokens with "
-            f"a span repeated at a random later place, the rest is the text itself.",
+            f"{self.data.context}); {share:.0%} of the training windows are random tokens of the "
+            f"whole vocabulary with a span repeated at a random later place"
+            + (", the rest is the text itself." if share < 1 else "."),
             f"Probe every {self.probe_every} steps (and at the end): {self.data.context // 2} "
             f"random tokens repeated twice, 32 sequences; the induction score is the best "
             f"head's share of attention, from the second half, on the token after the current "
