@@ -37,7 +37,7 @@ def train(text, run, seed: int) -> dict:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """The first of two seeds whose model grew an induction head (the experiment saw one in 4
+    """The first of three seeds whose model grew an induction head (the experiment saw one in 4
     of 5 seeds; a seed that did not, its head scores and losses, is reported)."""
     root = tmp_path_factory.mktemp("lm-run")
     text = root / "text.txt"
@@ -45,13 +45,13 @@ def trained(tmp_path_factory):
     alphabet = string.ascii_letters + " .,;:!?\n"
     text.write_text("".join(rng.choice(alphabet) for _ in range(20_000)))
     tables = {}
-    for seed in (0, 1):
+    for seed in (0, 1, 2):
         run = root / f"run{seed}"
         tables[seed] = train(text, run, seed)
         if tables[seed]["top"]["induction"][0]["score"] >= 0.5:
             break
     else:
-        pytest.fail(f"no induction head in two seeds: {[t['top'] for t in tables.values()]}")
+        pytest.fail(f"no induction head in three seeds: {[t['top'] for t in tables.values()]}")
     letters = string.ascii_letters
     sentence = "".join(rng.choice(letters) for _ in range(HALF))
     page = root / "view.html"
