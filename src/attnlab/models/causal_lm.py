@@ -90,13 +90,14 @@ class CausalLM(nn.Module):
 
     A family sets ``layers``, ``final_norm``, ``lm_head`` (``None``: tied to the input
     embedding) and ``max_positions``, and defines :meth:`get_input_embeddings` and
-    :meth:`embed`; a family whose positions enter inside the layers (rotary) also overrides
-    :meth:`positions`.
+    :meth:`embed`; a family whose positions enter inside the layers sets :attr:`rotary`.
     """
 
     layers: nn.ModuleList
     final_norm: nn.Module
     lm_head: nn.Linear | None
+    rotary: nn.Module | None  # rotary positions shared by every layer, or None (a submodule:
+    #                           no class default, which would hide it from nn.Module's lookup)
 
     def embed(self, input_ids: Tensor, position_ids: Tensor) -> Tensor:
         """The input vectors ``(B, L, D)`` of ``input_ids`` at ``position_ids``."""
@@ -104,8 +105,18 @@ class CausalLM(nn.Module):
 
     @contextmanager
     def positions(self, position_ids: Tensor) -> Iterator[None]:
-        """Make ``position_ids`` known to the layers for one pass (nothing by default)."""
-        yield
+        """Make ``position_ids`` known to the layers for one pass: a model with a shared
+        rotary embedding (:attr:`rotary`, a :class:`~attnlab.models.llama.LlamaRotary`) has its
+        angles computed once, here, for every layer; otherwise nothing."""
+        rotary = getattr(self, "rotary", None)
+        if rotary is None:
+            yield
+            return
+        rotary.cos_sin = rotary.angles(position_ids)  # once for every layer
+        try:
+            yield
+        finally:
+            rotary.cos_sin = None
 
     def new_cache(self) -> CausalCache:
         """An empty key/value cache, one per layer."""

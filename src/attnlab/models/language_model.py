@@ -21,8 +21,6 @@ Legend: ``B`` batch, ``L`` new positions, ``S`` key positions (cached + new), ``
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from torch import Tensor, nn
@@ -220,19 +218,6 @@ class TransformerLM(CausalLM):
         elif self.rotary is None:
             x = x + self.sinusoids[position_ids].to(x.dtype)  # (B|1, L, D)
         return self.dropout(x)
-
-    @contextmanager
-    def positions(self, position_ids: Tensor) -> Iterator[None]:
-        """With rotary positions, the attention reads the angles of ``position_ids`` for this
-        pass only."""
-        if self.rotary is None:
-            yield
-            return
-        self.rotary.cos_sin = self.rotary.angles(position_ids)  # once for every layer
-        try:
-            yield
-        finally:
-            self.rotary.cos_sin = None
 
     def num_parameters(self) -> int:
         """Trainable parameters, a tied head counted once."""

@@ -16,8 +16,6 @@ heads, ``d_k`` head size, ``F`` intermediate size, ``N`` layers, ``V`` vocabular
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -219,12 +217,3 @@ class LlamaForCausalLM(CausalLM):
     def embed(self, input_ids: Tensor, position_ids: Tensor) -> Tensor:
         """Token vectors ``(B, L, D)``; positions enter inside attention (rotary)."""
         return self.embed_tokens(input_ids)  # (B, L, D)
-
-    @contextmanager
-    def positions(self, position_ids: Tensor) -> Iterator[None]:
-        """The rotary embedding reads the angles of ``position_ids`` for this pass only."""
-        self.rotary.cos_sin = self.rotary.angles(position_ids)  # once for every layer
-        try:
-            yield
-        finally:
-            self.rotary.cos_sin = None

@@ -159,6 +159,7 @@ class ProbeCallback(Callback):
         self.natural: Tensor | None = None
         self.started: float | None = None
         self.probing = 0.0  # seconds spent probing
+        self.last_step: int | None = None  # the step of the last record written
 
     def _setup(self) -> None:
         tokenizer = TextTokenizer.load(self.run_dir / "tokenizer.json")
@@ -180,6 +181,7 @@ class ProbeCallback(Callback):
                               step=step, seconds=seconds)
         with self.path.open("a") as out:
             out.write(json.dumps(record.to_dict()) + "\n")
+        self.last_step = step
         self.probing += time.perf_counter() - began
 
     def on_step_end(self, trainer, info) -> None:
@@ -189,6 +191,5 @@ class ProbeCallback(Callback):
             self._record(trainer, info.step)
 
     def on_fit_end(self, trainer, result) -> None:
-        if not read_probe(self.run_dir) or read_probe(self.run_dir)[-1].step != \
-                result.global_step:
+        if self.last_step != result.global_step:  # the last step's probe, unless just taken
             self._record(trainer, result.global_step)
