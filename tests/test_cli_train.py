@@ -360,3 +360,19 @@ def test_abbreviated_options_are_refused_not_bound_to_a_longer_one(capsys):
         main(["experiment", "heads", "--seed", "1", "--out", "unused"])
     assert stop.value.code == 2
     assert "unrecognized arguments: --seed 1" in capsys.readouterr().err
+
+
+def test_a_small_data_set_gets_smaller_batches_unless_one_is_given(tmp_path, capsys, one_thread,
+                                                                    data_dir):
+    """Without --batch-size, 640 phrases are trained in batches of 32 (20 steps an epoch, not
+    5 of 128); config.json keeps "none", so a rerun or --resume plans the same batches."""
+    small = ["--data", "sst2", "--train-limit", "640", "--d-model", "16", "--d-ff", "32",
+             "--layers", "1", "--epochs", "1", "--eval-steps", "1000"]
+    assert main(["train", *small, "--out", str(tmp_path / "auto")]) == 0
+    assert "batches of 32: 640 training examples" in capsys.readouterr().err
+    assert json.loads((tmp_path / "auto" / "result.json").read_text())["global_step"] == 20
+    assert load_checkpoint(tmp_path / "auto" / "last").config["train"]["batch_size"] is None
+    assert main(["train", "--out", str(tmp_path / "auto"), "--resume", "--quiet"]) == 0
+    assert main(["train", *small, "--batch-size", "128", "--out", str(tmp_path / "given")]) == 0
+    assert "batches of" not in capsys.readouterr().err
+    assert json.loads((tmp_path / "given" / "result.json").read_text())["global_step"] == 5

@@ -89,6 +89,25 @@ def test_warmup_steps_ratio_and_override():
     assert warmup_steps_for(5, 0.1, 30) == 5
 
 
+def test_without_batch_size_small_data_sets_get_smaller_batches():
+    cfg = TrainConfig()
+    assert cfg.batch_size is None
+    assert cfg.planned_batch_size(67_349) == 128  # SST-2: 526 steps an epoch, as before
+    assert cfg.planned_batch_size(20_000) == 128  # 156 steps
+    assert cfg.planned_batch_size(19_200) == 128  # exactly 150 batches of 128
+    assert cfg.planned_batch_size(19_199) == 64
+    assert cfg.planned_batch_size(10_000) == 64  # 78 batches of 128 are too few; 156 of 64
+    assert cfg.planned_batch_size(8_000) == 32  # 62 of 128, 125 of 64, 250 of 32
+    assert cfg.planned_batch_size(5_000) == 32
+    assert cfg.planned_batch_size(100) == 32  # the smallest, however few the examples
+    assert cfg.replace(batch_size=128).planned_batch_size(5_000) == 128  # given wins
+    assert cfg.replace(min_epoch_steps=10).planned_batch_size(5_000) == 128
+    with pytest.raises(ValueError, match="min_epoch_steps must be > 0"):
+        TrainConfig(min_epoch_steps=0)
+    with pytest.raises(ValueError, match="batch_size must be > 0, got 0"):
+        TrainConfig(batch_size=0)
+
+
 def test_without_epochs_the_schedule_follows_the_data_size():
     cfg = TrainConfig()
     assert cfg.epochs is None

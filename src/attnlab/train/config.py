@@ -10,9 +10,12 @@ from typing import Any
 from attnlab.configs import DictConfig
 from attnlab.errors import InputError
 
-__all__ = ["SCHEDULES", "TrainConfig"]
+__all__ = ["AUTO_BATCH_SIZES", "SCHEDULES", "TrainConfig"]
 
 SCHEDULES = ("linear", "cosine", "constant", "inverse_sqrt")
+# without batch_size, the largest of these that gives an epoch min_epoch_steps steps: SST-2's
+# 67k phrases and 20k keep 128, 10k take 64, 5k-8k 32 (docs/classification.md, small data)
+AUTO_BATCH_SIZES = (128, 64, 32)
 
 @dataclass
 class TrainConfig(DictConfig):
@@ -20,9 +23,12 @@ class TrainConfig(DictConfig):
 
     The defaults train the default :class:`~attnlab.models.ClassifierConfig` on SST-2 well
     (they come from a search over learning rate, batch size, epochs and label smoothing).
-    Without ``epochs`` the schedule adapts to the data's size (:meth:`planned_epochs`): SST-2's
-    67k phrases make 526 steps, one epoch; 10k sentences get 7 epochs (546 steps), so that a
-    small data set is not stopped after a few dozen steps, and warm-up and decay follow.
+    Without ``batch_size`` and ``epochs`` both follow the data's size: batches of 128, or 64 or
+    32 where an epoch would make fewer than ``min_epoch_steps`` steps (:meth:`planned_batch_size`;
+    more, noisier steps overfit a small data set less), and whole epochs of at least
+    ``min_steps`` steps (:meth:`planned_epochs`), so that a small data set is not stopped after a
+    few dozen steps, and warm-up and decay follow. SST-2's 67k phrases make one epoch of 526
+    batches of 128; 10k sentences, four epochs of 156 batches of 64.
     The dev split is evaluated every ``eval_steps`` optimizer steps and at each epoch's end;
     ``best/`` holds the weights of the lowest dev loss, and ``patience`` counts evaluations.
     With ``ema_decay``, evaluations and ``best/`` use the exponential moving average of the
@@ -48,8 +54,12 @@ class TrainConfig(DictConfig):
         "help": "decoupled weight decay on embedding tables"})
     adam_beta2: float = field(default=0.999, metadata={
         "help": "AdamW's second-moment decay (0.98 in Vaswani et al., 2017)"})
-    batch_size: int = field(default=128, metadata={
-        "help": "global examples per optimizer step (split across processes)"})
+    batch_size: int | None = field(default=None, metadata={
+        "help": "global examples per optimizer step, split across processes (none: 128, or 64 "
+                "or 32 where an epoch would make fewer than min_epoch_steps steps)"})
+    min_epoch_steps: int = field(default=150, metadata={
+        "help": "without batch_size: the fewest steps an epoch should make; a small data set "
+                "gets batches of 64 or 32, more and noisier steps, which overfit less"})
     epochs: int | None = field(default=None, metadata={
         "help": "passes over the training split (none: as many as min_steps needs)"})
     min_steps: int = field(default=500, metadata={
@@ -101,7 +111,9 @@ class TrainConfig(DictConfig):
         _check_type("adam_beta2", self.adam_beta2, float)
         if not 0.0 < self.adam_beta2 < 1.0:
             raise InputError(f"adam_beta2 must be in (0, 1), got {self.adam_beta2}")
-        _positive("batch_size", self.batch_size, int)
+        if self.batch_size is not None:
+            _positive("batch_size", self.batch_size, int)
+        _positive("min_epoch_steps", self.min_epoch_steps, int)
         if self.epochs is not None:
             _positive("epochs", self.epochs, int)
         _positive("min_steps", self.min_steps, int)
@@ -142,6 +154,16 @@ class TrainConfig(DictConfig):
             self.device in ("auto", "cpu") or self.device.startswith("cuda")
         ):
             raise InputError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {self.device!r}")
+
+    def planned_batch_size(self, n_examples: int) -> int:
+        """``batch_size`` if given, else the largest of 128, 64 and 32 whose epoch of
+        ``n_examples`` makes at least ``min_epoch_steps`` whole batches (32 if none does)."""
+        if self.batch_size is not None:
+            return self.batch_size
+        for size in AUTO_BATCH_SIZES:
+            if n_examples // size >= self.min_epoch_steps:
+                return size
+        return AUTO_BATCH_SIZES[-1]
 
     def planned_epochs(self, steps_per_epoch: int) -> int:
         """``epochs`` if given, else the fewest whole epochs of ``steps_per_epoch`` optimizer

@@ -108,7 +108,7 @@ class Trainer:
         self.targets, self.evaluator, self.store = frozenset(targets), evaluator, store
         self.callbacks, self.progress = list(callbacks), progress
         self.dist = dist_info if dist_info is not None else setup_distributed(config.device)
-        if config.batch_size % self.dist.world_size:
+        if config.batch_size is not None and config.batch_size % self.dist.world_size:
             raise ValueError(f"batch_size ({config.batch_size}) must be divisible by the number "
                              f"of processes ({self.dist.world_size})")
         self.model = model.to(self.dist.device)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from attnlab.text import (
     resolve_source,
 )
 from attnlab.train import FitResult, TrainConfig, seed_everything
+from attnlab.train.config import AUTO_BATCH_SIZES
 from attnlab.train.distributed import setup_distributed
 from attnlab.train.sharding import ShardedBatches
 
@@ -135,7 +137,13 @@ def fit_on_splits(
     dist_info = control.dist_info
     train_ids = encode_dataset(tokenizer, train_set, max_length)
     dev_ids = encode_dataset(tokenizer, dev_set, max_length)
-    train_batches: Any = LengthGroupedBatches(train_ids, train_set.labels, train.batch_size,
+    batch_size = train.planned_batch_size(len(train_ids))
+    if train.batch_size is None and batch_size != AUTO_BATCH_SIZES[0] and control.progress \
+            and dist_info.is_main:
+        print(f"batches of {batch_size}: {len(train_ids):,} training examples would make fewer "
+              f"than {train.min_epoch_steps} steps an epoch in batches of {AUTO_BATCH_SIZES[0]} "
+              f"(--batch-size sets it)", file=sys.stderr)
+    train_batches: Any = LengthGroupedBatches(train_ids, train_set.labels, batch_size,
                                               seed=train.seed, drop_last=True)
     dev_batches: Any = LengthGroupedBatches(dev_ids, dev_set.labels, EVAL_BATCH, shuffle=False)
     if dist_info.distributed:
