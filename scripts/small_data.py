@@ -68,25 +68,26 @@ def print_row(row: dict) -> None:
           flush=True)
 
 
-def mean_std(values: list[float], scale: float) -> str:
+def mean_std(values: list[float], figure: str) -> str:
+    """Mean ± std over seeds: a loss to 4 decimals, an accuracy in points to 2."""
+    scale, digits = (1, 4) if figure == "dev_loss" else (100, 2)
     spread = statistics.stdev(values) * scale if len(values) > 1 else 0.0
-    return f"{statistics.fmean(values) * scale:.2f} ± {spread:.2f}"
+    return f"{statistics.fmean(values) * scale:.{digits}f} ± {spread:.{digits}f}"
 
 
 def print_summary(rows: list[dict], schedules: list[str]) -> None:
     """Per size and schedule: mean ± std over seeds, and the paired difference from the first
-    schedule (dev loss ×100, accuracies in points)."""
+    schedule (accuracies in points)."""
     print(f"\n{'train':>6} {'schedule':<18} {'dev loss':>15} {'dev acc %':>15} {'test acc %':>15}"
-          f"   difference from {schedules[0]!r}: dev loss ×100, dev acc, test acc")
+          f"   difference from {schedules[0]!r}: dev loss, dev acc, test acc")
     for size in sorted({r["size"] for r in rows}):
         first = {r["seed"]: r for r in rows if r["size"] == size and r["schedule"] == schedules[0]}
         for schedule in schedules:
             runs = [r for r in rows if r["size"] == size and r["schedule"] == schedule]
-            cells = [mean_std([r[k] for r in runs], 1 if k == "dev_loss" else 100)
-                     for k in FIGURES]
+            cells = [mean_std([r[k] for r in runs], k) for k in FIGURES]
             paired = [r for r in runs if r["seed"] in first]
             differences = "" if schedule == schedules[0] or not paired else "   " + "  ".join(
-                mean_std([r[k] - first[r["seed"]][k] for r in paired], 100) for k in FIGURES)
+                mean_std([r[k] - first[r["seed"]][k] for r in paired], k) for k in FIGURES)
             print(f"{size:>6} {schedule:<18} {cells[0]:>15} {cells[1]:>15} {cells[2]:>15}"
                   f"{differences}")
 
