@@ -197,6 +197,19 @@ def test_resume_reaches_the_uninterrupted_weights(tmp_path, text_file, repeat_sh
     assert resumed.result.best_val == full.result.best_val
 
 
+def test_without_a_batch_size_the_windows_decide_it(tmp_path, text_file):
+    """~117 training windows make too few batches of 128 or 64: the run takes batches of 32,
+    step for step the run given --batch-size 32."""
+    data = LMDataConfig(source=str(text_file), context=CONTEXT)
+    auto = train_lm(tmp_path / "auto", data, TINY_MODEL, tiny_train(batch_size=None),
+                    RunControl(progress=False))
+    given = train_lm(tmp_path / "given", data, TINY_MODEL, tiny_train(batch_size=32),
+                     RunControl(progress=False))
+    assert auto.result.global_step == given.result.global_step > 0
+    for name, tensor in given.model.state_dict().items():
+        assert torch.equal(tensor, auto.model.state_dict()[name]), name
+
+
 def test_model_options_fixed_by_the_data_are_refused(tmp_path, text_file):
     data = LMDataConfig(source=str(text_file), context=CONTEXT)
     with pytest.raises(InputError, match="context"):
