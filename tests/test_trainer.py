@@ -102,6 +102,10 @@ def test_without_batch_size_small_data_sets_get_smaller_batches():
     assert cfg.planned_batch_size(100) == 32  # the smallest, however few the examples
     assert cfg.replace(batch_size=128).planned_batch_size(5_000) == 128  # given wins
     assert cfg.replace(min_epoch_steps=10).planned_batch_size(5_000) == 128
+    assert cfg.planned_batch_size(5_000, world_size=4) == 32  # 8 examples a process
+    with pytest.raises(ValueError, match="batches of 32 examples do not split evenly over 3 "
+                                         "processes; give a --batch-size divisible by 3"):
+        cfg.planned_batch_size(5_000, world_size=3)
     with pytest.raises(ValueError, match="min_epoch_steps must be > 0"):
         TrainConfig(min_epoch_steps=0)
     with pytest.raises(ValueError, match="batch_size must be > 0, got 0"):

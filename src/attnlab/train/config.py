@@ -155,15 +155,21 @@ class TrainConfig(DictConfig):
         ):
             raise InputError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {self.device!r}")
 
-    def planned_batch_size(self, n_examples: int) -> int:
+    def planned_batch_size(self, n_examples: int, world_size: int = 1) -> int:
         """``batch_size`` if given, else the largest of 128, 64 and 32 whose epoch of
-        ``n_examples`` makes at least ``min_epoch_steps`` whole batches (32 if none does)."""
-        if self.batch_size is not None:
-            return self.batch_size
-        for size in AUTO_BATCH_SIZES:
-            if n_examples // size >= self.min_epoch_steps:
-                return size
-        return AUTO_BATCH_SIZES[-1]
+        ``n_examples`` makes at least ``min_epoch_steps`` whole batches (32 if none does).
+
+        Raises:
+            InputError: the batch does not split evenly over ``world_size`` processes.
+        """
+        size = self.batch_size
+        if size is None:
+            size = next((s for s in AUTO_BATCH_SIZES if n_examples // s >= self.min_epoch_steps),
+                        AUTO_BATCH_SIZES[-1])
+        if size % world_size:
+            raise InputError(f"batches of {size} examples do not split evenly over {world_size} "
+                             f"processes; give a --batch-size divisible by {world_size}")
+        return size
 
     def planned_epochs(self, steps_per_epoch: int) -> int:
         """``epochs`` if given, else the fewest whole epochs of ``steps_per_epoch`` optimizer

@@ -137,7 +137,7 @@ def fit_on_splits(
     dist_info = control.dist_info
     train_ids = encode_dataset(tokenizer, train_set, max_length)
     dev_ids = encode_dataset(tokenizer, dev_set, max_length)
-    batch_size = train.planned_batch_size(len(train_ids))
+    batch_size = train.planned_batch_size(len(train_ids), dist_info.world_size)
     if train.batch_size is None and batch_size != AUTO_BATCH_SIZES[0] and control.progress \
             and dist_info.is_main:
         print(f"batches of {batch_size}: {len(train_ids):,} training examples would make fewer "

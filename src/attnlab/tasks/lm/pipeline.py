@@ -87,7 +87,8 @@ def train_lm(out_dir: str | os.PathLike, data: LMDataConfig | None = None,
     n_parameters = model.num_parameters()
     run_config = {"model_type": LANGUAGE_MODEL, "model": model_config.to_dict(),
                   "data": data.to_dict(), "n_parameters": n_parameters}
-    batch_size = train.planned_batch_size(len(train_ids) // data.context)  # (windows)
+    windows = len(train_ids) // data.context
+    batch_size = train.planned_batch_size(windows, info.world_size)
     train_batches = WindowBatches(train_ids, data.context, batch_size, seed=train.seed)
     if data.repeat_share:  # some windows become random tokens with a span repeated
         train_batches = RepeatedSpans(train_batches, data.repeat_share,

@@ -120,7 +120,7 @@ def train_translator(out_dir: str | os.PathLike, data: TranslationDataConfig | N
                   "data": data.to_dict(), "n_parameters": n_parameters,
                   "dropped_pairs": too_long + train_pairs.dropped}
     bleu_rows = range(min(data.dev_bleu_sentences, len(dev_set.sources)))
-    batch_size = train.planned_batch_size(len(train_pairs.sources))
+    batch_size = train.planned_batch_size(len(train_pairs.sources), info.world_size)
     train_batches = PairBatches(train_pairs, batch_size, seed=train.seed, drop_last=True,
                                 max_tokens=data.batch_tokens)
     dev_batches = PairBatches(dev_pairs, EVAL_BATCH, shuffle=False)
